@@ -1,0 +1,95 @@
+"""The library entry points. The CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import onnx
+
+from dfmpc_onnx.passes import Context, analysis_passes, conversion_passes, run_passes
+
+from .modelio import (
+    TWO_GB,
+    check_output,
+    check_output_path,
+    load_model,
+    save_model_atomic,
+    uses_external_data,
+)
+from .options import ConvertOptions
+from .report import Report
+
+ModelLike = onnx.ModelProto | str | os.PathLike
+
+
+def _load(model_or_path: ModelLike) -> onnx.ModelProto:
+    if isinstance(model_or_path, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model_or_path)  # the caller's model is never modified
+        return copy
+    return load_model(model_or_path)
+
+
+def convert(model_or_path: ModelLike, options: ConvertOptions | None = None, *,
+            progress: Callable[[str], None] | None = None,
+            check: bool = True) -> tuple[onnx.ModelProto, Report]:
+    """Quantize a float model with DF-MPC. Returns the new model and the report.
+
+    With ``check`` (default), the result must pass the full onnx.checker and load in ONNX Runtime
+    (ConversionCheckError otherwise). Models over 2 GB are checked when saved (convert_file).
+    """
+    options = options or ConvertOptions()
+    start = time.perf_counter()
+    model = _load(model_or_path)
+    ctx = Context(options, progress=progress)
+    ctx.report.options = asdict(options)
+    run_passes(conversion_passes(options.equalize), model, ctx)
+    if check and model.ByteSize() < TWO_GB:
+        check_output(model)
+    ctx.report.seconds = time.perf_counter() - start
+    return model, ctx.report
+
+
+def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
+                 options: ConvertOptions | None = None, *,
+                 progress: Callable[[str], None] | None = None) -> Report:
+    """Convert a file to a file, atomically; the output keeps external data when the input had
+    it or is over 2 GB."""
+    out = check_output_path(output_path, input_path)
+    source = load_model(input_path)
+    external = uses_external_data_in_file(input_path) or source.ByteSize() >= TWO_GB
+    model, report = convert(source, options, progress=progress, check=False)
+    external = external or model.ByteSize() >= TWO_GB
+    save_model_atomic(model, out, external=external)
+    report.seconds = report.seconds  # conversion time excludes writing
+    return report
+
+
+def uses_external_data_in_file(path: str | os.PathLike) -> bool:
+    with open(path, "rb") as fh:
+        return uses_external_data(onnx.load_model(fh, load_external_data=False))
+
+
+def inspect_model(model_or_path: ModelLike, options: ConvertOptions | None = None) -> Report:
+    """Run the analyses only: pairs, layers left alone and why, planned bits, expected size."""
+    options = options or ConvertOptions()
+    model = _load(model_or_path)
+    ctx = Context(options)
+    ctx.report.options = asdict(options)
+    run_passes(analysis_passes(), model, ctx)
+    from .quant import storage_bits
+
+    ideal = 0
+    for entry in ctx.report.layers:
+        if entry.bits:
+            ideal += entry.params * storage_bits(entry.bits, options.format) // 8
+    ctx.report.ideal_weight_bytes = ideal
+    ctx.report.float_weight_bytes = sum(e.params * 4 for e in ctx.report.layers)
+    return ctx.report
+
+
+__all__ = ["convert", "convert_file", "inspect_model", "Path"]

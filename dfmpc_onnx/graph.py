@@ -1,0 +1,106 @@
+"""A read-only index over an ONNX graph: who produces and who consumes each tensor.
+
+The pipeline works on plain ``onnx.ModelProto`` (see README, "Design"): untouched nodes, subgraphs,
+custom domains and external data then survive byte for byte. This index is the only graph helper;
+transforms rebuild it after they change the graph instead of keeping it in sync.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+class GraphIndex:
+    """Producers, consumers and constants of one graph, looked up by tensor name."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for node in graph.node:
+            for name in node.output:
+                if name:
+                    self.producer[name] = node
+            for name in node.input:
+                if name:
+                    self.consumers[name].append(node)
+            # Tensors read from inside a subgraph (If/Loop bodies) count as consumed by the node.
+            for name in _subgraph_outer_inputs(node):
+                self.consumers[name].append(node)
+        self.graph_inputs = [i.name for i in graph.input if i.name not in self.initializers]
+        self.graph_outputs = {o.name for o in graph.output}
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.initializers
+
+    def array(self, name: str) -> np.ndarray:
+        """The value of an initializer (cached: large weights are decoded once)."""
+        if name not in self._arrays:
+            self._arrays[name] = numpy_helper.to_array(self.initializers[name])
+        return self._arrays[name]
+
+    def only_consumer(self, name: str) -> onnx.NodeProto | None:
+        users = self.consumers.get(name, [])
+        if len(users) != 1 or name in self.graph_outputs:
+            return None
+        return users[0]
+
+
+def _subgraph_outer_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs read from the enclosing scope (so they are not dead tensors)."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = list(attr.g.node and [attr.g] or []) + list(attr.graphs)
+        for g in graphs:
+            local = {t.name for t in g.initializer} | {i.name for i in g.input}
+            for n in g.node:
+                local.update(n.output)
+            for n in g.node:
+                names.update(i for i in n.input if i and i not in local)
+                names.update(_subgraph_outer_inputs(n) - local)
+            names.update(o.name for o in g.output if o.name not in local)
+    return names
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """An attribute's value, or ``default`` when the node does not set it."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def topological_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Nodes in an order where every producer comes first (ONNX requires it; we re-check)."""
+    return list(graph.node)
+
+
+def opset_version(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 1
+
+
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Remove initializers nothing reads (and their legacy graph-input entries, IR < 4)."""
+    index = GraphIndex(graph)
+    used = set(index.consumers) | index.graph_outputs
+    dropped = {t.name for t in graph.initializer if t.name not in used}
+    if not dropped:
+        return
+    keep = [t for t in graph.initializer if t.name not in dropped]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    inputs = [i for i in graph.input if i.name not in dropped]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    infos = [v for v in graph.value_info if v.name not in dropped]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)

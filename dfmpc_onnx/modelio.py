@@ -1,0 +1,142 @@
+"""Reading and writing models safely: clear errors for bad input, atomic output, checks before
+the output appears. The input file is only ever opened for reading."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from .errors import ConversionCheckError, ModelLoadError, OutputError
+
+TWO_GB = (1 << 31) - (1 << 20)
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load and check an ONNX model, with one clear sentence for every way a file can be wrong."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"{p}: no such file")
+    if p.is_dir():
+        raise ModelLoadError(f"{p}: is a directory, not an ONNX file")
+    try:
+        size = p.stat().st_size
+        if size == 0:
+            raise ModelLoadError(f"{p}: file is empty")
+        with open(p, "rb") as fh:
+            model = onnx.load_model(fh, load_external_data=False)
+    except ModelLoadError:
+        raise
+    except PermissionError as exc:
+        raise ModelLoadError(f"{p}: cannot read ({exc.strerror})") from exc
+    except (DecodeError, RuntimeError, ValueError, TypeError) as exc:
+        raise ModelLoadError(f"{p}: not an ONNX model (protobuf parse failed: "
+                             f"{_first_line(exc)})") from exc
+    if not model.HasField("graph") or not model.opset_import:
+        raise ModelLoadError(f"{p}: parses as protobuf but holds no ONNX graph/opset "
+                             "(is it a model file?)")
+    if uses_external_data(model):
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{p}: external data could not be read: {_first_line(exc)}") from exc
+    check_input(model, p)
+    return model
+
+
+def uses_external_data(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL
+               for t in onnx.external_data_helper._get_all_tensors(model))
+
+
+def check_input(model: onnx.ModelProto, where: object = "model") -> None:
+    """The input must pass onnx.checker (not the full check: real exports often fail strict
+    shape inference yet run fine; the output gets the full check)."""
+    try:
+        if model.ByteSize() < TWO_GB:
+            onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ModelLoadError(f"{where}: fails onnx.checker: {_first_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - checker raises several types
+        raise ModelLoadError(f"{where}: fails onnx.checker: {_first_line(exc)}") from exc
+
+
+def check_output(model_or_path: onnx.ModelProto | str, what: str = "converted model") -> None:
+    """Full onnx.checker and an ONNX Runtime load; failure means we produced something broken."""
+    import onnxruntime as ort
+
+    try:
+        onnx.checker.check_model(model_or_path, full_check=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionCheckError(f"{what} fails onnx.checker: {_first_line(exc)}") from exc
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.add_session_config_entry("session.disable_quant_qdq", "1")
+        src = (model_or_path if isinstance(model_or_path, str)
+               else model_or_path.SerializeToString())
+        ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionCheckError(f"{what} does not load in ONNX Runtime: "
+                                   f"{_first_line(exc)}") from exc
+
+
+def check_output_path(output: str | os.PathLike, input_path: str | os.PathLike | None) -> Path:
+    out = Path(output)
+    if input_path is not None and out.resolve() == Path(input_path).resolve():
+        raise OutputError(f"{out}: output path is the input path; the input is never overwritten")
+    if out.exists() and out.is_dir():
+        raise OutputError(f"{out}: is a directory; give a file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{out}: directory {parent} is not writable")
+    return out
+
+
+def save_model_atomic(model: onnx.ModelProto, output: str | os.PathLike, *, external: bool,
+                      check: bool = True) -> list[Path]:
+    """Write to a temporary folder beside ``output``, check it there, then rename into place.
+
+    With ``external`` the weights go to ``<name>.data`` next to the model. Nothing appears at the
+    output path unless the full checker and ONNX Runtime accept the written file.
+    """
+    out = Path(output)
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write in {parent} ({exc.strerror})") from exc
+    written: list[Path] = []
+    try:
+        tmp_model = tmpdir / out.name
+        data_name = f"{out.name}.data"
+        try:
+            if external:
+                onnx.save_model(model, str(tmp_model), save_as_external_data=True,
+                                all_tensors_to_one_file=True, location=data_name,
+                                size_threshold=1024)
+            else:
+                onnx.save_model(model, str(tmp_model))
+        except OSError as exc:
+            raise OutputError(f"{out}: write failed ({exc.strerror})") from exc
+        if check:
+            check_output(str(tmp_model))
+        for f in sorted(tmpdir.iterdir(), key=lambda f: f.name == out.name):  # model file last
+            target = parent / f.name
+            os.replace(f, target)
+            written.append(target)
+    finally:
+        for f in tmpdir.iterdir():
+            f.unlink()
+        tmpdir.rmdir()
+    return written
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

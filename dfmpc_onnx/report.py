@@ -1,0 +1,88 @@
+"""What a conversion did, layer by layer: the user's evidence that the model is what they expect."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class LayerReport:
+    """One Conv/Gemm/MatMul. ``role``: "A" (low-bit, first of a pair), "B" (compensated second),
+    "single" (quantized alone) or "float" (left alone; ``reason`` says why)."""
+
+    name: str
+    op: str
+    role: str = "float"
+    bits: int | None = None
+    params: int = 0
+    partner: str | None = None
+    activation: str | None = None
+    reason: str = ""
+    stats: str = ""  # where the input statistics came from: bn, propagated, assumed
+    comp_min: float | None = None
+    comp_max: float | None = None
+    error_ratio: float | None = None  # predicted L(c) / L(1) for B layers
+
+
+@dataclass
+class Report:
+    """Everything a user needs to trust (or distrust) the converted model."""
+
+    layers: list[LayerReport] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+    opset_in: int = 0
+    opset_out: int = 0
+    float_weight_bytes: int = 0
+    quant_weight_bytes: int = 0
+    ideal_weight_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def layer(self, name: str) -> LayerReport:
+        for entry in self.layers:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(e.name, e.partner) for e in self.layers if e.role == "A" and e.partner]
+
+    @property
+    def average_bits(self) -> float:
+        """Parameter-weighted bits over quantized layers (float layers count as 32)."""
+        total = sum(e.params for e in self.layers)
+        if not total:
+            return 0.0
+        return sum(e.params * (e.bits or 32) for e in self.layers) / total
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["average_bits"] = self.average_bits
+        d["pairs"] = self.pairs
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def format(self) -> str:
+        """A fixed-width table for terminals and issue comments."""
+        lines = [f"{'layer':<28} {'op':<8} {'role':<6} {'bits':>4} {'params':>9}  "
+                 f"{'partner / reason':<28} {'comp c':>13} {'L(c)/L(1)':>9}"]
+        for e in self.layers:
+            extra = e.partner or e.reason
+            comp = f"{e.comp_min:.2f}..{e.comp_max:.2f}" if e.comp_min is not None else ""
+            err = f"{e.error_ratio:.3f}" if e.error_ratio is not None else ""
+            bits = str(e.bits) if e.bits else "fp"
+            lines.append(f"{e.name[:28]:<28} {e.op:<8} {e.role:<6} {bits:>4} {e.params:>9}  "
+                         f"{extra[:28]:<28} {comp:>13} {err:>9}")
+        mb = 1024 * 1024
+        lines.append("")
+        lines.append(f"pairs: {len(self.pairs)}   average weight bits: {self.average_bits:.2f}   "
+                     f"opset {self.opset_in} -> {self.opset_out}")
+        lines.append(f"weights: {self.float_weight_bytes / mb:.2f} MB float -> "
+                     f"{self.quant_weight_bytes / mb:.2f} MB quantized "
+                     f"(ideal {self.ideal_weight_bytes / mb:.2f} MB)")
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)

@@ -1,0 +1,227 @@
+"""Data-free statistics: every tensor is described per channel as a Gaussian, twice.
+
+The float network (f) and the quantized network (q) see different tensors; we carry both means,
+both variances and their covariance per channel (channels independent, spatial positions
+independent). Carrying the quantized stream is what lets bias correction and compensation fix the
+errors of *earlier* layers too (METHOD.md: local fixes computed on float statistics lost accuracy).
+
+Expectations through an activation phi use Gauss-Hermite quadrature on the bivariate normal of
+(float, quantized) values, vectorised over channels; no fake inputs are sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+Phi = Callable[[np.ndarray], np.ndarray]  # channel axis first
+_EPS = 1e-12
+
+
+def hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights for E[f(xi)], xi ~ N(0, 1): sum(w * f(nodes)) (weights sum to 1)."""
+    x, w = np.polynomial.hermite_e.hermegauss(n)
+    return x, w / w.sum()
+
+
+@dataclass
+class TensorStats:
+    """Per-channel means, variances and float/quantized covariance; arrays of length C or 1."""
+
+    mean_f: np.ndarray
+    var_f: np.ndarray
+    mean_q: np.ndarray
+    var_q: np.ndarray
+    cov_fq: np.ndarray
+    source: str = "propagated"  # "bn" where kept BatchNormalization statistics anchored it
+
+    @classmethod
+    def gaussian(cls, mean, var, source: str = "assumed") -> TensorStats:
+        """The same distribution in both streams (e.g. the model input)."""
+        m = np.atleast_1d(np.asarray(mean, dtype=np.float64))
+        v = np.atleast_1d(np.asarray(var, dtype=np.float64))
+        m, v = np.broadcast_arrays(m, v)
+        return cls(m.copy(), v.copy(), m.copy(), v.copy(), v.copy(), source)
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean_f)
+
+    def expand(self, channels: int) -> TensorStats:
+        """Broadcast a length-1 description to ``channels``; refuse a real mismatch."""
+        if self.channels == channels:
+            return self
+        if self.channels != 1:
+            raise ValueError(f"statistics have {self.channels} channels, layer expects {channels}")
+        f = lambda a: np.repeat(a, channels)  # noqa: E731
+        return TensorStats(f(self.mean_f), f(self.var_f), f(self.mean_q), f(self.var_q),
+                           f(self.cov_fq), self.source)
+
+    def repeat(self, k: int) -> TensorStats:
+        """Each channel repeated k times (Flatten of a C x H x W map into C*H*W features)."""
+        f = lambda a: np.repeat(a, k)  # noqa: E731
+        return TensorStats(f(self.mean_f), f(self.var_f), f(self.mean_q), f(self.var_q),
+                           f(self.cov_fq), self.source)
+
+    def anchored(self, mean: np.ndarray, std: np.ndarray) -> TensorStats:
+        """Replace the float stream by known statistics (kept BN: N(beta, gamma^2)).
+
+        The propagated description was off by a per-channel shift and scale; the quantized stream
+        is assumed to be off by the same shift and scale, so their relation is kept.
+        """
+        c = len(mean)
+        s = self.expand(c)
+        a = np.where(s.var_f > _EPS, np.abs(std) / np.sqrt(np.maximum(s.var_f, _EPS)), 1.0)
+        shift = mean - s.mean_f
+        var = std.astype(np.float64) ** 2
+        dead = s.var_f <= _EPS
+        var_q = np.where(dead, var, s.var_q * a * a)
+        cov = np.where(dead, var, s.cov_fq * a * a)
+        return TensorStats(mean.astype(np.float64), var, s.mean_q + shift, var_q, cov, "bn")
+
+
+def _std_rho(var_a, var_b, cov):
+    sa = np.sqrt(np.maximum(var_a, 0.0))
+    sb = np.sqrt(np.maximum(var_b, 0.0))
+    denom = sa * sb
+    rho = np.where(denom > _EPS, cov / np.where(denom > _EPS, denom, 1.0), 0.0)
+    return sa, sb, np.clip(rho, -1.0, 1.0)
+
+
+def bivariate_diag(phi_a: Phi, phi_b: Phi, mean_a, var_a, mean_b, var_b, cov,
+                   points: int = 24) -> np.ndarray:
+    """E[phi_a(u_j) phi_b(v_j)] per channel j for (u_j, v_j) jointly normal."""
+    x, w = hermite(points)
+    sa, sb, rho = _std_rho(var_a, var_b, cov)
+    u = mean_a[:, None, None] + sa[:, None, None] * x[None, :, None]
+    r = rho[:, None, None]
+    v = mean_b[:, None, None] + sb[:, None, None] * (
+        r * x[None, :, None] + np.sqrt(1.0 - r * r) * x[None, None, :])
+    fa = phi_a(u)
+    fb = phi_b(v)
+    return np.einsum("cab,a,b->c", fa * fb, w, w)
+
+
+def mean_diag(phi: Phi, mean, var, points: int = 48) -> np.ndarray:
+    """E[phi(u_j)] per channel."""
+    x, w = hermite(points)
+    u = mean[:, None] + np.sqrt(np.maximum(var, 0.0))[:, None] * x[None, :]
+    return phi(u) @ w
+
+
+def through_activation(phi: Phi, s: TensorStats, points: int = 24) -> TensorStats:
+    """Statistics of (phi(u_f), phi(u_q)) from those of (u_f, u_q), per channel."""
+    mf = mean_diag(phi, s.mean_f, s.var_f)
+    mq = mean_diag(phi, s.mean_q, s.var_q)
+    eff = bivariate_diag(phi, phi, s.mean_f, s.var_f, s.mean_f, s.var_f, s.var_f, points)
+    eqq = bivariate_diag(phi, phi, s.mean_q, s.var_q, s.mean_q, s.var_q, s.var_q, points)
+    efq = bivariate_diag(phi, phi, s.mean_f, s.var_f, s.mean_q, s.var_q, s.cov_fq, points)
+    return TensorStats(mf, np.maximum(eff - mf * mf, 0.0), mq, np.maximum(eqq - mq * mq, 0.0),
+                       efq - mf * mq, s.source)
+
+
+def _per_output(v: np.ndarray, out: int, group: int, cing: int) -> np.ndarray:
+    """Input-channel values laid out as (out, in_per_group) following the groups."""
+    return np.repeat(v.reshape(group, cing), out // group, axis=0)
+
+
+def through_linear(w_f: np.ndarray, w_q: np.ndarray, b_f: np.ndarray, b_q: np.ndarray,
+                   group: int, s: TensorStats) -> TensorStats:
+    """Statistics after a linear layer with canonical weights (out, in_per_group, taps).
+
+    Inputs are independent across channels and taps, so variances add; the float stream goes
+    through ``w_f`` and the quantized one through ``w_q``.
+    """
+    out, cing, _ = w_f.shape
+    s = s.expand(cing * group)
+    po = lambda a: _per_output(a, out, group, cing)  # noqa: E731
+    mean_f = (w_f.sum(2) * po(s.mean_f)).sum(1) + b_f
+    mean_q = (w_q.sum(2) * po(s.mean_q)).sum(1) + b_q
+    var_f = ((w_f * w_f).sum(2) * po(s.var_f)).sum(1)
+    var_q = ((w_q * w_q).sum(2) * po(s.var_q)).sum(1)
+    cov = ((w_f * w_q).sum(2) * po(s.cov_fq)).sum(1)
+    return TensorStats(mean_f, var_f, mean_q, var_q, cov, "propagated")
+
+
+def output_means(w_f, w_q, group: int, s: TensorStats) -> tuple[np.ndarray, np.ndarray]:
+    """E[W x] and E[W^ x^] without bias: what bias correction compares."""
+    out, cing, _ = w_f.shape
+    s = s.expand(cing * group)
+    return ((w_f.sum(2) * _per_output(s.mean_f, out, group, cing)).sum(1),
+            (w_q.sum(2) * _per_output(s.mean_q, out, group, cing)).sum(1))
+
+
+@dataclass
+class JointGaussian:
+    """Means and full covariances of (z, z^) over the n output channels of a pair's first layer."""
+
+    mean_f: np.ndarray
+    mean_q: np.ndarray
+    cov_ff: np.ndarray
+    cov_qq: np.ndarray
+    cov_fq: np.ndarray  # Cov(z_j, z^_k)
+
+    def diagonal(self) -> TensorStats:
+        return TensorStats(self.mean_f, np.diag(self.cov_ff).copy(), self.mean_q,
+                           np.diag(self.cov_qq).copy(), np.diag(self.cov_fq).copy())
+
+    def anchored(self, mean: np.ndarray, std: np.ndarray) -> JointGaussian:
+        """Same re-anchoring as TensorStats.anchored, applied to the full covariances."""
+        d = self.diagonal()
+        a = np.where(d.var_f > _EPS, np.abs(std) / np.sqrt(np.maximum(d.var_f, _EPS)), 1.0)
+        scale = np.outer(a, a)
+        shift = mean - self.mean_f
+        cov_ff = self.cov_ff * scale
+        dead = d.var_f <= _EPS
+        idx = np.flatnonzero(dead)
+        cov_ff[idx, idx] = std[idx] ** 2
+        cov_qq = self.cov_qq * scale
+        cov_qq[idx, idx] = std[idx] ** 2
+        cov_fq = self.cov_fq * scale
+        cov_fq[idx, idx] = std[idx] ** 2
+        return JointGaussian(mean.astype(np.float64), self.mean_q + shift, cov_ff, cov_qq, cov_fq)
+
+
+def joint_pre_activation(w_f_dense: np.ndarray, w_q_dense: np.ndarray, b_f: np.ndarray,
+                         b_q: np.ndarray, s: TensorStats) -> JointGaussian:
+    """(z, z^) = (W x + b, W^ x^ + b^) for dense weights (n, C_in, taps) and diagonal x stats."""
+    n, cin, taps = w_f_dense.shape
+    s = s.expand(cin)
+    wf = w_f_dense.reshape(n, -1)
+    wq = w_q_dense.reshape(n, -1)
+    rep = lambda a: np.repeat(a, taps)  # noqa: E731  (channel-major, matches reshape)
+    mean_f = w_f_dense.sum(2) @ s.mean_f + b_f
+    mean_q = w_q_dense.sum(2) @ s.mean_q + b_q
+    cov_ff = (wf * rep(s.var_f)) @ wf.T
+    cov_qq = (wq * rep(s.var_q)) @ wq.T
+    cov_fq = (wf * rep(s.cov_fq)) @ wq.T
+    return JointGaussian(mean_f, mean_q, cov_ff, cov_qq, cov_fq)
+
+
+def bivariate_matrix(phi_a: Phi, phi_b: Phi, mean_a, cov_aa_diag, mean_b, cov_bb_diag,
+                     cov_ab: np.ndarray, points: int = 16, block: int = 1 << 22) -> np.ndarray:
+    """M[j, k] = E[phi_a(u_j) phi_b(v_k)] for jointly normal u, v with Cov(u_j, v_k) = cov_ab[j, k].
+
+    u_j = mu_j + s_j x1 and v_k = mu_k + t_k (rho_jk x1 + sqrt(1 - rho_jk^2) x2), so phi_a is
+    evaluated once per (j, node) and phi_b per (k, j, node, node), in blocks of k to bound memory.
+    """
+    x, w = hermite(points)
+    n_a, n_b = len(mean_a), len(mean_b)
+    sa = np.sqrt(np.maximum(cov_aa_diag, 0.0))
+    sb = np.sqrt(np.maximum(cov_bb_diag, 0.0))
+    denom = np.outer(sa, sb)
+    rho = np.clip(np.where(denom > _EPS, cov_ab / np.where(denom > _EPS, denom, 1.0), 0.0), -1, 1)
+    fa = phi_a(mean_a[:, None] + sa[:, None] * x[None, :])  # (j, a)
+    fa_w = fa * w[None, :]
+    out = np.empty((n_a, n_b))
+    step = max(1, block // max(1, n_a * points * points))
+    for k0 in range(0, n_b, step):
+        k1 = min(n_b, k0 + step)
+        r = rho[:, k0:k1].T[:, :, None, None]  # (k, j, 1, 1)
+        v = mean_b[k0:k1, None, None, None] + sb[k0:k1, None, None, None] * (
+            r * x[None, None, :, None] + np.sqrt(1.0 - r * r) * x[None, None, None, :])
+        fb = phi_b(v)  # (k, j, a, b), channel k first
+        out[:, k0:k1] = np.einsum("kjab,ja,b->jk", fb, fa_w, w)
+    return out

@@ -1,0 +1,110 @@
+"""Find pairs: A -> activation -> B, where B reads only A's (activated) output channel by channel.
+
+Analysis only: fills ``ctx.layers`` (every quantizable layer, graph order), ``ctx.pairs`` and a
+report entry for every Conv/Gemm/MatMul, with the reason when one is left alone.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from dfmpc_onnx.activation import find_activation
+from dfmpc_onnx.graph import GraphIndex
+from dfmpc_onnx.layers import LINEAR_OPS, LinearLayer, as_linear_layer
+from dfmpc_onnx.report import LayerReport
+
+from .base import Context, Pair
+
+
+def tensor_rank(graph: onnx.GraphProto, name: str) -> int | None:
+    for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
+        if vi.name == name and vi.type.HasField("tensor_type"):
+            if vi.type.tensor_type.HasField("shape"):
+                return len(vi.type.tensor_type.shape.dim)
+    return None
+
+
+def output_rank(graph: onnx.GraphProto, layer: LinearLayer) -> int | None:
+    """Rank of a layer's output: from shapes, else a Conv's weight rank, else 2 for Gemm."""
+    rank = tensor_rank(graph, layer.node.output[0])
+    if rank is None and layer.op in ("Conv", "ConvTranspose"):
+        return len(layer.stored_shape)
+    if rank is None and layer.op == "Gemm":
+        return 2
+    return rank
+
+
+def channel_axis(layer: LinearLayer) -> int:
+    """Where a layer's output channels sit in its output tensor."""
+    return 1 if layer.op in ("Conv", "ConvTranspose") else -1
+
+
+class FindPairs:
+    name = "find-pairs"
+
+    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        graph = model.graph
+        index = GraphIndex(graph)
+        layers: dict[str, LinearLayer] = {}
+        for node in graph.node:
+            if node.op_type not in LINEAR_OPS or node.domain not in ("", "ai.onnx"):
+                continue
+            layer, reason = as_linear_layer(node, index)
+            entry = LayerReport(node.name, node.op_type)
+            if layer is None:
+                entry.reason = reason
+            else:
+                layers[node.name] = layer
+                entry.params = int(layer.out_channels * layer.canonical_shape[1]
+                                   * layer.canonical_shape[2])
+                ctx.layers.append(node.name)
+            ctx.report.layers.append(entry)
+
+        protected = set()
+        if ctx.options.protect_first_last and ctx.layers:
+            protected = {ctx.layers[0], ctx.layers[-1]}
+        used: set[str] = set()
+        for name in ctx.layers:
+            a = layers[name]
+            if name in used or name in protected:
+                continue
+            b, phi, why = _partner(graph, index, a, layers)
+            entry = ctx.report.layer(name)
+            if b is None or b.name in used:
+                entry.reason = why or "partner already paired"
+                continue
+            ctx.pairs.append(Pair(a.name, b.name, phi))
+            used.update((a.name, b.name))
+            entry.partner, entry.activation = b.name, phi.label
+            entry.reason = ""
+            b_entry = ctx.report.layer(b.name)
+            b_entry.partner, b_entry.activation, b_entry.reason = a.name, phi.label, ""
+        ctx.report.notes.append(f"{len(ctx.pairs)} pairs among {len(ctx.layers)} layers")
+        return False
+
+
+def _partner(graph: onnx.GraphProto, index: GraphIndex, a: LinearLayer,
+             layers: dict[str, LinearLayer]):
+    """B and the activation between, or (None, None, reason)."""
+    if a.op == "ConvTranspose":
+        return None, None, "ConvTranspose is quantized alone"
+    z = a.node.output[0]
+    axis = channel_axis(a)
+    phi = find_activation(index, z, output_rank(graph, a), axis)
+    if phi is None:
+        return None, None, "output is not followed by a single elementwise activation"
+    h = phi.exit
+    consumer = index.only_consumer(h)
+    if consumer is None or consumer.name not in layers:
+        return None, None, "activation output does not feed exactly one Conv/Gemm/MatMul"
+    b = layers[consumer.name]
+    if b.op == "ConvTranspose" or consumer.input[0] != h:
+        return None, None, "next layer does not read the activation as its data input"
+    if channel_axis(b) != axis and output_rank(graph, a) != 2:
+        return None, None, f"channel layouts differ ({a.op} -> {b.op})"
+    if b.in_channels != a.out_channels:
+        return None, None, f"channel counts differ ({a.out_channels} -> {b.in_channels})"
+    for value in phi.constants.values():
+        if value.ndim and len(value) != a.out_channels:
+            return None, None, "activation constants do not match the channel count"
+    return b, phi, ""

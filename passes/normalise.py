@@ -1,0 +1,239 @@
+"""Normalise: make every model look the same to the later passes.
+
+Constant / ConstantOfShape weights become initializers, the opset is upgraded to what the output
+format needs, shapes are inferred, and BatchNormalization is folded into the layer before it after
+its statistics are recorded (they are the best data-free evidence of the activations we have).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, shape_inference, version_converter
+
+from dfmpc_onnx.errors import UnsupportedModelError
+from dfmpc_onnx.graph import GraphIndex, attr, drop_unused_initializers, opset_version
+from dfmpc_onnx.layers import as_linear_layer
+
+from .base import Context
+
+# Initializers above this size are lifted out while the version converter runs: it serialises the
+# model (2 GB protobuf limit) and never needs weight values.
+_LIFT_BYTES = 1 << 20
+
+
+def target_opset(ctx: Context) -> int:
+    """The lowest opset whose DequantizeLinear takes every container this conversion may emit."""
+    o = ctx.options
+    bits = [o.low_bits, o.high_bits] + [b for b in o.plan.values() if b is not None]
+    if o.format == "int8":
+        return 13
+    low = min(bits)
+    return 25 if low <= 2 else 21 if low <= 4 else 13
+
+
+class ConstantsToInitializers:
+    """Constant and ConstantOfShape (with a constant shape) nodes of the main graph -> initializers."""
+
+    name = "constants-to-initializers"
+
+    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        graph = model.graph
+        keep = []
+        changed = False
+        known = {t.name: t for t in graph.initializer}
+        for node in graph.node:
+            value = None
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.attribute:
+                a = node.attribute[0]
+                if a.name == "value":
+                    value = numpy_helper.to_array(a.t)
+                elif a.name in ("value_float", "value_int"):
+                    value = np.asarray(onnx.helper.get_attribute_value(a),
+                                       np.float32 if a.name == "value_float" else np.int64)
+                elif a.name in ("value_floats", "value_ints"):
+                    value = np.asarray(onnx.helper.get_attribute_value(a),
+                                       np.float32 if a.name == "value_floats" else np.int64)
+            elif node.op_type == "ConstantOfShape" and node.input and node.input[0] in known:
+                shape = numpy_helper.to_array(known[node.input[0]]).astype(np.int64)
+                fill = attr(node, "value", None)
+                fill_value = (numpy_helper.to_array(fill).reshape(-1)[0] if fill is not None
+                              else np.float32(0))
+                value = np.full(tuple(shape), fill_value, dtype=np.asarray(fill_value).dtype)
+            if value is None:
+                keep.append(node)
+                continue
+            tensor = numpy_helper.from_array(value, node.output[0])
+            graph.initializer.append(tensor)
+            known[tensor.name] = tensor
+            changed = True
+        if changed:
+            del graph.node[:]
+            graph.node.extend(keep)
+        return changed
+
+
+class NameNodes:
+    """Give every main-graph node a unique name: the report, the plan file and the emitted tensor
+    names all refer to layers by node name. Existing unique names are kept."""
+
+    name = "name-nodes"
+
+    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        seen: set[str] = set()
+        changed = False
+        for i, node in enumerate(model.graph.node):
+            if not node.name or node.name in seen:
+                base = node.name or f"{node.op_type}_{i}"
+                name, k = base, 1
+                while name in seen:
+                    name, k = f"{base}_{k}", k + 1
+                node.name = name
+                changed = True
+            seen.add(node.name)
+        return changed
+
+
+class UpgradeOpset:
+    """Upgrade ai.onnx to the opset the output needs (25 for INT2, 21 for INT4, 13 for int8)."""
+
+    name = "upgrade-opset"
+
+    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        current = opset_version(model)
+        ctx.report.opset_in = current
+        newest = onnx.defs.onnx_opset_version()
+        if current > newest:
+            raise UnsupportedModelError(
+                f"model uses ai.onnx opset {current}; this onnx {onnx.__version__} knows up to "
+                f"{newest}: upgrade the onnx package")
+        target = max(current, target_opset(ctx))
+        ctx.report.opset_out = target
+        if target == current:
+            return False
+        lifted = _lift_large_initializers(model.graph)
+        try:
+            converted = version_converter.convert_version(model, target)
+        except Exception as exc:  # noqa: BLE001 - the converter raises bare RuntimeErrors
+            _restore(model.graph, lifted)
+            hint = (" Use --format int8 (opset 13) or lower bits' opset needs." if target > 13
+                    else "")
+            raise UnsupportedModelError(
+                f"cannot upgrade the model from opset {current} to {target} "
+                f"(needed by DequantizeLinear for the chosen bit-widths): "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}."
+                f"{hint}") from exc
+        _restore(converted.graph, lifted)
+        _restore(model.graph, {})
+        model.CopyFrom(converted)
+        min_ir = onnx.helper.find_min_ir_version_for(list(model.opset_import), True)
+        model.ir_version = max(model.ir_version, min_ir, 11 if target >= 25 else 0)
+        return True
+
+
+def _lift_large_initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    lifted = {}
+    for t in graph.initializer:
+        if t.ByteSize() > _LIFT_BYTES:
+            saved = onnx.TensorProto()
+            saved.CopyFrom(t)
+            lifted[t.name] = saved
+            dims, dtype, name = list(t.dims), t.data_type, t.name
+            t.Clear()
+            t.name, t.data_type = name, dtype
+            t.dims.extend(dims)
+            t.raw_data = b""
+    return lifted
+
+
+def _restore(graph: onnx.GraphProto, lifted: dict[str, onnx.TensorProto]) -> None:
+    for t in graph.initializer:
+        if t.name in lifted:
+            t.CopyFrom(lifted[t.name])
+
+
+class InferShapes:
+    """ONNX shape inference, so passes know ranks and channel counts. Failure is only a note."""
+
+    name = "infer-shapes"
+
+    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        if model.ByteSize() > (1 << 31) - (1 << 20):
+            ctx.report.notes.append("model over 2 GB: shape inference skipped")
+            return False
+        try:
+            inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception as exc:  # noqa: BLE001
+            ctx.report.notes.append(f"shape inference failed ({exc}); continuing without shapes")
+            return False
+        model.graph.ClearField("value_info")
+        model.graph.value_info.extend(inferred.graph.value_info)
+        return True
+
+
+class FoldBatchNorm:
+    """Record each BatchNormalization's statistics, then fold it into the layer before it.
+
+    After folding, the layer writes the BN's output tensor, so ``ctx.bn_stats[tensor]`` describes
+    the float model's values there: mean beta, std |gamma| (what BN was trained to produce).
+    A BN that cannot be folded (its input is not a layer's private output) stays in the graph with
+    its statistics recorded all the same.
+    """
+
+    name = "fold-batchnorm"
+
+    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        graph = model.graph
+        index = GraphIndex(graph)
+        weight_users: dict[str, int] = {}
+        for node in graph.node:
+            for name in node.input[1:]:
+                weight_users[name] = weight_users.get(name, 0) + 1
+        removed: set[int] = set()
+        changed = False
+        for bn in list(graph.node):
+            if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx"):
+                continue
+            if len([o for o in bn.output if o]) != 1 or attr(bn, "training_mode", 0):
+                continue
+            if not all(index.is_constant(n) for n in bn.input[1:5]):
+                continue
+            gamma, beta, mean, var = (index.array(n).astype(np.float64) for n in bn.input[1:5])
+            eps = float(attr(bn, "epsilon", 1e-5))
+            ctx.bn_stats[bn.output[0]] = (beta, np.abs(gamma))
+            producer = index.producer.get(bn.input[0])
+            if producer is None or index.only_consumer(bn.input[0]) is not bn:
+                continue
+            layer, _ = as_linear_layer(producer, index)
+            if layer is None or layer.op == "MatMul" or weight_users.get(layer.weight, 0) != 1:
+                continue
+            if layer.bias is not None and weight_users.get(layer.bias, 0) != 1:
+                continue
+            if layer.out_channels != len(gamma):
+                continue
+            k = gamma / np.sqrt(var + eps)
+            w_tensor = index.initializers[layer.weight]
+            w = layer.to_canonical(index.array(layer.weight).astype(np.float64)) * k[:, None, None]
+            dtype = numpy_helper.to_array(w_tensor).dtype
+            w_tensor.CopyFrom(numpy_helper.from_array(layer.from_canonical(w).astype(dtype),
+                                                      layer.weight))
+            b = index.array(layer.bias).astype(np.float64) if layer.bias else 0.0
+            b = (b - mean) * k + beta
+            if layer.bias:
+                index.initializers[layer.bias].CopyFrom(
+                    numpy_helper.from_array(b.astype(dtype), layer.bias))
+            else:
+                bias_name = f"{producer.name or layer.weight}_bias"
+                graph.initializer.append(numpy_helper.from_array(b.astype(dtype), bias_name))
+                while len(producer.input) < 3:
+                    producer.input.append("")
+                producer.input[2] = bias_name
+            producer.output[0] = bn.output[0]
+            removed.add(id(bn))
+            changed = True
+        if changed:
+            keep = [n for n in graph.node if id(n) not in removed]
+            del graph.node[:]
+            graph.node.extend(keep)
+            drop_unused_initializers(graph)
+        return changed
