@@ -113,8 +113,10 @@ def as_linear_layer(node: onnx.NodeProto, index: GraphIndex) -> tuple[LinearLaye
         return None, "weight is not a constant"
     weight = node.input[1]
     tensor = index.initializers[weight]
+    if tensor.data_type == onnx.TensorProto.DOUBLE:
+        return None, "float64 weight (DequantizeLinear cannot output double)"
     if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
-                                onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16):
+                                onnx.TensorProto.BFLOAT16):
         return None, "weight is not floating point"
     shape = tuple(int(d) for d in tensor.dims)
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None

@@ -201,7 +201,7 @@ def joint_pre_activation(w_f_dense: np.ndarray, w_q_dense: np.ndarray, b_f: np.n
 
 
 def bivariate_matrix(phi_a: Phi, phi_b: Phi, mean_a, cov_aa_diag, mean_b, cov_bb_diag,
-                     cov_ab: np.ndarray, points: int = 16, block: int = 1 << 22) -> np.ndarray:
+                     cov_ab: np.ndarray, points: int = 32, block: int = 1 << 22) -> np.ndarray:
     """M[j, k] = E[phi_a(u_j) phi_b(v_k)] for jointly normal u, v with Cov(u_j, v_k) = cov_ab[j, k].
 
     u_j = mu_j + s_j x1 and v_k = mu_k + t_k (rho_jk x1 + sqrt(1 - rho_jk^2) x2), so phi_a is

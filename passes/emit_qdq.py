@@ -51,7 +51,7 @@ class EmitQDQ:
             ideal += qw.q.size * qw.bits / 8 + qw.scale.size * np.dtype(dtype).itemsize
             bias = ctx.new_bias.get(node.name)
             if bias is not None:
-                b_name = f"{base}_bias"
+                b_name = f"{base}_bias_corrected"
                 graph.initializer.append(numpy_helper.from_array(bias.astype(dtype), b_name))
                 while len(node.input) < 3:
                     node.input.append("")

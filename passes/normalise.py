@@ -223,7 +223,7 @@ class FoldBatchNorm:
                 index.initializers[layer.bias].CopyFrom(
                     numpy_helper.from_array(b.astype(dtype), layer.bias))
             else:
-                bias_name = f"{producer.name or layer.weight}_bias"
+                bias_name = f"{producer.name or layer.weight}_bn_bias"
                 graph.initializer.append(numpy_helper.from_array(b.astype(dtype), bias_name))
                 while len(producer.input) < 3:
                     producer.input.append("")

@@ -1,0 +1,252 @@
+"""The `dfmpc-onnx` command: a thin click layer over dfmpc_onnx.api and dfmpc_onnx.validate."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .errors import EXIT_CODES, DfmpcError, OptionsError
+from .options import ConvertOptions
+
+EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
+
+
+class Progress:
+    """Progress on stderr: a live line on a terminal, a line every few seconds in a log."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if self.quiet:
+            return
+        now = time.perf_counter()
+        if self.tty:
+            click.echo(f"\r\033[K{message}", nl=False, err=True)
+        elif now - self.last > 2.0:
+            click.echo(f"[{now - self.start:6.1f}s] {message}", err=True)
+            self.last = now
+
+    def done(self) -> None:
+        if self.tty and not self.quiet:
+            click.echo("\r\033[K", nl=False, err=True)
+
+
+def read_plan(path: str | None) -> dict[str, int | None]:
+    """A plan file is JSON: {"layer name": bits or null, ...}."""
+    if path is None:
+        return {}
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise OptionsError(f"plan file {path}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OptionsError(f"plan file {path}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+    if not isinstance(plan, dict) or not all(isinstance(k, str) for k in plan):
+        raise OptionsError(f'plan file {path}: expected an object like {{"conv1": 4, "fc": null}}')
+    return plan
+
+
+def _run(debug: bool, fn) -> None:
+    """Turn our errors into one line on stderr and an exit code; tracebacks only with --debug."""
+    try:
+        fn()
+    except DfmpcError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; nothing was written", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last line of defence, see --debug
+        if debug:
+            raise
+        click.echo(f"error: internal error: {type(exc).__name__}: {exc} "
+                   "(rerun with --debug for the traceback and please report it)", err=True)
+        sys.exit(1)
+
+
+@click.group(epilog=EXIT_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(package_name="dfmpc-onnx")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Data-free mixed-precision quantization of ONNX models (DF-MPC).
+
+    In each pair of consecutive layers (Conv/Gemm/MatMul -> activation -> Conv/Gemm/MatMul) the
+    first is rounded to very few bits and the second, kept at 8 bits, absorbs a closed-form
+    correction of the first one's error. No data, calibration set or fine-tuning is used.
+
+    \b
+    Typical use:
+      dfmpc-onnx inspect model.onnx                 # what would be quantized, and why not
+      dfmpc-onnx convert model.onnx -o model.q.onnx # write the packed low-bit model
+      dfmpc-onnx validate model.onnx model.q.onnx   # compare outputs, size and speed
+    """
+    ctx.obj = {"debug": debug}
+
+
+def planning_options(fn):
+    """Options shared by convert and inspect (they decide the bit plan)."""
+    opts = [
+        click.option("--low-bits", type=click.IntRange(2, 8), default=2, show_default=True,
+                     help="Bits of the first layer of each pair. 2 is the paper's setting and "
+                          "the largest saving; 3-4 lose much less accuracy."),
+        click.option("--high-bits", type=click.IntRange(2, 8), default=8, show_default=True,
+                     help="Bits of the compensating second layer and of every layer outside a "
+                          "pair (and of the first and last layer)."),
+        click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
+                     help='JSON file overriding bits per layer by node name, e.g. '
+                          '{"conv1": 4, "fc": null} (null keeps a layer in float). '
+                          "Names come from `dfmpc-onnx inspect`."),
+        click.option("--format", "fmt", type=click.Choice(["packed", "int8"]), default="packed",
+                     show_default=True,
+                     help="packed: real INT2/INT4/INT8 initializers (smallest file; opset 25 for "
+                          "INT2, 21 for INT4). int8: every weight in an int8 container limited "
+                          "to its grid (opset 13; for int8 kernels and TensorRT)."),
+        click.option("--protect-first-last/--no-protect-first-last", default=True,
+                     show_default=True,
+                     help="Keep the first and last layer at --high-bits, as the paper does."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+@main.command(epilog=EXIT_HELP)
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Where to write the quantized model (written atomically; never the input).")
+@planning_options
+@click.option("--granularity", type=click.Choice(["channel", "tensor"]), default="channel",
+              show_default=True,
+              help="One weight scale per output channel (much more accurate at 2-4 bits) or "
+                   "one per tensor.")
+@click.option("--solver", type=click.Choice(["diag", "full", "none"]), default="diag",
+              show_default=True,
+              help="Compensation: diag solves each channel alone (fast), full solves the n x n "
+                   "system with cross-channel terms (slower on wide layers), none is plain "
+                   "rounding with the same bit plan, for comparison.")
+@click.option("--lam", type=float, default=1e-3, show_default=True,
+              help="Ridge weight pulling compensation factors towards 1, relative to the "
+                   "layer's scale; raise it if a layer's factors look extreme in the report.")
+@click.option("--bias-correction/--no-bias-correction", default=None,
+              help="Correct biases so each quantized layer's output mean matches the float "
+                   "model's. Default: on with diag/full, off with none.")
+@click.option("--equalize/--no-equalize", default=False, show_default=True,
+              help="Cross-layer equalization of ReLU-like pairs before rounding (helps "
+                   "per-tensor scales most).")
+@click.option("--input-mean", type=float, default=0.0, show_default=True,
+              help="Assumed mean of each model input element: where the data-free statistics "
+                   "start when no BatchNormalization statistics are available.")
+@click.option("--input-std", type=float, default=1.0, show_default=True,
+              help="Assumed standard deviation of each model input element (see --input-mean).")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False),
+              help="Also write the full report as JSON to this file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.pass_context
+def convert(ctx: click.Context, model: str, output: str, low_bits: int, high_bits: int,
+            plan_file: str | None, fmt: str, protect_first_last: bool, granularity: str,
+            solver: str, lam: float, bias_correction: bool | None, equalize: bool,
+            input_mean: float, input_std: float, report_file: str | None, as_json: bool,
+            quiet: bool) -> None:
+    """Quantize MODEL (float ONNX) into a mixed-precision QDQ model.
+
+    Weight-only: activations stay float. Run the result with the ONNX Runtime session config
+    entry session.disable_quant_qdq=1 so the weights are dequantized once at load and the
+    model runs at float speed.
+    """
+    from .api import convert_file
+
+    def go() -> None:
+        options = ConvertOptions(
+            low_bits=low_bits, high_bits=high_bits, granularity=granularity, solver=solver,
+            lam=lam, bias_correction=bias_correction, equalize=equalize, input_mean=input_mean,
+            input_std=input_std, format=fmt, plan=read_plan(plan_file),
+            protect_first_last=protect_first_last)
+        progress = Progress(quiet)
+        report = convert_file(model, output, options, progress=progress)
+        progress.done()
+        if report_file:
+            Path(report_file).write_text(report.to_json())
+        if as_json:
+            click.echo(report.to_json())
+        else:
+            click.echo(report.format())
+            click.echo(f"wrote {output} in {report.seconds:.2f}s")
+
+    _run(ctx.obj["debug"], go)
+
+
+@main.command(epilog=EXIT_HELP)
+@click.argument("model", type=click.Path(dir_okay=True))
+@planning_options
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def inspect(ctx: click.Context, model: str, low_bits: int, high_bits: int, plan_file: str | None,
+            fmt: str, protect_first_last: bool, as_json: bool) -> None:
+    """Show the pairs found, each layer left alone and why, the planned bits and expected size."""
+    from .api import inspect_model
+
+    def go() -> None:
+        options = ConvertOptions(low_bits=low_bits, high_bits=high_bits, format=fmt,
+                                 plan=read_plan(plan_file), protect_first_last=protect_first_last)
+        report = inspect_model(model, options)
+        click.echo(report.to_json() if as_json else report.format())
+
+    _run(ctx.obj["debug"], go)
+
+
+@main.command(epilog=EXIT_HELP)
+@click.argument("float_model", type=click.Path(dir_okay=True))
+@click.argument("quant_model", type=click.Path(dir_okay=True))
+@click.option("--inputs", type=click.Path(dir_okay=False),
+              help=".npz file with one array per model input (by input name). Default: seeded "
+                   "standard-normal inputs shaped from the model.")
+@click.option("--provider", default="cpu", show_default=True,
+              help="ONNX Runtime provider: cpu, cuda, or a full provider name.")
+@click.option("--batch", type=click.IntRange(1), default=8, show_default=True,
+              help="Batch size of random inputs (replaces a symbolic first dimension).")
+@click.option("--shape", "shapes", multiple=True,
+              help="Shape of an input with symbolic dimensions, e.g. --shape input=1x3x224x224.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
+@click.option("--repeats", type=click.IntRange(1), default=20, show_default=True,
+              help="Timed runs per model; latency is their median.")
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True,
+              help="ONNX Runtime intra-op threads for both models.")
+@click.option("--disable-quant-qdq/--keep-qdq", default=True, show_default=True,
+              help="Fold DequantizeLinear on weights at load (session.disable_quant_qdq=1), "
+                   "as a deployment should.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def validate(ctx: click.Context, float_model: str, quant_model: str, inputs: str | None,
+             provider: str, batch: int, shapes: tuple[str, ...], seed: int, repeats: int,
+             threads: int, disable_quant_qdq: bool, as_json: bool) -> None:
+    """Run FLOAT_MODEL and QUANT_MODEL on the same inputs; print per-output cosine similarity,
+    SQNR, top-1 agreement and errors, file sizes and the latency ratio."""
+    from .validate import format_table, parse_shape_option
+    from .validate import validate as run_validate
+
+    def go() -> None:
+        result = run_validate(
+            float_model, quant_model, inputs=inputs, provider=provider, batch=batch, seed=seed,
+            repeats=repeats, threads=threads, shapes=parse_shape_option(shapes) if shapes else None,
+            disable_quant_qdq=disable_quant_qdq)
+        click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_table(result))
+
+    _run(ctx.obj["debug"], go)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Pair finding and bit planning on the spellings exporters produce."""
+
+import numpy as np
+import onnx
+import pytest
+from conftest import assert_valid, run
+from onnx import TensorProto, helper
+from tinymodels import conv_net, make_model
+
+from dfmpc_onnx import ConvertOptions, convert, inspect_model
+from dfmpc_onnx.errors import OptionsError
+
+
+@pytest.mark.parametrize("act,label", [("Relu", "Relu"), ("SiLU", "Sigmoid+Mul"),
+                                       ("ReLU6", "Clip"), ("PRelu", "PRelu"),
+                                       ("HardSwish", "HardSwish"), ("Identity", "identity")])
+def test_pairs_through_activation_spellings(act, label, x8):
+    model = conv_net(seed=0, act=act)
+    rep = inspect_model(model)
+    assert rep.pairs == [("conv1", "conv2")]
+    assert rep.layer("conv1").activation == label
+    assert rep.layer("conv1").bits == 2 and rep.layer("conv2").bits == 8
+    assert rep.layer("conv0").role == "single"  # first layer protected
+    q, _ = convert(model, ConvertOptions(solver="full"))
+    assert_valid(q)
+    assert np.isfinite(run(q, x8)).all()
+
+
+def test_first_layer_pairs_when_not_protected():
+    rep = inspect_model(conv_net(), ConvertOptions(protect_first_last=False))
+    assert rep.pairs == [("conv0", "conv1"), ("conv2", "conv3")]
+
+
+def test_plan_overrides_and_unknown_names():
+    rep = inspect_model(conv_net(), ConvertOptions(plan={"conv1": 4, "fc": None}))
+    assert rep.layer("conv1").bits == 4
+    assert rep.layer("fc").role == "float" and rep.layer("fc").bits is None
+    with pytest.raises(OptionsError, match="conv9"):
+        inspect_model(conv_net(), ConvertOptions(plan={"conv9": 4}))
+
+
+def test_activation_with_second_consumer_is_not_a_pair():
+    model = conv_net()
+    # conv1's activation output also goes to a graph output: B is no longer its only reader.
+    model.graph.output.append(helper.make_tensor_value_info("act1_out", TensorProto.FLOAT, None))
+    rep = inspect_model(model)
+    assert ("conv1", "conv2") not in rep.pairs
+
+
+def depthwise_model(seed=0, c=8):
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w0": rng.standard_normal((c, 3, 1, 1)).astype(np.float32),
+        "w1": (rng.standard_normal((c, c, 1, 1)) / np.sqrt(c)).astype(np.float32),
+        "w2": (rng.standard_normal((c, 1, 3, 3)) / 3).astype(np.float32),
+        "w3": (rng.standard_normal((4, c, 1, 1)) / np.sqrt(c)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input", "w0"], ["a0"], name="stem"),
+        helper.make_node("Relu", ["a0"], ["r0"], name="relu0"),
+        helper.make_node("Conv", ["r0", "w1"], ["a1"], name="expand"),
+        helper.make_node("Relu", ["a1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["a2"], name="dw", group=c, pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a2"], ["r2"], name="relu2"),
+        helper.make_node("Conv", ["r2", "w3"], ["logits"], name="project"),
+    ]
+    return make_model(nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                            ["N", 3, 8, 8])],
+                      [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                     ["N", 4, 8, 8])], inits)
+
+
+@pytest.mark.parametrize("solver", ["diag", "full"])
+def test_depthwise_pairs_convert(solver, x8):
+    model = depthwise_model()
+    q, rep = convert(model, ConvertOptions(solver=solver))
+    assert rep.pairs == [("expand", "dw")]
+    assert_valid(q)
+    ref, out = run(model, x8), run(q, x8)
+    assert (ref * out).sum() / np.linalg.norm(ref) / np.linalg.norm(out) > 0.5
+
+
+def mlp_model(kind: str, seed=0):
+    """Gemm(transB=0|1) or MatMul+Add MLP: input(N,16) -> fc0 -> relu -> fc1 -> relu -> fc2."""
+    rng = np.random.default_rng(seed)
+    dims = [16, 32, 32, 5]
+    nodes, inits, x = [], {}, "input"
+    for i in range(3):
+        w = rng.standard_normal((dims[i], dims[i + 1])) / np.sqrt(dims[i])
+        b = 0.1 * rng.standard_normal(dims[i + 1])
+        if kind == "gemm_t":
+            inits[f"w{i}"] = w.T.astype(np.float32)
+            nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"y{i}"], name=f"fc{i}",
+                                          transB=1))
+        elif kind == "gemm":
+            inits[f"w{i}"] = w.astype(np.float32)
+            nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"y{i}"], name=f"fc{i}"))
+        else:
+            inits[f"w{i}"] = w.astype(np.float32)
+            nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"], name=f"fc{i}"))
+            nodes.append(helper.make_node("Add", [f"m{i}", f"b{i}"], [f"y{i}"], name=f"add{i}"))
+        inits[f"b{i}"] = b.astype(np.float32)
+        x = f"y{i}"
+        if i < 2:
+            nodes.append(helper.make_node("Relu", [x], [f"r{i}"], name=f"relu{i}"))
+            x = f"r{i}"
+    nodes[-1].output[0] = "logits"
+    return make_model(nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 16])],
+                      [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5])], inits)
+
+
+@pytest.mark.parametrize("kind", ["gemm", "gemm_t"])
+def test_gemm_pairs_and_layouts(kind):
+    model = mlp_model(kind)
+    x = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
+    q, rep = convert(model, ConvertOptions(protect_first_last=False, solver="full"))
+    assert rep.pairs == [("fc0", "fc1")]
+    assert_valid(q)
+    q8, _ = convert(model, ConvertOptions(low_bits=8, solver="none"))
+    ref, out = run(model, x), run(q8, x)
+    assert np.abs(ref - out).max() < 0.02 * np.abs(ref).max()
+
+
+def test_matmul_layers_quantize():
+    model = mlp_model("matmul")
+    x = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
+    q, rep = convert(model, ConvertOptions(protect_first_last=False))
+    assert rep.layer("fc0").role == "A"
+    assert_valid(q)
+    assert onnx.numpy_helper  # keep import used
+    assert np.isfinite(run(q, x)).all()

@@ -1,0 +1,66 @@
+"""Statistics propagation against seeded sampling of the same Gaussian assumptions."""
+
+import numpy as np
+
+from dfmpc_onnx.quant import quantize
+from dfmpc_onnx.stats import TensorStats, bivariate_diag, through_activation, through_linear
+
+RELU = lambda v: np.maximum(v, 0.0)  # noqa: E731
+
+
+def sample_streams(s: TensorStats, n: int, rng):
+    """Draw (f, q) pairs per channel with the described means, variances and covariance."""
+    out_f, out_q = [], []
+    for j in range(s.channels):
+        cov = [[s.var_f[j], s.cov_fq[j]], [s.cov_fq[j], s.var_q[j]]]
+        v = rng.multivariate_normal([s.mean_f[j], s.mean_q[j]], cov, size=n)
+        out_f.append(v[:, 0])
+        out_q.append(v[:, 1])
+    return np.array(out_f), np.array(out_q)
+
+
+def test_through_activation_matches_sampling():
+    rng = np.random.default_rng(0)
+    s = TensorStats(np.array([0.0, 0.5, -1.0]), np.array([1.0, 2.0, 0.3]),
+                    np.array([0.1, 0.4, -0.8]), np.array([1.2, 1.5, 0.4]),
+                    np.array([0.9, 1.4, 0.2]))
+    f, q = sample_streams(s, 400_000, rng)
+    out = through_activation(RELU, s)
+    hf, hq = RELU(f), RELU(q)
+    np.testing.assert_allclose(out.mean_f, hf.mean(1), atol=5e-3)
+    np.testing.assert_allclose(out.var_q, hq.var(1), rtol=3e-2, atol=3e-3)
+    cov = ((hf - hf.mean(1, keepdims=True)) * (hq - hq.mean(1, keepdims=True))).mean(1)
+    np.testing.assert_allclose(out.cov_fq, cov, rtol=3e-2, atol=3e-3)
+
+
+def test_through_linear_grouped_matches_sampling():
+    rng = np.random.default_rng(1)
+    group, cin, out = 2, 4, 6
+    w = rng.standard_normal((out, cin // group, 9))
+    wq = quantize(w, 3, 0).dequantize()
+    b = rng.standard_normal(out)
+    s = TensorStats.gaussian(rng.standard_normal(cin), 0.5 + rng.random(cin))
+    res = through_linear(w, wq, b, b, group, s)
+    # Sample: each input channel and tap independent.
+    n = 200_000
+    x = s.mean_f[:, None, None] + np.sqrt(s.var_f)[:, None, None] * rng.standard_normal((cin, 9, n))
+    y = np.zeros((out, n))
+    yq = np.zeros((out, n))
+    for o in range(out):
+        g = o // (out // group)
+        xs = x[g * (cin // group):(g + 1) * (cin // group)]
+        y[o] = np.einsum("it,itn->n", w[o], xs) + b[o]
+        yq[o] = np.einsum("it,itn->n", wq[o], xs) + b[o]
+    np.testing.assert_allclose(res.mean_f, y.mean(1), atol=0.05)
+    np.testing.assert_allclose(res.var_f, y.var(1), rtol=0.02)
+    np.testing.assert_allclose(res.var_q, yq.var(1), rtol=0.02)
+    cov = ((y - y.mean(1, keepdims=True)) * (yq - yq.mean(1, keepdims=True))).mean(1)
+    np.testing.assert_allclose(res.cov_fq, cov, rtol=0.02)
+
+
+def test_bivariate_diag_identity_is_covariance():
+    ident = lambda v: v  # noqa: E731
+    m = np.array([1.0, -2.0])
+    e = bivariate_diag(ident, ident, m, np.array([1.0, 4.0]), m, np.array([2.0, 1.0]),
+                       np.array([0.5, -1.0]))
+    np.testing.assert_allclose(e, np.array([0.5, -1.0]) + m * m, rtol=1e-10)
