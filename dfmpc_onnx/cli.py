@@ -137,6 +137,14 @@ def planning_options(fn):
               help="Compensation: diag solves each channel alone (fast), full solves the n x n "
                    "system with cross-channel terms (slower on wide layers), none is plain "
                    "rounding with the same bit plan, for comparison.")
+@click.option("--objective", type=click.Choice(["energy", "mse"]), default="energy",
+              show_default=True,
+              help="What compensation aims for: energy gives each channel of the compensated "
+                   "layer's input its float variance back; mse is the paper's least-squares "
+                   "objective (measured to shrink signals and lose accuracy; see BENCHMARKS.md).")
+@click.option("--propagated-stats/--bn-stats-only", default=False, show_default=True,
+              help="Also correct layers whose statistics were only propagated from the assumed "
+                   "input (BN-folded models). Off by default: measured to mislead corrections.")
 @click.option("--lam", type=float, default=1e-3, show_default=True,
               help="Ridge weight pulling compensation factors towards 1, relative to the "
                    "layer's scale; raise it if a layer's factors look extreme in the report.")
@@ -158,7 +166,8 @@ def planning_options(fn):
 @click.pass_context
 def convert(ctx: click.Context, model: str, output: str, low_bits: int, high_bits: int,
             plan_file: str | None, fmt: str, protect_first_last: bool, granularity: str,
-            solver: str, lam: float, bias_correction: bool | None, equalize: bool,
+            solver: str, objective: str, propagated_stats: bool, lam: float,
+            bias_correction: bool | None, equalize: bool,
             input_mean: float, input_std: float, report_file: str | None, as_json: bool,
             quiet: bool) -> None:
     """Quantize MODEL (float ONNX) into a mixed-precision QDQ model.
@@ -172,7 +181,8 @@ def convert(ctx: click.Context, model: str, output: str, low_bits: int, high_bit
     def go() -> None:
         options = ConvertOptions(
             low_bits=low_bits, high_bits=high_bits, granularity=granularity, solver=solver,
-            lam=lam, bias_correction=bias_correction, equalize=equalize, input_mean=input_mean,
+            objective=objective, propagated_stats=propagated_stats, lam=lam,
+            bias_correction=bias_correction, equalize=equalize, input_mean=input_mean,
             input_std=input_std, format=fmt, plan=read_plan(plan_file),
             protect_first_last=protect_first_last)
         progress = Progress(quiet)

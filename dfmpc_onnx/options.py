@@ -10,6 +10,7 @@ from .errors import OptionsError
 Solver = Literal["full", "diag", "none"]
 Granularity = Literal["channel", "tensor"]
 Format = Literal["packed", "int8"]
+Objective = Literal["energy", "mse"]
 
 VALID_BITS = range(2, 9)
 
@@ -27,6 +28,15 @@ class ConvertOptions:
     bias_correction: shift biases so the mean of every quantized layer's output matches the float
         model's (under the propagated statistics). None (default) means on for the "full" and
         "diag" solvers and off for "none", so that "none" is plain rounding.
+    objective: what the compensation c aims for. "energy" (default) rescales each channel of the
+        second layer's input so the quantized activation has the float one's variance; "mse" is
+        METHOD.md's least-squares objective, solved in closed form ("full" or "diag"). We measured
+        "mse" below plain rounding on every example model: it shrinks signals (c ~ 0.5), and the
+        nonlinear layers downstream pay for the lost scale (BENCHMARKS.md).
+    propagated_stats: also correct layers whose input statistics were only propagated from the
+        assumed input distribution (BN folded). Off by default: on BN-folded models those
+        statistics were measured to mislead bias correction; kept BatchNormalization statistics
+        are trusted.
     equalize: cross-layer equalization of each ReLU-like pair before quantizing (Nagel et al. 2019).
     input_mean / input_std: assumed per-element distribution of the model input, the start of the
         statistics propagation when no BatchNormalization statistics are available.
@@ -43,6 +53,8 @@ class ConvertOptions:
     solver: Solver = "diag"
     lam: float = 1e-3
     bias_correction: bool | None = None
+    objective: Objective = "energy"
+    propagated_stats: bool = False
     equalize: bool = False
     input_mean: float = 0.0
     input_std: float = 1.0
@@ -64,6 +76,8 @@ class ConvertOptions:
             raise OptionsError(f"granularity must be 'channel' or 'tensor', got {self.granularity!r}")
         if self.solver not in ("full", "diag", "none"):
             raise OptionsError(f"solver must be 'full', 'diag' or 'none', got {self.solver!r}")
+        if self.objective not in ("energy", "mse"):
+            raise OptionsError(f"objective must be 'energy' or 'mse', got {self.objective!r}")
         if self.format not in ("packed", "int8"):
             raise OptionsError(f"format must be 'packed' or 'int8', got {self.format!r}")
         if not self.lam >= 0:

@@ -59,6 +59,11 @@ class TensorStats:
         return TensorStats(f(self.mean_f), f(self.var_f), f(self.mean_q), f(self.var_q),
                            f(self.cov_fq), self.source)
 
+    @property
+    def trusted(self) -> bool:
+        """Anchored by kept BatchNormalization statistics with no layer in between."""
+        return self.source == "bn"
+
     def repeat(self, k: int) -> TensorStats:
         """Each channel repeated k times (Flatten of a C x H x W map into C*H*W features)."""
         f = lambda a: np.repeat(a, k)  # noqa: E731

@@ -127,12 +127,15 @@ class _Walker:
         if s_in is None or s_in.channels not in (1, layer.in_channels):
             s_in = TensorStats.gaussian(o.input_mean, o.input_std ** 2, "assumed")
         entry.stats = s_in.source
+        # Corrections need statistics worth trusting (kept BN), unless the user asks otherwise.
+        trusted = s_in.trusted or o.propagated_stats
         w_f = layer.to_canonical(self.index.array(layer.weight).astype(np.float64))
         b_f = (self.index.array(layer.bias).astype(np.float64).reshape(-1) if layer.bias
                else np.zeros(layer.out_channels))
         w_target = w_f
         pending = self.pending.pop(node.name, None)
-        if pending is not None and o.solver != "none":
+        if pending is not None and o.solver != "none" and (
+                pending.x.trusted or pending.z in ctx.bn_stats or o.propagated_stats):
             c, ratio = self._compensation(pending, layer, w_f)
             w_target = layer.scale_inputs(w_f, c)
             entry.comp_min, entry.comp_max = float(c.min()), float(c.max())
@@ -142,12 +145,14 @@ class _Walker:
         ctx.quantized[node.name] = qw
         w_q = layer.to_canonical(qw.dequantize())
         b_q = b_f
-        if self.bias_correction and layer.op != "MatMul":
+        if self.bias_correction and layer.op != "MatMul" and trusted:
             mean_f, mean_q = output_means(w_f, w_q, layer.group, s_in)
             b_q = b_f + mean_f - mean_q
             ctx.new_bias[node.name] = b_q
-        elif self.bias_correction:
+        elif self.bias_correction and layer.op == "MatMul":
             entry.reason = "MatMul has no bias input: mean not corrected"
+        elif self.bias_correction:
+            entry.reason = "no BN statistics upstream: not corrected (--propagated-stats forces)"
         out = through_linear(w_f, w_q, b_f, b_q, layer.group, s_in)
         self._set(node.output[0], out, channel_axis(layer))
         pair = self.pair_of_a.get(node.name)
@@ -167,7 +172,13 @@ class _Walker:
         # With bias correction the mean error of B's output is removed afterwards, so only the
         # centred error matters; without it, raw second moments (the paper's form).
         centre = 1.0 if self.bias_correction else 0.0
-        if self.o.solver == "full":
+        if self.o.objective == "energy":
+            hs = through_activation(phi, joint.diagonal())
+            c = np.sqrt(np.where(hs.var_q > 1e-12, hs.var_f / np.maximum(hs.var_q, 1e-12), 1.0))
+            g = gram_diag(dense_b)
+            base = objective_diag(g, hs.var_f, hs.cov_fq, hs.var_q, ones)
+            ratio = objective_diag(g, hs.var_f, hs.cov_fq, hs.var_q, c) / base if base > 0 else 1.0
+        elif self.o.solver == "full":
             d = joint.diagonal()
             mh_f = mean_diag(phi, d.mean_f, d.var_f) * centre
             mh_q = mean_diag(phi, d.mean_q, d.var_q) * centre
@@ -220,7 +231,8 @@ class _Walker:
                 sum(g * p.mean_f for g, p in zip(sign, parts, strict=True)),
                 sum(p.var_f for p in parts),
                 sum(g * p.mean_q for g, p in zip(sign, parts, strict=True)),
-                sum(p.var_q for p in parts), sum(p.cov_fq for p in parts)), axis)
+                sum(p.var_q for p in parts), sum(p.cov_fq for p in parts),
+                "bn" if all(p.trusted for p in parts) else "propagated"), axis)
         elif op == "BatchNormalization" and len(var_ins) == 1:
             gamma, beta, mean, var = (self.index.array(n).astype(np.float64)
                                       for n in node.input[1:5])
@@ -240,7 +252,9 @@ class _Walker:
             parts = [self.stats[n].expand(c) for n, c in zip(ins, counts, strict=True)]
             cat = lambda f: np.concatenate([getattr(p, f) for p in parts])  # noqa: E731
             self._set(out, TensorStats(cat("mean_f"), cat("var_f"), cat("mean_q"), cat("var_q"),
-                                       cat("cov_fq")), axis)
+                                       cat("cov_fq"),
+                                       "bn" if all(p.trusted for p in parts) else "propagated"),
+                      axis)
         elif op in _PASS_THROUGH or (op in ("ReduceMean", "ReduceMax") and _keeps_channels(node)):
             self._set(out, s, axis)
         elif op in ("Flatten", "Reshape"):

@@ -21,9 +21,12 @@ def test_pairs_through_activation_spellings(act, label, x8):
     assert rep.layer("conv1").activation == label
     assert rep.layer("conv1").bits == 2 and rep.layer("conv2").bits == 8
     assert rep.layer("conv0").role == "single"  # first layer protected
-    q, _ = convert(model, ConvertOptions(solver="full"))
-    assert_valid(q)
-    assert np.isfinite(run(q, x8)).all()
+    for objective in ("energy", "mse"):
+        q, rep = convert(model, ConvertOptions(solver="full", objective=objective,
+                                               propagated_stats=True))
+        assert_valid(q)
+        assert np.isfinite(run(q, x8)).all()
+        assert rep.layer("conv2").comp_min is not None
 
 
 def test_first_layer_pairs_when_not_protected():
@@ -71,9 +74,11 @@ def depthwise_model(seed=0, c=8):
 
 
 @pytest.mark.parametrize("solver", ["diag", "full"])
-def test_depthwise_pairs_convert(solver, x8):
+@pytest.mark.parametrize("objective", ["energy", "mse"])
+def test_depthwise_pairs_convert(solver, objective, x8):
     model = depthwise_model()
-    q, rep = convert(model, ConvertOptions(solver=solver))
+    q, rep = convert(model, ConvertOptions(solver=solver, objective=objective,
+                                           propagated_stats=True))
     assert rep.pairs == [("expand", "dw")]
     assert_valid(q)
     ref, out = run(model, x8), run(q, x8)
@@ -113,7 +118,8 @@ def mlp_model(kind: str, seed=0):
 def test_gemm_pairs_and_layouts(kind):
     model = mlp_model(kind)
     x = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
-    q, rep = convert(model, ConvertOptions(protect_first_last=False, solver="full"))
+    q, rep = convert(model, ConvertOptions(protect_first_last=False, solver="full",
+                                           objective="mse", propagated_stats=True))
     assert rep.pairs == [("fc0", "fc1")]
     assert_valid(q)
     q8, _ = convert(model, ConvertOptions(low_bits=8, solver="none"))
@@ -129,3 +135,17 @@ def test_matmul_layers_quantize():
     assert_valid(q)
     assert onnx.numpy_helper  # keep import used
     assert np.isfinite(run(q, x)).all()
+
+
+def test_corrections_follow_trusted_statistics():
+    """BN-kept layers are corrected; BN-folded ones only with propagated_stats."""
+    from test_quant_emit import fold_bn_in_numpy
+
+    kept = conv_net(seed=5, bn=True)
+    _, rep = convert(kept, ConvertOptions())
+    assert rep.layer("conv2").comp_min is not None
+    _, rep = convert(fold_bn_in_numpy(kept), ConvertOptions())
+    assert rep.layer("conv2").comp_min is None
+    assert "no BN statistics" in rep.layer("conv1").reason
+    _, rep = convert(fold_bn_in_numpy(kept), ConvertOptions(propagated_stats=True))
+    assert rep.layer("conv2").comp_min is not None

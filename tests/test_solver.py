@@ -3,6 +3,7 @@ the same objective estimated on seeded Monte-Carlo samples of tiny random layers
 
 import numpy as np
 import pytest
+from tinymodels import add_activation
 
 from dfmpc_onnx.activation import Activation
 from dfmpc_onnx.quant import quantize
@@ -14,7 +15,6 @@ from dfmpc_onnx.stats import (
     mean_diag,
     through_activation,
 )
-from tinymodels import add_activation
 
 
 def phi_of(act: str, n: int) -> Activation:
