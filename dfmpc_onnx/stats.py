@@ -132,30 +132,58 @@ def _per_output(v: np.ndarray, out: int, group: int, cing: int) -> np.ndarray:
     return np.repeat(v.reshape(group, cing), out // group, axis=0)
 
 
+def _cover(taps: int, coverage: np.ndarray | None) -> np.ndarray:
+    return np.ones(taps) if coverage is None else coverage
+
+
 def through_linear(w_f: np.ndarray, w_q: np.ndarray, b_f: np.ndarray, b_q: np.ndarray,
-                   group: int, s: TensorStats) -> TensorStats:
+                   group: int, s: TensorStats, coverage: np.ndarray | None = None) -> TensorStats:
     """Statistics after a linear layer with canonical weights (out, in_per_group, taps).
 
     Inputs are independent across channels and taps, so variances add; the float stream goes
-    through ``w_f`` and the quantized one through ``w_q``.
+    through ``w_f`` and the quantized one through ``w_q``. ``coverage[t]`` is the fraction of
+    output positions where tap t reads real input rather than zero padding (see tap_coverage):
+    on small feature maps padding removes a large share of the taps.
     """
-    out, cing, _ = w_f.shape
+    out, cing, taps = w_f.shape
+    k = _cover(taps, coverage)
     s = s.expand(cing * group)
     po = lambda a: _per_output(a, out, group, cing)  # noqa: E731
-    mean_f = (w_f.sum(2) * po(s.mean_f)).sum(1) + b_f
-    mean_q = (w_q.sum(2) * po(s.mean_q)).sum(1) + b_q
-    var_f = ((w_f * w_f).sum(2) * po(s.var_f)).sum(1)
-    var_q = ((w_q * w_q).sum(2) * po(s.var_q)).sum(1)
-    cov = ((w_f * w_q).sum(2) * po(s.cov_fq)).sum(1)
+    mean_f = ((w_f * k).sum(2) * po(s.mean_f)).sum(1) + b_f
+    mean_q = ((w_q * k).sum(2) * po(s.mean_q)).sum(1) + b_q
+    var_f = ((w_f * w_f * k).sum(2) * po(s.var_f)).sum(1)
+    var_q = ((w_q * w_q * k).sum(2) * po(s.var_q)).sum(1)
+    cov = ((w_f * w_q * k).sum(2) * po(s.cov_fq)).sum(1)
     return TensorStats(mean_f, var_f, mean_q, var_q, cov, "propagated")
 
 
-def output_means(w_f, w_q, group: int, s: TensorStats) -> tuple[np.ndarray, np.ndarray]:
-    """E[W x] and E[W^ x^] without bias: what bias correction compares."""
-    out, cing, _ = w_f.shape
+def output_means(w_f, w_q, group: int, s: TensorStats,
+                 coverage: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """E[W x] and E[W^ x^] without bias (averaged over output positions): what bias correction
+    compares."""
+    out, cing, taps = w_f.shape
+    k = _cover(taps, coverage)
     s = s.expand(cing * group)
-    return ((w_f.sum(2) * _per_output(s.mean_f, out, group, cing)).sum(1),
-            (w_q.sum(2) * _per_output(s.mean_q, out, group, cing)).sum(1))
+    return (((w_f * k).sum(2) * _per_output(s.mean_f, out, group, cing)).sum(1),
+            ((w_q * k).sum(2) * _per_output(s.mean_q, out, group, cing)).sum(1))
+
+
+def tap_coverage(in_spatial: list[int], kernel: list[int], strides: list[int],
+                 pads: list[int], dilations: list[int]) -> np.ndarray:
+    """Per tap (row-major over the kernel), the fraction of output positions where the tap
+    reads an input element instead of padding. Separable: the product of per-axis fractions."""
+    d = len(kernel)
+    per_axis = []
+    for a in range(d):
+        size, k, st, dil = in_spatial[a], kernel[a], strides[a], dilations[a]
+        begin, end = pads[a], pads[a + d]
+        out = (size + begin + end - dil * (k - 1) - 1) // st + 1
+        pos = np.arange(max(out, 1))[:, None] * st - begin + np.arange(k)[None, :] * dil
+        per_axis.append(((pos >= 0) & (pos < size)).mean(axis=0))
+    cov = per_axis[0]
+    for f in per_axis[1:]:
+        cov = np.outer(cov, f).reshape(-1)
+    return cov
 
 
 @dataclass
@@ -190,15 +218,18 @@ class JointGaussian:
 
 
 def joint_pre_activation(w_f_dense: np.ndarray, w_q_dense: np.ndarray, b_f: np.ndarray,
-                         b_q: np.ndarray, s: TensorStats) -> JointGaussian:
+                         b_q: np.ndarray, s: TensorStats,
+                         coverage: np.ndarray | None = None) -> JointGaussian:
     """(z, z^) = (W x + b, W^ x^ + b^) for dense weights (n, C_in, taps) and diagonal x stats."""
     n, cin, taps = w_f_dense.shape
+    k = _cover(taps, coverage)
+    w_f_dense, w_q_dense = w_f_dense * np.sqrt(k), w_q_dense * np.sqrt(k)
     s = s.expand(cin)
     wf = w_f_dense.reshape(n, -1)
     wq = w_q_dense.reshape(n, -1)
     rep = lambda a: np.repeat(a, taps)  # noqa: E731  (channel-major, matches reshape)
-    mean_f = w_f_dense.sum(2) @ s.mean_f + b_f
-    mean_q = w_q_dense.sum(2) @ s.mean_q + b_q
+    mean_f = (w_f_dense * np.sqrt(k)).sum(2) @ s.mean_f + b_f
+    mean_q = (w_q_dense * np.sqrt(k)).sum(2) @ s.mean_q + b_q
     cov_ff = (wf * rep(s.var_f)) @ wf.T
     cov_qq = (wq * rep(s.var_q)) @ wq.T
     cov_fq = (wf * rep(s.cov_fq)) @ wq.T

@@ -38,6 +38,7 @@ from dfmpc_onnx.stats import (
     joint_pre_activation,
     mean_diag,
     output_means,
+    tap_coverage,
     through_activation,
     through_linear,
 )
@@ -54,6 +55,7 @@ class _PendingPair:
     """What B needs from A: A's input statistics, weights (float and quantized) and biases."""
 
     x: TensorStats
+    coverage: np.ndarray | None
     w_f: np.ndarray  # dense canonical (n, C_in, taps)
     w_q: np.ndarray
     b_f: np.ndarray
@@ -86,6 +88,7 @@ class _Walker:
         self.axis: dict[str, int] = {}
         self.handled: set[int] = set()
         self.channels = _channel_counts(graph)
+        self.spatial = _spatial_sizes(graph)
         var = self.o.input_std ** 2
         for name in self.index.graph_inputs:
             self._set(name, TensorStats.gaussian(self.o.input_mean, var, "assumed"), 1)
@@ -132,6 +135,7 @@ class _Walker:
         w_f = layer.to_canonical(self.index.array(layer.weight).astype(np.float64))
         b_f = (self.index.array(layer.bias).astype(np.float64).reshape(-1) if layer.bias
                else np.zeros(layer.out_channels))
+        cover = self._coverage(layer)
         w_target = w_f
         pending = self.pending.pop(node.name, None)
         if pending is not None and o.solver != "none" and (
@@ -146,24 +150,38 @@ class _Walker:
         w_q = layer.to_canonical(qw.dequantize())
         b_q = b_f
         if self.bias_correction and layer.op != "MatMul" and trusted:
-            mean_f, mean_q = output_means(w_f, w_q, layer.group, s_in)
+            mean_f, mean_q = output_means(w_f, w_q, layer.group, s_in, cover)
             b_q = b_f + mean_f - mean_q
             ctx.new_bias[node.name] = b_q
         elif self.bias_correction and layer.op == "MatMul":
             entry.reason = "MatMul has no bias input: mean not corrected"
         elif self.bias_correction:
             entry.reason = "no BN statistics upstream: not corrected (--propagated-stats forces)"
-        out = through_linear(w_f, w_q, b_f, b_q, layer.group, s_in)
+        out = through_linear(w_f, w_q, b_f, b_q, layer.group, s_in, cover)
         self._set(node.output[0], out, channel_axis(layer))
         pair = self.pair_of_a.get(node.name)
         if pair is not None:
             self.pending[pair.b] = _PendingPair(
-                s_in, layer.dense(w_f), layer.dense(w_q), b_f, b_q, node.output[0],
+                s_in, cover, layer.dense(w_f), layer.dense(w_q), b_f, b_q, node.output[0],
                 pair.activation)
+
+    def _coverage(self, layer: LinearLayer) -> np.ndarray | None:
+        """Tap coverage of a Conv from its input's inferred spatial size (None if unknown)."""
+        node = layer.node
+        if layer.op != "Conv":
+            return None
+        spatial = self.spatial.get(node.input[0])
+        kernel = list(layer.stored_shape[2:])
+        d = len(kernel)
+        if spatial is None or len(spatial) != d or attr(node, "auto_pad", "NOTSET") != "NOTSET":
+            return None
+        return tap_coverage(spatial, kernel, list(attr(node, "strides", [1] * d)),
+                            list(attr(node, "pads", [0] * 2 * d)),
+                            list(attr(node, "dilations", [1] * d)))
 
     def _compensation(self, p: _PendingPair, b: LinearLayer, w_b: np.ndarray):
         """c for B's input channels, and the predicted objective ratio L(c) / L(1)."""
-        joint = joint_pre_activation(p.w_f, p.w_q, p.b_f, p.b_q, p.x)
+        joint = joint_pre_activation(p.w_f, p.w_q, p.b_f, p.b_q, p.x, p.coverage)
         if p.z in self.ctx.bn_stats:
             joint = joint.anchored(*self.ctx.bn_stats[p.z])
         phi = p.activation
@@ -285,6 +303,18 @@ def _single_node_activation(index: GraphIndex, node: onnx.NodeProto, x: str, ran
                 return None
             constants[name] = c
     return Activation(x, node.output[0], [node], constants)
+
+
+def _spatial_sizes(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    """Known spatial dims (after N, C) of inferred tensors, for tap coverage."""
+    sizes = {}
+    for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape") and len(t.shape.dim) >= 3:
+            dims = t.shape.dim[2:]
+            if all(d.HasField("dim_value") for d in dims):
+                sizes[vi.name] = [d.dim_value for d in dims]
+    return sizes
 
 
 def _channel_counts(graph: onnx.GraphProto) -> dict[str, int]:

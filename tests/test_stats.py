@@ -64,3 +64,20 @@ def test_bivariate_diag_identity_is_covariance():
     e = bivariate_diag(ident, ident, m, np.array([1.0, 4.0]), m, np.array([2.0, 1.0]),
                        np.array([0.5, -1.0]))
     np.testing.assert_allclose(e, np.array([0.5, -1.0]) + m * m, rtol=1e-10)
+
+
+def test_tap_coverage_counts_padding_by_brute_force():
+    from dfmpc_onnx.stats import tap_coverage
+
+    for size, k, st, pad in [(3, 3, 1, 1), (6, 3, 2, 1), (8, 3, 1, 0), (5, 5, 2, 2)]:
+        got = tap_coverage([size, size], [k, k], [st, st], [pad] * 4, [1, 1])
+        hits = np.zeros((k, k))
+        n = 0
+        for oy in range(0, size + 2 * pad - k + 1, st):
+            for ox in range(0, size + 2 * pad - k + 1, st):
+                n += 1
+                for ky in range(k):
+                    for kx in range(k):
+                        iy, ix = oy + ky - pad, ox + kx - pad
+                        hits[ky, kx] += 0 <= iy < size and 0 <= ix < size
+        np.testing.assert_allclose(got, (hits / n).reshape(-1))
