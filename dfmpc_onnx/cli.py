@@ -135,8 +135,8 @@ def planning_options(fn):
 @click.option("--solver", type=click.Choice(["diag", "full", "none"]), default="diag",
               show_default=True,
               help="Compensation: diag solves each channel alone (fast), full solves the n x n "
-                   "system with cross-channel terms (slower on wide layers), none is plain "
-                   "rounding with the same bit plan, for comparison.")
+                   "system with cross-channel terms of the mse objective (needs --objective mse), "
+                   "none is plain rounding with the same bit plan, for comparison.")
 @click.option("--objective", type=click.Choice(["energy", "mse"]), default="energy",
               show_default=True,
               help="What compensation aims for: energy gives each channel of the compensated "

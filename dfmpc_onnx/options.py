@@ -22,8 +22,9 @@ class ConvertOptions:
     low_bits / high_bits: weight bits of the first (A) and second (B) layer of each pair; layers in no
         pair, and the first and last layer, get high_bits.
     granularity: one scale per output channel ("channel") or per weight tensor ("tensor").
-    solver: "full" solves the n x n compensation system, "diag" its diagonal form, "none" is plain
-        rounding with the same bit plan (the baseline every result is compared with).
+    solver: "full" solves the n x n compensation system of the "mse" objective, "diag" its diagonal
+        form (or the per-channel "energy" rule), "none" is plain rounding with the same bit plan
+        (the baseline every result is compared with). "full" needs objective "mse".
     lam: ridge weight pulling the compensation towards 1; guards badly conditioned layers.
     bias_correction: shift biases so the mean of every quantized layer's output matches the float
         model's (under the propagated statistics). None (default) means on for the "full" and
@@ -78,6 +79,12 @@ class ConvertOptions:
             raise OptionsError(f"solver must be 'full', 'diag' or 'none', got {self.solver!r}")
         if self.objective not in ("energy", "mse"):
             raise OptionsError(f"objective must be 'energy' or 'mse', got {self.objective!r}")
+        if self.solver == "full" and self.objective == "energy":
+            # Energy matching is per channel; silently running diag under the name "full" would
+            # make a comparison table lie.
+            raise OptionsError("solver 'full' solves the cross-channel system of the 'mse' objective; "
+                               "the 'energy' objective is per channel: use solver 'diag', or "
+                               "objective 'mse' with solver 'full'")
         if self.format not in ("packed", "int8"):
             raise OptionsError(f"format must be 'packed' or 'int8', got {self.format!r}")
         if not self.lam >= 0:

@@ -21,12 +21,17 @@ def test_pairs_through_activation_spellings(act, label, x8):
     assert rep.layer("conv1").activation == label
     assert rep.layer("conv1").bits == 2 and rep.layer("conv2").bits == 8
     assert rep.layer("conv0").role == "single"  # first layer protected
-    for objective in ("energy", "mse"):
-        q, rep = convert(model, ConvertOptions(solver="full", objective=objective,
+    for solver, objective in (("diag", "energy"), ("full", "mse")):
+        q, rep = convert(model, ConvertOptions(solver=solver, objective=objective,
                                                propagated_stats=True))
         assert_valid(q)
         assert np.isfinite(run(q, x8)).all()
         assert rep.layer("conv2").comp_min is not None
+
+
+def test_full_solver_refuses_the_per_channel_energy_objective():
+    with pytest.raises(OptionsError, match="objective 'mse' with solver 'full'"):
+        ConvertOptions(solver="full")
 
 
 def test_first_layer_pairs_when_not_protected():
@@ -73,8 +78,7 @@ def depthwise_model(seed=0, c=8):
                                                      ["N", 4, 8, 8])], inits)
 
 
-@pytest.mark.parametrize("solver", ["diag", "full"])
-@pytest.mark.parametrize("objective", ["energy", "mse"])
+@pytest.mark.parametrize(("solver", "objective"), [("diag", "energy"), ("diag", "mse"), ("full", "mse")])
 def test_depthwise_pairs_convert(solver, objective, x8):
     model = depthwise_model()
     q, rep = convert(model, ConvertOptions(solver=solver, objective=objective,
