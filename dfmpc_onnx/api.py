@@ -16,6 +16,7 @@ from .modelio import (
     TWO_GB,
     check_output,
     check_output_path,
+    custom_nodes,
     load_model,
     save_model_atomic,
     uses_external_data,
@@ -41,16 +42,31 @@ def convert(model_or_path: ModelLike, options: ConvertOptions | None = None, *,
 
     With ``check`` (default), the result must pass the full onnx.checker and load in ONNX Runtime
     (ConversionCheckError otherwise). Models over 2 GB are checked when saved (convert_file).
+    Models with custom-domain operators are converted (their nodes are left alone) but only the
+    checker can vouch for them: no runtime here loads them; the report says so.
     """
     options = options or ConvertOptions()
     start = time.perf_counter()
-    model = _load(model_or_path)
+    model, report = _convert(_load(model_or_path), options, progress)
+    if check and model.ByteSize() < TWO_GB:
+        # The caller's model or file is unchanged: it tells a broken input from a broken output.
+        check_output(model, runtime=not custom_nodes(model), source=model_or_path)
+    report.seconds = time.perf_counter() - start
+    return model, report
+
+
+def _convert(model: onnx.ModelProto, options: ConvertOptions,
+             progress: Callable[[str], None] | None) -> tuple[onnx.ModelProto, Report]:
+    """Run the passes on ``model`` (in place) and note what the output check will skip."""
     ctx = Context(options, progress=progress)
     ctx.report.options = asdict(options)
+    custom = custom_nodes(model)
     run_passes(conversion_passes(options.equalize), model, ctx)
-    if check and model.ByteSize() < TWO_GB:
-        check_output(model)
-    ctx.report.seconds = time.perf_counter() - start
+    if custom:
+        shown = ", ".join(custom[:3]) + (f" and {len(custom) - 3} more" if len(custom) > 3 else "")
+        ctx.report.notes.append(
+            f"custom operators {shown} were left untouched; the output passed the full "
+            "onnx.checker but was not loaded in ONNX Runtime (register their library to run it)")
     return model, ctx.report
 
 
@@ -58,18 +74,22 @@ def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
                  options: ConvertOptions | None = None, *,
                  progress: Callable[[str], None] | None = None) -> Report:
     """Convert a file to a file, atomically; the output keeps external data when the input had
-    it or is over 2 GB."""
+    it or is over 2 GB. Nothing is written unless the output passes the checks of ``convert``."""
+    options = options or ConvertOptions()
+    start = time.perf_counter()
     out = check_output_path(output_path, input_path)
-    source = load_model(input_path)
-    external = uses_external_data_in_file(input_path) or source.ByteSize() >= TWO_GB
-    model, report = convert(source, options, progress=progress, check=False)
+    model = load_model(input_path)
+    external = uses_external_data_in_file(input_path) or model.ByteSize() >= TWO_GB
+    model, report = _convert(model, options, progress)
+    report.seconds = time.perf_counter() - start  # conversion time excludes writing
     external = external or model.ByteSize() >= TWO_GB
-    save_model_atomic(model, out, external=external)
-    report.seconds = report.seconds  # conversion time excludes writing
+    save_model_atomic(model, out, external=external, runtime=not custom_nodes(model),
+                      source=input_path)
     return report
 
 
 def uses_external_data_in_file(path: str | os.PathLike) -> bool:
+    """Whether the file keeps tensors in external data (read without loading that data)."""
     with open(path, "rb") as fh:
         return uses_external_data(onnx.load_model(fh, load_external_data=False))
 

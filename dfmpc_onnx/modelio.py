@@ -10,7 +10,8 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from .errors import ConversionCheckError, ModelLoadError, OutputError
+from .errors import ConversionCheckError, ModelLoadError, OutputError, UnsupportedModelError
+from .graph import tensor_bytes
 
 TWO_GB = (1 << 31) - (1 << 20)
 
@@ -64,24 +65,66 @@ def check_input(model: onnx.ModelProto, where: object = "model") -> None:
         raise ModelLoadError(f"{where}: fails onnx.checker: {_first_line(exc)}") from exc
 
 
-def check_output(model_or_path: onnx.ModelProto | str, what: str = "converted model") -> None:
-    """Full onnx.checker and an ONNX Runtime load; failure means we produced something broken."""
-    import onnxruntime as ort
+# Operator domains ONNX Runtime implements. A node in any other domain (and not a model-local
+# function) is a custom operator: no runtime here can load the model, before or after conversion.
+RUNTIME_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc",
+                             "ai.onnx.preview.training", "ai.onnx.training",
+                             "com.ms.internal.nhwc"})
 
+
+def custom_nodes(model: onnx.ModelProto) -> list[str]:
+    """``domain:op (node)`` for every node, subgraphs included, that ONNX Runtime cannot run."""
+    local = {(f.domain, f.name) for f in model.functions}
+    found: list[str] = []
+
+    def walk(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            if node.domain not in RUNTIME_DOMAINS and (node.domain, node.op_type) not in local:
+                found.append(f"{node.domain}:{node.op_type} ({node.name or 'unnamed'})")
+            for a in node.attribute:
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    walk(g)
+
+    walk(model.graph)
+    return found
+
+
+def check_output(model_or_path: onnx.ModelProto | str, what: str = "converted model", *,
+                 runtime: bool = True,
+                 source: onnx.ModelProto | str | os.PathLike | None = None) -> None:
+    """Full onnx.checker and (with ``runtime``) an ONNX Runtime load; failure means we produced
+    something broken. ``runtime`` is off only for models with custom operators nothing here runs.
+    When the load fails and ``source`` (the input model) does not load either, the fault is the
+    input's, and the error says so instead of blaming the conversion."""
     try:
         onnx.checker.check_model(model_or_path, full_check=True)
     except Exception as exc:  # noqa: BLE001
         raise ConversionCheckError(f"{what} fails onnx.checker: {_first_line(exc)}") from exc
+    if not runtime:
+        return
+    problem = runtime_load_error(model_or_path)
+    if problem:
+        source_problem = runtime_load_error(source) if source is not None else None
+        if source_problem:
+            raise UnsupportedModelError(
+                f"the input model itself does not load in ONNX Runtime: {source_problem}")
+        raise ConversionCheckError(f"{what} does not load in ONNX Runtime: {problem}")
+
+
+def runtime_load_error(model_or_path: onnx.ModelProto | str | os.PathLike) -> str | None:
+    """None if ONNX Runtime (CPU) builds a session for the model, else the first line of why."""
+    import onnxruntime as ort
+
     try:
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.add_session_config_entry("session.disable_quant_qdq", "1")
-        src = (model_or_path if isinstance(model_or_path, str)
-               else model_or_path.SerializeToString())
+        src = (model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto)
+               else str(model_or_path))
         ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001
-        raise ConversionCheckError(f"{what} does not load in ONNX Runtime: "
-                                   f"{_first_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - ORT raises several pybind types
+        return _first_line(exc)
+    return None
 
 
 def check_output_path(output: str | os.PathLike, input_path: str | os.PathLike | None) -> Path:
@@ -99,7 +142,8 @@ def check_output_path(output: str | os.PathLike, input_path: str | os.PathLike |
 
 
 def save_model_atomic(model: onnx.ModelProto, output: str | os.PathLike, *, external: bool,
-                      check: bool = True) -> list[Path]:
+                      check: bool = True, runtime: bool = True,
+                      source: onnx.ModelProto | str | os.PathLike | None = None) -> list[Path]:
     """Write to a temporary folder beside ``output``, check it there, then rename into place.
 
     With ``external`` the weights go to ``<name>.data`` next to the model. Nothing appears at the
@@ -117,15 +161,18 @@ def save_model_atomic(model: onnx.ModelProto, output: str | os.PathLike, *, exte
         data_name = f"{out.name}.data"
         try:
             if external:
+                # Tensors under 1 KB stay inline, unless that would leave no external data at all
+                # (a small model saved with external data must come back with external data).
+                threshold = 1024 if any(tensor_bytes(t) >= 1024 for t in model.graph.initializer) else 0
                 onnx.save_model(model, str(tmp_model), save_as_external_data=True,
                                 all_tensors_to_one_file=True, location=data_name,
-                                size_threshold=1024)
+                                size_threshold=threshold)
             else:
                 onnx.save_model(model, str(tmp_model))
         except OSError as exc:
             raise OutputError(f"{out}: write failed ({exc.strerror})") from exc
         if check:
-            check_output(str(tmp_model))
+            check_output(str(tmp_model), runtime=runtime, source=source)
         for f in sorted(tmpdir.iterdir(), key=lambda f: f.name == out.name):  # model file last
             target = parent / f.name
             os.replace(f, target)

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from dfmpc_onnx.graph import GraphIndex, drop_unused_initializers
+from dfmpc_onnx.graph import GraphIndex, drop_unused_initializers, tensor_bytes
 from dfmpc_onnx.quant import storage_bits, to_tensor
 
 from .base import Context
@@ -30,7 +30,7 @@ class EmitQDQ:
         graph = model.graph
         index = GraphIndex(graph)
         fmt = ctx.options.format
-        before = sum(_nbytes(t) for t in graph.initializer)
+        before = sum(tensor_bytes(t) for t in graph.initializer)
         new_nodes: list[onnx.NodeProto] = []
         ideal = 0.0
         for node in graph.node:
@@ -60,10 +60,10 @@ class EmitQDQ:
         del graph.node[:]
         graph.node.extend(new_nodes)
         drop_unused_initializers(graph)
-        after = sum(_nbytes(t) for t in graph.initializer)
+        after = sum(tensor_bytes(t) for t in graph.initializer)
         ctx.report.float_weight_bytes = before
         ctx.report.quant_weight_bytes = after
-        unquantized = after - sum(_nbytes(t) for t in graph.initializer
+        unquantized = after - sum(tensor_bytes(t) for t in graph.initializer
                                   if t.name.endswith(("_W_q", "_W_scale")))
         ctx.report.ideal_weight_bytes = int(ideal + unquantized)
         if fmt == "packed":
@@ -74,14 +74,3 @@ class EmitQDQ:
                     f"{'/'.join(map(str, odd))}-bit weights are stored in the next container "
                     "(INT4 or INT8): ONNX has no INT3/INT5-7")
         return bool(ctx.quantized)
-
-
-def _nbytes(t: onnx.TensorProto) -> int:
-    """Bytes of an initializer's values (raw or typed fields; external data by its length)."""
-    if t.data_location == onnx.TensorProto.EXTERNAL:
-        for e in t.external_data:
-            if e.key == "length":
-                return int(e.value)
-    if t.raw_data:
-        return len(t.raw_data)
-    return t.ByteSize()

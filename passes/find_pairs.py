@@ -59,6 +59,7 @@ class FindPairs:
                                    * layer.canonical_shape[2])
                 ctx.layers.append(node.name)
             ctx.report.layers.append(entry)
+        ctx.report.layers.extend(_subgraph_layers(graph))
 
         protected = set()
         if ctx.options.protect_first_last and ctx.layers:
@@ -81,6 +82,26 @@ class FindPairs:
             b_entry.partner, b_entry.activation, b_entry.reason = a.name, phi.label, ""
         ctx.report.notes.append(f"{len(ctx.pairs)} pairs among {len(ctx.layers)} layers")
         return False
+
+
+def _subgraph_layers(graph: onnx.GraphProto, prefix: str = "") -> list[LayerReport]:
+    """Report entries for the layers inside If/Loop/Scan bodies: they stay float (their inputs'
+    statistics depend on control flow), but the user must still see them and why."""
+    entries = []
+    for i, node in enumerate(graph.node):
+        for a in node.attribute:
+            bodies = ([a.g] if a.HasField("g") else []) + list(a.graphs)
+            for k, body in enumerate(bodies):
+                where = f"{prefix}{node.name or f'{node.op_type}_{i}'}/{a.name}"
+                where += f"[{k}]" if len(bodies) > 1 else ""
+                for j, inner in enumerate(body.node):
+                    if inner.op_type in LINEAR_OPS and inner.domain in ("", "ai.onnx"):
+                        entries.append(LayerReport(
+                            f"{where}/{inner.name or f'{inner.op_type}_{j}'}", inner.op_type,
+                            reason=f"inside the {a.name} subgraph of {node.op_type} "
+                                   f"{node.name!r}: subgraphs are left in float"))
+                entries.extend(_subgraph_layers(body, f"{where}/"))
+    return entries
 
 
 def _partner(graph: onnx.GraphProto, index: GraphIndex, a: LinearLayer,

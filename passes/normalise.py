@@ -22,14 +22,17 @@ from .base import Context
 _LIFT_BYTES = 1 << 20
 
 
-def target_opset(ctx: Context) -> int:
-    """The lowest opset whose DequantizeLinear takes every container this conversion may emit."""
+def target_opset(ctx: Context, model: onnx.ModelProto | None = None) -> int:
+    """The lowest opset whose DequantizeLinear takes every container this conversion may emit,
+    and every scale type: float16/bfloat16 weights need float16/bfloat16 scales (opset 19)."""
     o = ctx.options
     bits = [o.low_bits, o.high_bits] + [b for b in o.plan.values() if b is not None]
-    if o.format == "int8":
-        return 13
     low = min(bits)
-    return 25 if low <= 2 else 21 if low <= 4 else 13
+    need = 13 if o.format == "int8" else 25 if low <= 2 else 21 if low <= 4 else 13
+    if model is not None and any(t.data_type in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+                                 for t in model.graph.initializer):
+        need = max(need, 19)
+    return need
 
 
 class ConstantsToInitializers:
@@ -70,6 +73,13 @@ class ConstantsToInitializers:
         if changed:
             del graph.node[:]
             graph.node.extend(keep)
+            # The shapes fed to ConstantOfShape are dead now (legacy exports also list them as
+            # graph inputs, which drop_unused_initializers removes with them).
+            drop_unused_initializers(graph)
+            if model.ir_version < 4:
+                # IR < 4 requires every initializer to be a graph input; the new ones are not.
+                # IR 4 allows plain initializers and reads the old inputs-with-defaults the same.
+                model.ir_version = 4
         return changed
 
 
@@ -107,7 +117,7 @@ class UpgradeOpset:
             raise UnsupportedModelError(
                 f"model uses ai.onnx opset {current}; this onnx {onnx.__version__} knows up to "
                 f"{newest}: upgrade the onnx package")
-        target = max(current, target_opset(ctx))
+        target = max(current, target_opset(ctx, model))
         ctx.report.opset_out = target
         if target == current:
             return False
