@@ -159,13 +159,18 @@ def through_linear(w_f: np.ndarray, w_q: np.ndarray, b_f: np.ndarray, b_q: np.nd
 
 def output_means(w_f, w_q, group: int, s: TensorStats,
                  coverage: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """E[W x] and E[W^ x^] without bias (averaged over output positions): what bias correction
-    compares."""
+    """E[W x] and E[W^ x] without bias (averaged over output positions), both under the float
+    stream's input mean: what bias correction compares.
+
+    Only the layer's own rounding error is corrected (the classic bias correction of Nagel et al.
+    2019). Correcting the drift of the quantized stream too (E[W^ x^]) was measured to hurt on every
+    kept-BN example model (BENCHMARKS.md): that drift is a prediction through every earlier layer,
+    and its errors compound."""
     out, cing, taps = w_f.shape
     k = _cover(taps, coverage)
     s = s.expand(cing * group)
-    return (((w_f * k).sum(2) * _per_output(s.mean_f, out, group, cing)).sum(1),
-            ((w_q * k).sum(2) * _per_output(s.mean_q, out, group, cing)).sum(1))
+    mean_x = _per_output(s.mean_f, out, group, cing)
+    return ((w_f * k).sum(2) * mean_x).sum(1), ((w_q * k).sum(2) * mean_x).sum(1)
 
 
 def tap_coverage(in_spatial: list[int], kernel: list[int], strides: list[int],
