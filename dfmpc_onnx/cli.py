@@ -132,11 +132,13 @@ def planning_options(fn):
               show_default=True,
               help="One weight scale per output channel (much more accurate at 2-4 bits) or "
                    "one per tensor.")
-@click.option("--solver", type=click.Choice(["diag", "full", "none"]), default="diag",
+@click.option("--solver", type=click.Choice(["bc", "diag", "full", "none"]), default="bc",
               show_default=True,
-              help="Compensation: diag solves each channel alone (fast), full solves the n x n "
-                   "system with cross-channel terms of the mse objective (needs --objective mse), "
-                   "none is plain rounding with the same bit plan, for comparison.")
+              help="How the low-bit layers' error is corrected. bc: restore each layer's output "
+                   "mean (bias correction; the most accurate on our benchmarks). diag: also "
+                   "DF-MPC's per-channel compensation in each pair's high-bit layer. full: the "
+                   "cross-channel compensation system (needs --objective mse). none: plain "
+                   "rounding with the same bit plan, for comparison.")
 @click.option("--objective", type=click.Choice(["energy", "mse"]), default="energy",
               show_default=True,
               help="What compensation aims for: energy gives each channel of the compensated "

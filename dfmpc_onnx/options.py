@@ -7,7 +7,7 @@ from typing import Literal
 
 from .errors import OptionsError
 
-Solver = Literal["full", "diag", "none"]
+Solver = Literal["bc", "diag", "full", "none"]
 Granularity = Literal["channel", "tensor"]
 Format = Literal["packed", "int8"]
 Objective = Literal["energy", "mse"]
@@ -22,13 +22,16 @@ class ConvertOptions:
     low_bits / high_bits: weight bits of the first (A) and second (B) layer of each pair; layers in no
         pair, and the first and last layer, get high_bits.
     granularity: one scale per output channel ("channel") or per weight tensor ("tensor").
-    solver: "full" solves the n x n compensation system of the "mse" objective, "diag" its diagonal
-        form (or the per-channel "energy" rule), "none" is plain rounding with the same bit plan
-        (the baseline every result is compared with). "full" needs objective "mse".
+    solver: how the error of the low-bit layers is corrected. "bc" (default): bias correction only,
+        each layer's output mean restored (the best of our methods on every kept-BN example, see
+        BENCHMARKS.md). "diag": also DF-MPC's per-channel compensation c of each pair's second
+        layer, one channel at a time (or the per-channel "energy" rule); "full": the n x n
+        cross-channel system of the "mse" objective (needs objective "mse"). "none": plain rounding
+        with the same bit plan, the baseline every result is compared with.
     lam: ridge weight pulling the compensation towards 1; guards badly conditioned layers.
     bias_correction: shift biases so the mean of every quantized layer's output matches the float
-        model's (under the propagated statistics). None (default) means on for the "full" and
-        "diag" solvers and off for "none", so that "none" is plain rounding.
+        model's (classic bias correction of the layer's own rounding error). None (default) means
+        on for "bc", "diag" and "full" and off for "none", so that "none" is plain rounding.
     objective: what the compensation c aims for. "energy" (default) rescales each channel of the
         second layer's input so the quantized activation has the float one's variance; "mse" is
         METHOD.md's least-squares objective, solved in closed form ("full" or "diag"). We measured
@@ -51,7 +54,7 @@ class ConvertOptions:
     low_bits: int = 2
     high_bits: int = 8
     granularity: Granularity = "channel"
-    solver: Solver = "diag"
+    solver: Solver = "bc"
     lam: float = 1e-3
     bias_correction: bool | None = None
     objective: Objective = "energy"
@@ -75,8 +78,8 @@ class ConvertOptions:
             )
         if self.granularity not in ("channel", "tensor"):
             raise OptionsError(f"granularity must be 'channel' or 'tensor', got {self.granularity!r}")
-        if self.solver not in ("full", "diag", "none"):
-            raise OptionsError(f"solver must be 'full', 'diag' or 'none', got {self.solver!r}")
+        if self.solver not in ("bc", "diag", "full", "none"):
+            raise OptionsError(f"solver must be 'bc', 'diag', 'full' or 'none', got {self.solver!r}")
         if self.objective not in ("energy", "mse"):
             raise OptionsError(f"objective must be 'energy' or 'mse', got {self.objective!r}")
         if self.solver == "full" and self.objective == "energy":

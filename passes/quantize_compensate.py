@@ -1,11 +1,12 @@
 """Quantize and compensate: walk the graph once, in order, carrying two-stream statistics.
 
-For every layer in the bit plan the weight is rounded; for the second layer B of a pair, the
-closed-form compensation c (dfmpc_onnx.solver) is solved first from the statistics of A's input,
-A's float and quantized weights and the activation between them, and B's input channels are
-scaled by c before rounding. Biases are corrected so each quantized layer's output mean matches
-the float one. Statistics follow the *quantized* network, so later layers also correct the drift
-of earlier ones. This pass records decisions in the context; emit-qdq writes them into the graph.
+For every layer in the bit plan the weight is rounded. With solver "diag" or "full", for the second
+layer B of a pair the closed-form compensation c (dfmpc_onnx.solver) is solved first from the
+statistics of A's input, A's float and quantized weights and the activation between them, and B's
+input channels are scaled by c before rounding. Biases are corrected so each quantized layer's
+output mean matches the float one under the float input statistics (its own rounding error only).
+The statistics carry both streams, float and quantized, which the compensation needs. This pass
+records decisions in the context; emit-qdq writes them into the graph.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class _Walker:
         cover = self._coverage(layer)
         w_target = w_f
         pending = self.pending.pop(node.name, None)
-        if pending is not None and o.solver != "none" and (
+        if pending is not None and o.solver in ("diag", "full") and (
                 pending.x.trusted or pending.z in ctx.bn_stats or o.propagated_stats):
             c, ratio = self._compensation(pending, layer, w_f)
             w_target = layer.scale_inputs(w_f, c)

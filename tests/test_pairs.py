@@ -146,10 +146,13 @@ def test_corrections_follow_trusted_statistics():
     from test_quant_emit import fold_bn_in_numpy
 
     kept = conv_net(seed=5, bn=True)
-    _, rep = convert(kept, ConvertOptions())
+    diag = ConvertOptions(solver="diag")
+    _, rep = convert(kept, diag)
     assert rep.layer("conv2").comp_min is not None
-    _, rep = convert(fold_bn_in_numpy(kept), ConvertOptions())
+    _, rep = convert(kept, ConvertOptions())  # default "bc": means corrected, no compensation
+    assert rep.layer("conv2").comp_min is None and rep.layer("conv1").reason == ""
+    _, rep = convert(fold_bn_in_numpy(kept), diag)
     assert rep.layer("conv2").comp_min is None
     assert "no BN statistics" in rep.layer("conv1").reason
-    _, rep = convert(fold_bn_in_numpy(kept), ConvertOptions(propagated_stats=True))
+    _, rep = convert(fold_bn_in_numpy(kept), ConvertOptions(solver="diag", propagated_stats=True))
     assert rep.layer("conv2").comp_min is not None

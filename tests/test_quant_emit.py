@@ -92,19 +92,20 @@ def fold_bn_in_numpy(model):
     return m
 
 
-@pytest.mark.parametrize("solver", ["none", "diag", "full"])
-def test_bn_kept_and_folded_both_convert_and_agree(solver, x8):
+@pytest.mark.parametrize(("solver", "objective"),
+                         [("none", "energy"), ("bc", "energy"), ("diag", "energy"), ("full", "mse")])
+def test_bn_kept_and_folded_both_convert_and_agree(solver, objective, x8):
     kept = conv_net(seed=1, bn=True)
     folded = fold_bn_in_numpy(kept)
     np.testing.assert_allclose(run(kept, x8), run(folded, x8), rtol=1e-4, atol=1e-4)
     outs = {}
     for name, m in (("kept", kept), ("folded", folded)):
-        q8, _ = convert(m, ConvertOptions(solver=solver, low_bits=8, high_bits=8))
+        q8, _ = convert(m, ConvertOptions(solver=solver, objective=objective, low_bits=8, high_bits=8))
         assert_valid(q8)
         ref, out = run(m, x8), run(q8, x8)
         sqnr = 10 * np.log10((ref ** 2).sum() / ((ref - out) ** 2).sum())
         assert sqnr > 30, (name, sqnr)
-        q2, rep = convert(m, ConvertOptions(solver=solver, low_bits=2))
+        q2, rep = convert(m, ConvertOptions(solver=solver, objective=objective, low_bits=2))
         assert_valid(q2)
         assert rep.pairs == [("conv1", "conv2")]
         outs[name] = (run(q2, x8), rep)
