@@ -67,22 +67,39 @@ class Report:
         return json.dumps(self.to_dict(), indent=2)
 
     def format(self) -> str:
-        """A fixed-width table for terminals and issue comments."""
-        lines = [f"{'layer':<28} {'op':<8} {'role':<6} {'bits':>4} {'params':>9}  "
-                 f"{'partner / reason':<28} {'comp c':>13} {'L(c)/L(1)':>9}"]
+        """A fixed-width table for terminals and issue comments.
+
+        Exported names are long and share their prefixes (``/blocks/blocks.3/block/block.0/Conv``),
+        so names are never cut at the end: the column fits the longest name up to 64 characters and
+        longer ones lose their middle. The partner or reason comes last, in full."""
+        width = min(64, max([len("layer")] + [len(e.name) for e in self.layers]))
+        lines = [f"{'layer':<{width}} {'op':<8} {'role':<6} {'bits':>4} {'params':>9} "
+                 f"{'comp c':>11} {'L(c)/L(1)':>9}  partner / reason"]
         for e in self.layers:
-            extra = e.partner or e.reason
             comp = f"{e.comp_min:.2f}..{e.comp_max:.2f}" if e.comp_min is not None else ""
             err = f"{e.error_ratio:.3f}" if e.error_ratio is not None else ""
             bits = str(e.bits) if e.bits else "fp"
-            lines.append(f"{e.name[:28]:<28} {e.op:<8} {e.role:<6} {bits:>4} {e.params:>9}  "
-                         f"{extra[:28]:<28} {comp:>13} {err:>9}")
+            extra = _elide(e.partner, width) if e.partner else e.reason
+            lines.append(f"{_elide(e.name, width):<{width}} {e.op:<8} {e.role:<6} {bits:>4} "
+                         f"{e.params:>9} {comp:>11} {err:>9}  {extra}".rstrip())
         mb = 1024 * 1024
         lines.append("")
         lines.append(f"pairs: {len(self.pairs)}   average weight bits: {self.average_bits:.2f}   "
                      f"opset {self.opset_in} -> {self.opset_out}")
-        lines.append(f"weights: {self.float_weight_bytes / mb:.2f} MB float -> "
-                     f"{self.quant_weight_bytes / mb:.2f} MB quantized "
-                     f"(ideal {self.ideal_weight_bytes / mb:.2f} MB)")
+        if self.quant_weight_bytes:
+            lines.append(f"weights: {self.float_weight_bytes / mb:.2f} MB float -> "
+                         f"{self.quant_weight_bytes / mb:.2f} MB quantized "
+                         f"(ideal {self.ideal_weight_bytes / mb:.2f} MB)")
+        else:  # inspect: nothing was written, only the plan's ideal size is known
+            lines.append(f"weights: {self.float_weight_bytes / mb:.2f} MB float -> "
+                         f"{self.ideal_weight_bytes / mb:.2f} MB at the planned bits (ideal)")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+def _elide(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters, keeping both ends (where exported names differ)."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "~" + name[len(name) - (width - 1 - head):]
