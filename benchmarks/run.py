@@ -1,0 +1,414 @@
+"""The benchmark: every example model under every bit setting and method, beside the peers.
+
+    python -m benchmarks.run              # full run (~15 min on 2 cores): BENCHMARKS.md + plot
+    python -m benchmarks.run --quick      # smoke test (< 1 min): one model, two settings
+    python -m benchmarks.run --out DIR    # write the results somewhere else
+
+Every row is a real conversion through the public API, evaluated in ONNX Runtime (CPU, 2 threads)
+on the model's whole held-out set. Methods, all on the same bit plan (first/last layer and
+unpaired layers at high bits, in each pair A at low bits and B at high bits):
+
+    round      plain rounding, max-abs scales                      --solver none
+    bc         rounding + bias correction, our default             (defaults: --solver bc)
+    diag       + DF-MPC per-channel compensation (energy rule)     --solver diag
+    paper      + DF-MPC with METHOD.md's least-squares objective   --solver full --objective mse
+    dfq        cross-layer equalization + bias correction (the classic DFQ of Nagel et al. 2019)
+                                                                   --equalize
+
+Peers (benchmarks/peers.py): ONNX Runtime's quantize_static (int8 QDQ, calibrated on seeded random
+Gaussian inputs), its 4-bit MatMul weight quantizer, and aimet-onnx's cross-layer equalization
+followed by our plain rounding, when a separate aimet environment exists.
+
+Latency: median of repeated batch-8 runs, interleaved with the FP32 model in the same process,
+2 threads; weight-only models run with session.disable_quant_qdq=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import itertools
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from dfmpc_onnx import ConvertOptions, convert_file
+from dfmpc_onnx.validate import make_session, measure_latency
+
+from .datasets import EXAMPLES, load_test_set
+
+ROOT = Path(__file__).resolve().parent.parent
+
+METHODS: dict[str, dict] = {
+    "round": dict(solver="none"),
+    "bc": dict(),
+    "diag": dict(solver="diag"),
+    "paper": dict(objective="mse", solver="full"),
+    "dfq": dict(equalize=True),
+}
+FULL_SETTINGS = [(low, high, gran) for gran, high, low in
+                 itertools.product(("channel", "tensor"), (8, 6), (2, 3, 4))]
+QUICK_SETTINGS = [(2, 8, "channel"), (3, 8, "tensor")]
+QUICK_MODELS = ["digits_resnet20_bnkept"]
+QUICK_METHODS = ["round", "bc"]
+LATENCY_BATCH = 8  # batch 1 on these tiny models is ~1 ms: timer noise would dominate the ratio
+
+
+@dataclass
+class Row:
+    """One measured configuration; every field is written to results.csv."""
+
+    model: str
+    setting: str          # "2/8 channel", "fp32", "int8 (peer)", ...
+    method: str
+    top1: float | None
+    samples: int
+    avg_bits: float | None
+    size_bytes: int | None
+    convert_s: float | None
+    latency_ms: float | None
+    fp32_latency_ms: float | None
+    note: str = ""
+
+    @property
+    def latency_ratio(self) -> float | None:
+        if self.latency_ms is None or not self.fp32_latency_ms:
+            return None
+        return self.latency_ms / self.fp32_latency_ms
+
+
+def top1(path: Path, x: np.ndarray, y: np.ndarray, disable_quant_qdq: bool = True,
+         batch: int = 256) -> float:
+    sess = make_session(path, disable_quant_qdq=disable_quant_qdq)
+    name = sess.get_inputs()[0].name
+    preds = [sess.run(None, {name: x[i:i + batch]})[0].argmax(1) for i in range(0, len(x), batch)]
+    return float((np.concatenate(preds) == y).mean())
+
+
+def latency_pair(fp32: Path, quant: Path, x1: np.ndarray, repeats: int,
+                 disable_quant_qdq: bool = True) -> tuple[float, float]:
+    """(fp32 ms, quantized ms), interleaved in one measurement so the ratio is fair."""
+    a, b = make_session(fp32), make_session(quant, disable_quant_qdq=disable_quant_qdq)
+    feeds = [{a.get_inputs()[0].name: x1}, {b.get_inputs()[0].name: x1}]
+    f, q = measure_latency([a, b], feeds, repeats=repeats)
+    return f, q
+
+
+def weight_bits(path: Path) -> float | None:
+    """Average stored bits per weight of Conv/Gemm/MatMul in a model written by a peer."""
+    model = onnx.load(str(path))
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    size = {onnx.TensorProto.INT8: 8, onnx.TensorProto.UINT8: 8, onnx.TensorProto.INT4: 4,
+            onnx.TensorProto.UINT4: 4, onnx.TensorProto.FLOAT: 32, onnx.TensorProto.FLOAT16: 16}
+    total = bits = 0
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul", "ConvTranspose") or len(node.input) < 2:
+            continue
+        w = node.input[1]
+        if w in producer and producer[w].op_type == "DequantizeLinear":
+            w = producer[w].input[0]
+        if w in inits:
+            n = int(np.prod(inits[w].dims))
+            total += n
+            bits += n * size.get(inits[w].data_type, 32)
+    return bits / total if total else None
+
+
+def our_rows(model: Path, settings, methods, repeats: int, tmp: Path,
+             progress) -> Iterator[Row]:
+    x, y = load_test_set(model)
+    x1 = x[:LATENCY_BATCH]
+    f_lat, _ = latency_pair(model, model, x1, repeats)
+    yield Row(model.stem, "fp32", "fp32", top1(model, x, y), len(y), 32.0, model.stat().st_size,
+              None, f_lat, f_lat)
+    for (low, high, gran), method in itertools.product(settings, methods):
+        out = tmp / f"{model.stem}.{low}{high}{gran}.{method}.onnx"
+        opts = ConvertOptions(low_bits=low, high_bits=high, granularity=gran, **METHODS[method])
+        start = time.perf_counter()
+        report = convert_file(model, out, opts)
+        secs = time.perf_counter() - start
+        f_ms, q_ms = latency_pair(model, out, x1, repeats)
+        row = Row(model.stem, f"{low}/{high} {gran}", method, top1(out, x, y), len(y),
+                  report.average_bits, out.stat().st_size, secs, q_ms, f_ms)
+        progress(row)
+        yield row
+        out.unlink()
+
+
+def peer_rows(model: Path, settings, repeats: int, tmp: Path, progress) -> Iterator[Row]:
+    """Rows of the peers that run here; a peer that cannot run gives one row with its reason."""
+    from . import peers
+
+    x, y = load_test_set(model)
+    x1 = x[:LATENCY_BATCH]
+
+    def measured(setting: str, method: str, res: peers.PeerResult) -> Row:
+        if res.path is None:
+            return Row(model.stem, setting, method, None, len(y), None, None, res.seconds, None,
+                       None, res.note)
+        dq = res.weight_only
+        f_ms, q_ms = latency_pair(model, res.path, x1, repeats, disable_quant_qdq=dq)
+        return Row(model.stem, setting, method, top1(res.path, x, y, disable_quant_qdq=dq), len(y),
+                   res.avg_bits if res.avg_bits is not None else weight_bits(res.path),
+                   res.path.stat().st_size, res.seconds, q_ms, f_ms, res.note)
+
+    for per_channel in (True, False):
+        gran = "channel" if per_channel else "tensor"
+        res = peers.ort_static_int8(model, tmp / f"{model.stem}.ort8.onnx", per_channel=per_channel)
+        yield progress(measured(f"8/8 {gran}, int8 act", "ort-static", res))
+    if "mlp" in model.stem:
+        res = peers.ort_int4_weights(model, tmp / f"{model.stem}.ort4.onnx")
+        yield progress(measured("4 block32", "ort-int4", res))
+    for low, high, gran in settings:
+        if gran != "channel":
+            continue
+        res = peers.aimet_equalize(model, tmp / f"{model.stem}.aimet{low}{high}.onnx",
+                                   low_bits=low, high_bits=high)
+        yield progress(measured(f"{low}/{high} {gran}", "aimet-cle", res))
+        if res.path is None:
+            break  # the reason is the same for every setting
+
+
+def resnet18_size_speed(tmp: Path, repeats: int) -> dict:
+    """Issue-2 figures on a ResNet-18-shaped model: conversion time, size against ideal, latency."""
+    from .resnet18 import resnet18
+
+    src, dst = tmp / "resnet18.onnx", tmp / "resnet18.q.onnx"
+    model = resnet18()
+    onnx.save(model, src)
+    start = time.perf_counter()
+    report = convert_file(src, dst, ConvertOptions())
+    wall = time.perf_counter() - start
+    x1 = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    f_ms, q_ms = latency_pair(src, dst, x1, repeats)
+    _, slow_ms = latency_pair(src, dst, x1, max(3, repeats // 3), disable_quant_qdq=False)
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.name.endswith(".weight"))
+    return dict(params=params, convert_s=wall, avg_bits=report.average_bits,
+                float_bytes=src.stat().st_size, packed_bytes=dst.stat().st_size,
+                ideal_bytes=report.ideal_weight_bytes, fp32_ms=f_ms, q_ms=q_ms, q_slow_ms=slow_ms)
+
+
+# -- report ------------------------------------------------------------------------------------
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def pivot_table(rows: list[Row], model: str) -> list[str]:
+    """Top-1 of one model: a line per method, a column per setting."""
+    mine = [r for r in rows if r.model == model and r.method in METHODS]
+    settings = list(dict.fromkeys(r.setting for r in mine))
+    methods = list(dict.fromkeys(r.method for r in mine))
+    cell = {(r.method, r.setting): r for r in mine}
+    lines = ["| method | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
+    for m in methods:
+        vals = []
+        for s in settings:
+            r = cell.get((m, s))
+            best = max((cell[(k, s)].top1 or 0) for k in methods if (k, s) in cell)
+            text = _pct(r.top1) if r else ""
+            vals.append(f"**{text}**" if r and r.top1 == best else text)
+        lines.append(f"| {m} | " + " | ".join(vals) + " |")
+    bits = {s: next(r.avg_bits for r in mine if r.setting == s) for s in settings}
+    lines.append("| *avg weight bits* | " + " | ".join(f"*{bits[s]:.2f}*" for s in settings) + " |")
+    return lines
+
+
+def detail_table(rows: list[Row]) -> list[str]:
+    lines = ["| model | setting | method | top-1 % | avg bits | size kB | convert s | latency x FP32 "
+             "| note |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        ratio = r.latency_ratio
+        lines.append(
+            f"| {r.model} | {r.setting} | {r.method} | {_pct(r.top1)} | "
+            f"{'' if r.avg_bits is None else f'{r.avg_bits:.2f}'} | "
+            f"{'' if r.size_bytes is None else f'{r.size_bytes / 1024:.0f}'} | "
+            f"{'' if r.convert_s is None else f'{r.convert_s:.2f}'} | "
+            f"{'' if ratio is None else f'{ratio:.2f}'} | {r.note} |")
+    return lines
+
+
+def wins_summary(rows: list[Row]) -> list[str]:
+    """Per model: in how many settings each method beats / ties / loses to plain rounding."""
+    lines = ["| model | method | beats round | ties (±0.5) | below round | mean gain (points) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for model in dict.fromkeys(r.model for r in rows):
+        base = {r.setting: r.top1 for r in rows if r.model == model and r.method == "round"}
+        for method in [m for m in METHODS if m != "round"]:
+            diffs = [100 * (r.top1 - base[r.setting]) for r in rows
+                     if r.model == model and r.method == method and r.setting in base]
+            if not diffs:
+                continue
+            lines.append(f"| {model} | {method} | {sum(d > 0.5 for d in diffs)} | "
+                         f"{sum(abs(d) <= 0.5 for d in diffs)} | {sum(d < -0.5 for d in diffs)} | "
+                         f"{np.mean(diffs):+.1f} |")
+    return lines
+
+
+def plot(rows: list[Row], path: Path) -> str:
+    """Accuracy against average weight bits, one panel per model. Needs matplotlib (ref extra)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install '.[ref]')"
+    models = list(dict.fromkeys(r.model for r in rows))
+    cols = min(4, len(models))
+    nrows = (len(models) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
+    methods = list(dict.fromkeys(r.method for r in rows if r.method != "fp32"))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    for ax, model in zip(axes.flat, models, strict=False):
+        fp = next((r for r in rows if r.model == model and r.method == "fp32"), None)
+        if fp is not None:
+            ax.axhline(100 * fp.top1, color="k", lw=0.8, ls="--", label="fp32")
+        for m in methods:
+            pts = [(r.avg_bits, 100 * r.top1, r.setting.endswith("tensor")) for r in rows
+                   if r.model == model and r.method == m and r.top1 is not None and r.avg_bits]
+            for marker, tensor in (("o", False), ("x", True)):
+                sel = [(b, a) for b, a, t in pts if t == tensor]
+                if sel:
+                    ax.scatter(*zip(*sel, strict=True), color=colors[m], marker=marker, s=18,
+                               label=m if not tensor else None)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("average weight bits")
+        ax.set_ylabel("top-1 %")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(models):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.suptitle("Top-1 against average weight bits (o per-channel scales, x per-tensor)")
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"plot: {path.name}"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}; Python {platform.python_version()}, onnx {onnx.__version__}, "
+            f"onnxruntime {ort.__version__}, NumPy {np.__version__}")
+
+
+def write_report(out: Path, rows: list[Row], r18: dict | None, args, wall: float,
+                 plot_note: str, png: Path) -> Path:
+    md = out / "BENCHMARKS.md"
+    reading = ROOT / "benchmarks" / "READING.md"
+    cmd = "python -m benchmarks.run" + (" --quick" if args.quick else "")
+    lines = ["# Benchmarks", "",
+             f"Made by `{cmd}` in {wall / 60:.1f} min on {machine()}, "
+             f"{datetime.date.today().isoformat()}. Everything below is regenerated by that "
+             "command; the reading is written by hand (`benchmarks/READING.md`) against this run.",
+             "", "Top-1 is measured on each model's whole held-out set "
+             "(digits: 540 images, glyphs: 2976 images from fonts training never saw). "
+             "Bit setting `L/H g`: in each pair the first layer at L bits, the second at H; "
+             "first, last and unpaired layers at H; scales per output channel or per tensor. "
+             "Methods are listed in `benchmarks/run.py`'s docstring.", ""]
+    if reading.is_file() and not args.quick:
+        lines += [reading.read_text().rstrip(), ""]
+    if r18:
+        ideal = r18["ideal_bytes"]
+        lines += ["## Size and speed on a ResNet-18-shaped model", "",
+                  f"{r18['params'] / 1e6:.2f} M conv/fc weights (random, BN kept), default options "
+                  "(2/8 channel, packed).", "",
+                  "| figure | value |", "|---|---:|",
+                  f"| conversion wall time | {r18['convert_s']:.2f} s |",
+                  f"| average weight bits | {r18['avg_bits']:.2f} |",
+                  f"| float file | {r18['float_bytes'] / 2**20:.2f} MiB |",
+                  f"| packed file | {r18['packed_bytes'] / 2**20:.2f} MiB |",
+                  f"| ideal (params x bits / 8 + scales + float tensors) | {ideal / 2**20:.2f} MiB |",
+                  f"| packed / ideal | {r18['packed_bytes'] / ideal:.3f} |",
+                  f"| latency FP32, batch 1, 2 threads | {r18['fp32_ms']:.1f} ms |",
+                  f"| latency packed, session.disable_quant_qdq=1 | {r18['q_ms']:.1f} ms "
+                  f"({r18['q_ms'] / r18['fp32_ms']:.2f}x) |",
+                  f"| latency packed, QDQ kept (the default session) | {r18['q_slow_ms']:.1f} ms "
+                  f"({r18['q_slow_ms'] / r18['fp32_ms']:.2f}x) |", ""]
+    lines += ["## Against plain rounding, per model", "",
+              "Settings where each method is above, within 0.5 points of, or below plain rounding "
+              "with the same bit plan.", ""] + wins_summary(rows) + [""]
+    lines += ["## Top-1 (%) per model", "", plot_note, ""]
+    if png.is_file():
+        lines += [f"![top-1 against average weight bits]({png.relative_to(out).as_posix()})", ""]
+    for model in dict.fromkeys(r.model for r in rows):
+        fp = next(r for r in rows if r.model == model and r.method == "fp32")
+        lines += [f"### {model}", "", f"FP32: {_pct(fp.top1)} % on {fp.samples} held-out samples, "
+                  f"{fp.size_bytes / 1024:.0f} kB. Best of each column in bold.", ""]
+        lines += pivot_table(rows, model) + [""]
+    peers_ = [r for r in rows if r.method not in METHODS and r.method != "fp32"]
+    if peers_:
+        lines += ["## Peers", "", "Notes on installing and running them: "
+                  "`benchmarks/PEERS_NOTES.md`.", ""] + detail_table(peers_) + [""]
+    lines += ["## Every row", "", "Also in `results.csv`. Latency is relative to the FP32 model "
+              "measured interleaved in the same run (batch 8, 2 threads, median).", ""]
+    lines += detail_table(rows) + [""]
+    tmp = md.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(md)
+    return md
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke test: one model, two settings")
+    ap.add_argument("--out", type=Path, default=ROOT, help="folder for BENCHMARKS.md (default: repo)")
+    ap.add_argument("--models", nargs="*", help="model stems under examples/models (default: all)")
+    ap.add_argument("--no-peers", action="store_true", help="skip the peer quantizers")
+    ap.add_argument("--repeats", type=int, default=None, help="latency runs per row")
+    args = ap.parse_args()
+    start = time.perf_counter()
+    settings = QUICK_SETTINGS if args.quick else FULL_SETTINGS
+    methods = QUICK_METHODS if args.quick else list(METHODS)
+    names = args.models or (QUICK_MODELS if args.quick else None)
+    models = sorted((EXAMPLES / "models").glob("*.onnx"))
+    if names:
+        models = [m for m in models if m.stem in names]
+    repeats = args.repeats or (5 if args.quick else 15)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def progress(row: Row) -> Row:
+        print(f"{row.model:34s} {row.setting:22s} {row.method:10s} top-1 {_pct(row.top1):>5s}"
+              + (f"  {row.note}" if row.note else ""), flush=True)
+        return row
+
+    rows: list[Row] = []
+    r18 = None
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        for model in models:
+            rows += list(our_rows(model, settings, methods, repeats, tmp, progress))
+            if not args.quick and not args.no_peers:
+                rows += list(peer_rows(model, settings, repeats, tmp, progress))
+        if not args.quick:
+            r18 = resnet18_size_speed(tmp, repeats=30)
+    png = args.out / ("benchmarks" if args.out == ROOT else ".") / "accuracy_vs_bits.png"
+    plot_note = plot(rows, png) if not args.quick else "plot skipped in --quick mode"
+    with open(args.out / "results.csv" if args.out != ROOT else ROOT / "benchmarks" / "results.csv",
+              "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*asdict(rows[0]), "latency_ratio"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**asdict(r), "latency_ratio": r.latency_ratio})
+    md = write_report(args.out, rows, r18, args, time.perf_counter() - start, plot_note, png)
+    print(f"wrote {md} ({len(rows)} rows, {(time.perf_counter() - start) / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""The benchmark's --quick mode, as CI runs it: one model, two settings, real conversions."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_writes_a_report_with_measured_rows(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "### digits_resnet20_bnkept" in report
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    top1 = {(r["setting"], r["method"]): float(r["top1"]) for r in rows}
+    assert top1[("fp32", "fp32")] > 0.95  # the shipped model and its held-out data agree
+    # The kept-BN ResNet-20 at 2/8 per-channel is where bias correction measurably helps.
+    assert top1[("2/8 channel", "bc")] > top1[("2/8 channel", "round")]
+    for r in rows:
+        if r["method"] != "fp32":
+            assert 4 < float(r["avg_bits"]) < 8 and int(r["size_bytes"]) > 0
