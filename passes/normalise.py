@@ -12,7 +12,7 @@ import onnx
 from onnx import numpy_helper, shape_inference, version_converter
 
 from dfmpc_onnx.errors import UnsupportedModelError
-from dfmpc_onnx.graph import GraphIndex, attr, drop_unused_initializers, opset_version
+from dfmpc_onnx.graph import GraphIndex, attr, drop_unused_initializers, opset_version, tensor_bytes
 from dfmpc_onnx.layers import as_linear_layer
 
 from .base import Context
@@ -57,12 +57,13 @@ class ConstantsToInitializers:
                 elif a.name in ("value_floats", "value_ints"):
                     value = np.asarray(onnx.helper.get_attribute_value(a),
                                        np.float32 if a.name == "value_floats" else np.int64)
-            elif node.op_type == "ConstantOfShape" and node.input and node.input[0] in known:
-                shape = numpy_helper.to_array(known[node.input[0]]).astype(np.int64)
-                fill = attr(node, "value", None)
-                fill_value = (numpy_helper.to_array(fill).reshape(-1)[0] if fill is not None
-                              else np.float32(0))
-                value = np.full(tuple(shape), fill_value, dtype=np.asarray(fill_value).dtype)
+            elif (node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx")
+                  and node.input and node.input[0] in known):
+                tensor = _fill(graph, node, numpy_helper.to_array(known[node.input[0]]))
+                if tensor is not None:
+                    known[tensor.name] = tensor
+                    changed = True
+                    continue
             if value is None:
                 keep.append(node)
                 continue
@@ -81,6 +82,31 @@ class ConstantsToInitializers:
                 # IR 4 allows plain initializers and reads the old inputs-with-defaults the same.
                 model.ir_version = 4
         return changed
+
+
+_MAX_FILL_BYTES = 4 << 30
+
+
+def _fill(graph: onnx.GraphProto, node: onnx.NodeProto, shape: np.ndarray) -> onnx.TensorProto | None:
+    """Add the initializer a ConstantOfShape with a known shape produces, or None to keep the node
+    (a shape that is not a vector of non-negative sizes, or absurdly large: the runtime decides).
+
+    Legacy exports (onnx's light models) make every weight this way; repeating the fill's bytes
+    is several times faster than np.full + from_array on hundreds of megabytes."""
+    if shape.ndim != 1 or shape.dtype.kind not in "iu" or (shape < 0).any():
+        return None
+    fill = attr(node, "value", None)
+    value = (numpy_helper.to_array(fill).reshape(-1)[:1] if fill is not None
+             else np.zeros(1, np.float32))
+    if value.size != 1 or value.dtype == object:
+        return None
+    count = int(np.prod(shape.astype(object)))  # exact, no int64 overflow
+    if count * value.dtype.itemsize > _MAX_FILL_BYTES:
+        return None
+    tensor = graph.initializer.add(name=node.output[0], dims=[int(d) for d in shape],
+                                   data_type=onnx.helper.np_dtype_to_tensor_dtype(value.dtype))
+    tensor.raw_data = value.astype(value.dtype.newbyteorder("<")).tobytes() * count  # in place
+    return tensor
 
 
 class NameNodes:
@@ -133,33 +159,35 @@ class UpgradeOpset:
                 f"(needed by DequantizeLinear for the chosen bit-widths): "
                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}."
                 f"{hint}") from exc
-        _restore(converted.graph, lifted)
-        _restore(model.graph, {})
-        model.CopyFrom(converted)
+        model.CopyFrom(converted)  # small: the lifted weights are stubs in both
+        _restore(model.graph, lifted)
         min_ir = onnx.helper.find_min_ir_version_for(list(model.opset_import), True)
         model.ir_version = max(model.ir_version, min_ir, 11 if target >= 25 else 0)
         return True
 
 
-def _lift_large_initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
-    lifted = {}
-    for t in graph.initializer:
-        if t.ByteSize() > _LIFT_BYTES:
-            saved = onnx.TensorProto()
-            saved.CopyFrom(t)
-            lifted[t.name] = saved
-            dims, dtype, name = list(t.dims), t.data_type, t.name
-            t.Clear()
-            t.name, t.data_type = name, dtype
-            t.dims.extend(dims)
-            t.raw_data = b""
-    return lifted
+def _lift_large_initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """Move the large initializers out of ``graph``, leaving stubs (name, type, shape, no data).
+
+    Whole-model tools (version converter, shape inference) serialise the model: with the weights
+    lifted they stay far from the 2 GB protobuf limit and copy megabytes, not gigabytes. The
+    tensors are moved, not copied (deleting from a repeated field detaches the message)."""
+    large = [i for i, t in enumerate(graph.initializer) if tensor_bytes(t) > _LIFT_BYTES]
+    lifted = []
+    for i in reversed(large):
+        lifted.append(graph.initializer[i])
+        del graph.initializer[i]
+    for t in reversed(lifted):
+        graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+    return lifted[::-1]
 
 
-def _restore(graph: onnx.GraphProto, lifted: dict[str, onnx.TensorProto]) -> None:
-    for t in graph.initializer:
-        if t.name in lifted:
-            t.CopyFrom(lifted[t.name])
+def _restore(graph: onnx.GraphProto, lifted: list[onnx.TensorProto]) -> None:
+    """Put lifted tensors back in place of their stubs (at the end of the initializer list)."""
+    names = {t.name for t in lifted}
+    for i in reversed([i for i, t in enumerate(graph.initializer) if t.name in names]):
+        del graph.initializer[i]
+    graph.initializer.extend(lifted)
 
 
 class InferShapes:
@@ -168,14 +196,14 @@ class InferShapes:
     name = "infer-shapes"
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
-        if model.ByteSize() > (1 << 31) - (1 << 20):
-            ctx.report.notes.append("model over 2 GB: shape inference skipped")
-            return False
+        lifted = _lift_large_initializers(model.graph)  # weights' values never matter to shapes
         try:
             inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         except Exception as exc:  # noqa: BLE001
             ctx.report.notes.append(f"shape inference failed ({exc}); continuing without shapes")
             return False
+        finally:
+            _restore(model.graph, lifted)
         model.graph.ClearField("value_info")
         model.graph.value_info.extend(inferred.graph.value_info)
         return True
