@@ -44,9 +44,12 @@ def read_plan(path: str | None) -> dict[str, int | None]:
     if path is None:
         return {}
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise OptionsError(f"plan file {path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise OptionsError(f"plan file {path}: not UTF-8 text (byte {exc.start}); "
+                           "a plan is a JSON object") from exc
     try:
         plan = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -76,7 +79,34 @@ def _run(debug: bool, fn) -> None:
         sys.exit(1)
 
 
-@click.group(epilog=EXIT_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """click's usage errors (a bad option value, a missing argument) as one ``error:`` line with
+    exit code 2, like every other failure, instead of a usage block: one line is what scripts and
+    people read. Help, --version and a bare ``dfmpc-onnx`` behave as click makes them."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):  # type: ignore[override]
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"error: {exc.format_message()}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted; nothing was written", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineErrors, epilog=EXIT_HELP,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.version_option(package_name="dfmpc-onnx")
 @click.pass_context

@@ -34,7 +34,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     except PermissionError as exc:
         raise ModelLoadError(f"{p}: cannot read ({exc.strerror})") from exc
     except (DecodeError, RuntimeError, ValueError, TypeError) as exc:
-        raise ModelLoadError(f"{p}: not an ONNX model (protobuf parse failed: "
+        raise ModelLoadError(f"{p}: not an ONNX model, or truncated (protobuf parse failed: "
                              f"{_first_line(exc)})") from exc
     if not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{p}: parses as protobuf but holds no ONNX graph/opset "
@@ -42,7 +42,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if uses_external_data(model):
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - OSError, ValueError, checker.ValidationError
             raise ModelLoadError(f"{p}: external data could not be read: {_first_line(exc)}") from exc
     check_input(model, p)
     return model
@@ -134,10 +134,16 @@ def check_output_path(output: str | os.PathLike, input_path: str | os.PathLike |
     if out.exists() and out.is_dir():
         raise OutputError(f"{out}: is a directory; give a file name")
     parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{out}: {parent} is a file, not a directory")
     if not parent.is_dir():
         raise OutputError(f"{out}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{out}: directory {parent} is not writable")
+    try:  # fail now, not after a long conversion (access() says yes to root, even on /proc)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write in {parent} ({exc.strerror})") from exc
     return out
 
 
@@ -185,5 +191,7 @@ def save_model_atomic(model: onnx.ModelProto, output: str | os.PathLike, *, exte
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    """The exception's message as one line (checker messages span lines: the node name is on the
+    second), cut at 300 characters so the one-line error stays readable."""
+    text = " ".join(str(exc).split())
+    return (text[:297] + "...") if len(text) > 300 else (text or type(exc).__name__)
