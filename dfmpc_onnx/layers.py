@@ -128,6 +128,8 @@ def as_linear_layer(node: onnx.NodeProto, index: GraphIndex) -> tuple[LinearLaye
             return None, f"weight of rank {len(shape)}"
         group = int(attr(node, "group", 1))
         out_axis = 0 if op == "Conv" else 1
+        if group < 1 or shape[0] % group:
+            return None, f"group={group} does not divide the weight's {shape[0]} channels"
     elif op == "Gemm":
         if attr(node, "transA", 0):
             return None, "Gemm with transA=1 is kept in float"

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import onnx
+import onnx.version_converter
 from google.protobuf.message import DecodeError
 
 from .errors import ConversionCheckError, ModelLoadError, OutputError, UnsupportedModelError
@@ -99,6 +100,7 @@ def check_output(model_or_path: onnx.ModelProto | str, what: str = "converted mo
     try:
         onnx.checker.check_model(model_or_path, full_check=True)
     except Exception as exc:  # noqa: BLE001
+        _blame_input(source, model_or_path)
         raise ConversionCheckError(f"{what} fails onnx.checker: {_first_line(exc)}") from exc
     if not runtime:
         return
@@ -109,6 +111,47 @@ def check_output(model_or_path: onnx.ModelProto | str, what: str = "converted mo
             raise UnsupportedModelError(
                 f"the input model itself does not load in ONNX Runtime: {source_problem}")
         raise ConversionCheckError(f"{what} does not load in ONNX Runtime: {problem}")
+
+
+def _blame_input(source: onnx.ModelProto | str | os.PathLike | None,
+                 output: onnx.ModelProto | str) -> None:
+    """The output failed the full checker: raise the input's fault instead if the input fails it
+    too, as it is (exit 3) or once upgraded to the output's opset (exit 4). The checker's input
+    check is lighter (real exports often fail strict shape inference yet run), so an invalid
+    graph can get this far. Only runs on failure: it costs a second check and an upgrade."""
+    if source is None:
+        return
+    model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
+    problem = _full_check_error(model)
+    if problem:
+        raise ModelLoadError(f"the input model fails the full onnx.checker (types and shapes), "
+                             f"so its conversion cannot pass it: {problem}")
+    out = output if isinstance(output, onnx.ModelProto) else onnx.load(output, load_external_data=False)
+    current, target = _ai_onnx_opset(model), _ai_onnx_opset(out)
+    if target <= current:
+        return
+    try:
+        upgraded = onnx.version_converter.convert_version(model, target)
+    except Exception:  # noqa: BLE001 - the conversion itself managed it; the fault is not here
+        return
+    problem = _full_check_error(upgraded)
+    if problem:
+        raise UnsupportedModelError(
+            f"the input model fails the full onnx.checker once upgraded from opset {current} to "
+            f"{target} (needed by DequantizeLinear for the chosen bit-widths): {problem}")
+
+
+def _ai_onnx_opset(model: onnx.ModelProto) -> int:
+    return next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 1)
+
+
+def _full_check_error(model: onnx.ModelProto) -> str | None:
+    """None if the model passes the full checker, else the first line of why."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # noqa: BLE001 - checker and shape inference raise several types
+        return _first_line(exc)
+    return None
 
 
 def runtime_load_error(model_or_path: onnx.ModelProto | str | os.PathLike) -> str | None:

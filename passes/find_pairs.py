@@ -6,6 +6,7 @@ report entry for every Conv/Gemm/MatMul, with the reason when one is left alone.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from dfmpc_onnx.activation import find_activation
@@ -50,6 +51,9 @@ class FindPairs:
             if node.op_type not in LINEAR_OPS or node.domain not in ("", "ai.onnx"):
                 continue
             layer, reason = as_linear_layer(node, index)
+            if layer is not None and not np.isfinite(index.array(layer.weight)).all():
+                # No scale represents NaN or Inf; rounding would silently turn them into numbers.
+                layer, reason = None, "weight holds NaN or Inf values"
             entry = LayerReport(node.name, node.op_type)
             if layer is None:
                 entry.reason = reason

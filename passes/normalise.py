@@ -152,8 +152,7 @@ class UpgradeOpset:
             converted = version_converter.convert_version(model, target)
         except Exception as exc:  # noqa: BLE001 - the converter raises bare RuntimeErrors
             _restore(model.graph, lifted)
-            hint = (" Use --format int8 (opset 13) or lower bits' opset needs." if target > 13
-                    else "")
+            hint = (" --format int8 needs only opset 13." if target > 13 else "")
             raise UnsupportedModelError(
                 f"cannot upgrade the model from opset {current} to {target} "
                 f"(needed by DequantizeLinear for the chosen bit-widths): "

@@ -89,7 +89,7 @@ def check_converted(src: Path, out: Path, report: Report, *,
     want, got = before.run(None, x), after.run(None, x)
     for w, g in zip(want, got, strict=True):
         assert g.shape == w.shape and g.dtype == w.dtype
-        assert np.isfinite(g).all()
+        assert np.isfinite(g)[np.isfinite(w)].all()  # no new NaN/Inf where the input had none
         if all(e.role == "float" for e in report.layers):
             np.testing.assert_array_equal(g, w)  # nothing quantized: the very same computation
     return list(zip(want, got, strict=True))
@@ -163,3 +163,19 @@ def test_light_model_converts(name: str, tmp_path: Path) -> None:
 def test_light_corpus_is_present() -> None:
     """The corpus must not silently shrink to nothing if onnx stops shipping the light models."""
     assert len(LIGHT) >= 9, LIGHT
+
+
+def test_non_finite_weight_stays_float(tmp_path: Path) -> None:
+    """No scale represents NaN or Inf: such a layer is left in float and says why."""
+    from tinymodels import conv_net
+
+    model = conv_net(seed=4, bn=True)
+    w = next(t for t in model.graph.initializer if t.name == "conv2.weight")
+    values = onnx.numpy_helper.to_array(w).copy()
+    values[0, 0, 0, 0] = np.inf
+    w.CopyFrom(onnx.numpy_helper.from_array(values, w.name))
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(model, src)
+    report = convert_file(src, out)
+    assert report.layer("conv2").role == "float" and "NaN or Inf" in report.layer("conv2").reason
+    check_converted(src, out, report)
