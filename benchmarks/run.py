@@ -168,12 +168,10 @@ def peer_rows(model: Path, settings, repeats: int, tmp: Path, progress) -> Itera
     if "mlp" in model.stem:
         res = peers.ort_int4_weights(model, tmp / f"{model.stem}.ort4.onnx")
         yield progress(measured("4 block32", "ort-int4", res))
-    for low, high, gran in settings:
-        if gran != "channel":
-            continue
-        res = peers.aimet_equalize(model, tmp / f"{model.stem}.aimet{low}{high}.onnx",
-                                   low_bits=low, high_bits=high)
-        yield progress(measured(f"{low}/{high} {gran}", "aimet-cle", res))
+    plans = [(tmp / f"{model.stem}.aimet{low}{high}.onnx", low, high)
+             for low, high, gran in settings if gran == "channel"]
+    for (_, low, high), res in zip(plans, peers.aimet_equalize_plans(model, plans), strict=True):
+        yield progress(measured(f"{low}/{high} channel", "aimet-cle", res))
         if res.path is None:
             break  # the reason is the same for every setting
 
