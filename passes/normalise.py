@@ -45,6 +45,7 @@ class ConstantsToInitializers:
         keep = []
         changed = False
         known = {t.name: t for t in graph.initializer}
+        outputs = {o.name for o in graph.output}
         for node in graph.node:
             value = None
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.attribute:
@@ -64,6 +65,9 @@ class ConstantsToInitializers:
                     known[tensor.name] = tensor
                     changed = True
                     continue
+            elif node.op_type in _FOLDABLE and node.domain in ("", "ai.onnx") and node.input and all(
+                    i in known for i in node.input if i) and node.output[0] not in outputs:
+                value = _fold(node, [numpy_helper.to_array(known[i]) if i else None for i in node.input])
             if value is None:
                 keep.append(node)
                 continue
@@ -85,6 +89,35 @@ class ConstantsToInitializers:
 
 
 _MAX_FILL_BYTES = 4 << 30
+# Shape-only ops on constants: legacy exports reshape or transpose a weight before its Gemm/Conv,
+# which would otherwise hide the weight ("weight is not a constant").
+_FOLDABLE = ("Reshape", "Transpose", "Identity")
+
+
+def _fold(node: onnx.NodeProto, values: list[np.ndarray | None]) -> np.ndarray | None:
+    """The value of a shape-only op on constant inputs, or None to keep the node."""
+    x = values[0]
+    if x is None:
+        return None
+    if node.op_type == "Identity":
+        return x
+    if node.op_type == "Transpose":
+        perm = attr(node, "perm", None)
+        if perm is not None and sorted(perm) != list(range(x.ndim)):
+            return None
+        return np.transpose(x, perm)
+    shape = values[1] if len(values) > 1 else None  # Reshape
+    if shape is None or shape.ndim != 1 or shape.dtype.kind not in "iu":
+        return None
+    target = [int(d) for d in shape]
+    if not attr(node, "allowzero", 0):
+        if any(d == 0 and i >= x.ndim for i, d in enumerate(target)):
+            return None
+        target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
+    try:
+        return x.reshape(target)
+    except ValueError:
+        return None
 
 
 def _fill(graph: onnx.GraphProto, node: onnx.NodeProto, shape: np.ndarray) -> onnx.TensorProto | None:

@@ -255,6 +255,20 @@ def nothing_eligible() -> onnx.ModelProto:
     return _model(nodes, [x], [_out(2)], inits)
 
 
+def reshaped_weight() -> onnx.ModelProto:
+    """Weights that reach their layer through Reshape / Transpose of a constant (legacy exports)."""
+    rng = np.random.default_rng(16)
+    inits = {"w0_flat": _w(rng, 16, 12).reshape(-1), "w0_shape": np.array([16, 12], np.int64),
+             "w1_t": _w(rng, 6, 16).T.copy()}
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 12])
+    nodes = [helper.make_node("Reshape", ["w0_flat", "w0_shape"], ["w0"], name="w0_reshape"),
+             helper.make_node("Gemm", ["input", "w0"], ["g0"], name="fc0", transB=1),
+             helper.make_node("Relu", ["g0"], ["r0"], name="relu0"),
+             helper.make_node("Transpose", ["w1_t"], ["w1"], name="w1_transpose", perm=[1, 0]),
+             helper.make_node("Gemm", ["r0", "w1"], ["out"], name="fc1", transB=1)]
+    return _model(nodes, [x], [_out(2)], inits)
+
+
 AWKWARD = {
     "conv_no_bias": conv_no_bias, "conv_transpose": conv_transpose, "gemm_variants": gemm_variants,
     "matmul_const_left": matmul_const_left, "shared_weight": shared_weight,
@@ -262,5 +276,5 @@ AWKWARD = {
     "dynamic_batch": dynamic_batch, "grouped_depthwise": grouped_depthwise,
     "matmul_const_right": matmul_const_right, "loop_node": with_loop,
     "split_activations": split_activations, "hardswish_spelled": hardswish_spelled,
-    "nothing_eligible": nothing_eligible,
+    "nothing_eligible": nothing_eligible, "reshaped_weight": reshaped_weight,
 }
