@@ -131,6 +131,8 @@ def as_linear_layer(node: onnx.NodeProto, index: GraphIndex) -> tuple[LinearLaye
         if group < 1 or shape[0] % group:
             return None, f"group={group} does not divide the weight's {shape[0]} channels"
     elif op == "Gemm":
+        if len(shape) != 2:
+            return None, f"Gemm weight of rank {len(shape)}"
         if attr(node, "transA", 0):
             return None, "Gemm with transA=1 is kept in float"
         if attr(node, "alpha", 1.0) != 1.0:

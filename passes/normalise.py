@@ -269,6 +269,8 @@ class FoldBatchNorm:
             if not all(index.is_constant(n) for n in bn.input[1:5]):
                 continue
             gamma, beta, mean, var = (index.array(n).astype(np.float64) for n in bn.input[1:5])
+            if not all(v.ndim == 1 and v.shape == gamma.shape for v in (beta, mean, var)):
+                continue  # not per-channel vectors: an invalid model, left for the checks to name
             eps = float(attr(bn, "epsilon", 1e-5))
             ctx.bn_stats[bn.output[0]] = (beta, np.abs(gamma))
             producer = index.producer.get(bn.input[0])

@@ -20,7 +20,7 @@ import onnx
 import onnxruntime as ort
 from awkward_models import AWKWARD
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from tinymodels import conv_net
@@ -40,9 +40,9 @@ BASES = {
 }
 BASE_BYTES = {k: f().SerializeToString() for k, f in BASES.items()}
 
-# Exit codes a mutated model may get: success, unreadable/invalid input, unsupported model, a pass
-# refusing it with a message. 1 (internal error) and 6 (we wrote something broken) are bugs.
-ALLOWED = {0, 3, 4, 7}
+# Exit codes a mutated model may get: success, unreadable/invalid input, unsupported model.
+# 1 (internal error), 6 (we wrote something broken) and 7 (a pass crashed) are bugs.
+ALLOWED = {0, 3, 4}
 KINDS = ["weight_value", "weight_dtype", "weight_dims", "drop_node", "swap_nodes", "rewire_input",
          "opset", "attribute", "drop_input", "input_type", "ir_version", "custom_node", "truncate",
          "flip_byte"]
@@ -175,6 +175,16 @@ def check_output(src: Path, out: Path, report: dict) -> None:
 @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 700)), deadline=None, derandomize=True,
           database=None, suppress_health_check=list(HealthCheck))
 @given(base=st.sampled_from(sorted(BASES)), mutations=st.lists(mutation(), min_size=1, max_size=3))
+# What earlier runs found, kept as regressions: a float64 weight (output failed the checker, 6),
+# group=0 (ZeroDivisionError, 7), a rank-1 Gemm weight (IndexError, 7), BN vectors of the wrong
+# shape (broadcast error, 7), a rank-1 Conv weight made invalid by the opset upgrade (6).
+@example(base="conv_net_bn", mutations=[("weight_dtype", 0, 0, 0.0)])
+@example(base="conv_net_bn", mutations=[("attribute", 0, 0, 0.0)])
+@example(base="gemm_variants", mutations=[("weight_dims", 848846, 555, 0.0)])
+@example(base="conv_net_bn", mutations=[("weight_dtype", 221248, 388180, 0.0),
+                                        ("weight_dims", 1455, 1697, 0.0),
+                                        ("rewire_input", 524287, 1194, 0.0)])
+@example(base="grouped_depthwise", mutations=[("weight_dims", 1, 1, 0.0), ("opset", 0, 0, 0.0)])
 def test_fuzz_guarantees(base: str, mutations: list[tuple[str, int, int, float]]) -> None:
     model = onnx.ModelProto()
     model.ParseFromString(BASE_BYTES[base])
