@@ -14,6 +14,10 @@ unpaired layers at high bits, in each pair A at low bits and B at high bits):
     paper      + DF-MPC with METHOD.md's least-squares objective   --solver full --objective mse
     dfq        cross-layer equalization + bias correction (the classic DFQ of Nagel et al. 2019)
                                                                    --equalize
+    bc+prop    bias correction trusting statistics propagated from the input, on the models
+               without BatchNormalization nodes only (BN folded, or none)  --propagated-stats
+
+    python -m benchmarks.run --report-only   # rebuild BENCHMARKS.md from results.csv (no rerun)
 
 Peers (benchmarks/peers.py): ONNX Runtime's quantize_static (int8 QDQ, calibrated on seeded random
 Gaussian inputs), its 4-bit MatMul weight quantizer, and aimet-onnx's cross-layer equalization
@@ -29,6 +33,7 @@ import argparse
 import csv
 import datetime
 import itertools
+import json
 import platform
 import tempfile
 import time
@@ -53,7 +58,10 @@ METHODS: dict[str, dict] = {
     "diag": dict(solver="diag"),
     "paper": dict(objective="mse", solver="full"),
     "dfq": dict(equalize=True),
+    "bc+prop": dict(propagated_stats=True),
 }
+# bc+prop only where no kept BN gives trusted statistics, on the settings that show damage.
+PROP_SETTINGS = [(2, 8, "channel"), (3, 8, "channel"), (3, 8, "tensor"), (4, 8, "tensor")]
 FULL_SETTINGS = [(low, high, gran) for gran, high, low in
                  itertools.product(("channel", "tensor"), (8, 6), (2, 3, 4))]
 QUICK_SETTINGS = [(2, 8, "channel"), (3, 8, "tensor")]
@@ -130,7 +138,12 @@ def our_rows(model: Path, settings, methods, repeats: int, tmp: Path,
     f_lat, _ = latency_pair(model, model, x1, repeats)
     yield Row(model.stem, "fp32", "fp32", top1(model, x, y), len(y), 32.0, model.stat().st_size,
               None, f_lat, f_lat)
-    for (low, high, gran), method in itertools.product(settings, methods):
+    jobs = list(itertools.product(settings, [m for m in methods if m != "bc+prop"]))
+    has_bn = any(n.op_type == "BatchNormalization"
+                 for n in onnx.load(str(model), load_external_data=False).graph.node)
+    if "bc+prop" in methods and not has_bn:
+        jobs += [(s, "bc+prop") for s in PROP_SETTINGS if s in settings]
+    for (low, high, gran), method in jobs:
         out = tmp / f"{model.stem}.{low}{high}{gran}.{method}.onnx"
         opts = ConvertOptions(low_bits=low, high_bits=high, granularity=gran, **METHODS[method])
         start = time.perf_counter()
@@ -363,6 +376,29 @@ def write_report(out: Path, rows: list[Row], r18: dict | None, args, wall: float
     return md
 
 
+def save_results(csv_path: Path, rows: list[Row], meta: dict) -> None:
+    """results.csv (one line per row) and results.json (the run's other figures) beside it."""
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*asdict(rows[0]), "latency_ratio"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**asdict(r), "latency_ratio": r.latency_ratio})
+    csv_path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+
+
+def load_results(csv_path: Path) -> tuple[list[Row], dict]:
+    def num(text: str, kind=float):
+        return None if text in ("", "None") else kind(float(text))
+
+    rows = []
+    with open(csv_path, newline="") as fh:
+        for d in csv.DictReader(fh):
+            rows.append(Row(d["model"], d["setting"], d["method"], num(d["top1"]), int(d["samples"]),
+                            num(d["avg_bits"]), num(d["size_bytes"], int), num(d["convert_s"]),
+                            num(d["latency_ms"]), num(d["fp32_latency_ms"]), d["note"]))
+    return rows, json.loads(csv_path.with_suffix(".json").read_text())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: one model, two settings")
@@ -370,7 +406,17 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", help="model stems under examples/models (default: all)")
     ap.add_argument("--no-peers", action="store_true", help="skip the peer quantizers")
     ap.add_argument("--repeats", type=int, default=None, help="latency runs per row")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rebuild BENCHMARKS.md and the plot from the last run's results, no rerun")
     args = ap.parse_args()
+    csv_path = args.out / "results.csv" if args.out != ROOT else ROOT / "benchmarks" / "results.csv"
+    png = args.out / ("benchmarks" if args.out == ROOT else ".") / "accuracy_vs_bits.png"
+    if args.report_only:
+        rows, meta = load_results(csv_path)
+        md = write_report(args.out, rows, meta.get("resnet18"), args, meta["wall_s"], plot(rows, png),
+                          png)
+        print(f"rebuilt {md} from {csv_path} ({len(rows)} rows)")
+        return
     start = time.perf_counter()
     settings = QUICK_SETTINGS if args.quick else FULL_SETTINGS
     methods = QUICK_METHODS if args.quick else list(METHODS)
@@ -378,7 +424,7 @@ def main() -> None:
     models = sorted((EXAMPLES / "models").glob("*.onnx"))
     if names:
         models = [m for m in models if m.stem in names]
-    repeats = args.repeats or (5 if args.quick else 15)
+    repeats = args.repeats or (5 if args.quick else 10)
     args.out.mkdir(parents=True, exist_ok=True)
 
     def progress(row: Row) -> Row:
@@ -396,14 +442,9 @@ def main() -> None:
                 rows += list(peer_rows(model, settings, repeats, tmp, progress))
         if not args.quick:
             r18 = resnet18_size_speed(tmp, repeats=30)
-    png = args.out / ("benchmarks" if args.out == ROOT else ".") / "accuracy_vs_bits.png"
     plot_note = plot(rows, png) if not args.quick else "plot skipped in --quick mode"
-    with open(args.out / "results.csv" if args.out != ROOT else ROOT / "benchmarks" / "results.csv",
-              "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*asdict(rows[0]), "latency_ratio"])
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({**asdict(r), "latency_ratio": r.latency_ratio})
+    save_results(csv_path, rows, {"resnet18": r18, "wall_s": time.perf_counter() - start,
+                                  "quick": args.quick})
     md = write_report(args.out, rows, r18, args, time.perf_counter() - start, plot_note, png)
     print(f"wrote {md} ({len(rows)} rows, {(time.perf_counter() - start) / 60:.1f} min)")
 
