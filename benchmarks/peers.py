@@ -145,8 +145,13 @@ def ort_static_int8(model: Path, out: Path, *, per_channel: bool, seed: int = 0,
     disable_quant_qdq=1) to 79.1% on glyphs_resnet on an AVX2 EPYC. weight_only=False: time AND score
     this peer with disable_quant_qdq=0, the int8 path it exists for (PEERS_NOTES.md)."""
     # quant_pre_process imports symbolic_shape_infer (and sympy) lazily: importing it here keeps the
-    # first call's timing from being mostly import time (2.5 s of 2.6 s on glyphs_resnet)
-    import onnxruntime.tools.symbolic_shape_infer  # noqa: F401
+    # first call's timing from being mostly import time (2.5 s of 2.6 s on glyphs_resnet). Without
+    # sympy (not a dependency of ours) the pre-processing is skipped, and the note says so.
+    try:
+        import onnxruntime.tools.symbolic_shape_infer  # noqa: F401
+        pre_process = True
+    except ImportError:
+        pre_process = False
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -176,8 +181,10 @@ def ort_static_int8(model: Path, out: Path, *, per_channel: bool, seed: int = 0,
         prep = Path(tmp) / "prep.onnx"
         start = time.perf_counter()
         try:
-            quant_pre_process(str(model), str(prep))
-            quantize_static(str(prep), str(out), GaussianReader(), quant_format=QuantFormat.QDQ,
+            if pre_process:
+                quant_pre_process(str(model), str(prep))
+            quantize_static(str(prep if pre_process else model), str(out), GaussianReader(),
+                            quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, reduce_range=False,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax)
@@ -188,7 +195,9 @@ def ort_static_int8(model: Path, out: Path, *, per_channel: bool, seed: int = 0,
     gran = "per-channel" if per_channel else "per-tensor"
     avg, by_bits = weight_bits(onnx.load(str(out)))
     note = (f"ORT quantize_static QDQ, int8 {gran} weights / uint8 activations, MinMax on {n_calib} "
-            f"N(0,1) samples (seed {seed}), after quant_pre_process, reduce_range off; int8 weight params "
+            f"N(0,1) samples (seed {seed}), "
+            f"{'after quant_pre_process' if pre_process else 'no quant_pre_process (sympy missing)'}, "
+            f"reduce_range off; int8 weight params "
             f"{by_bits.get(8, 0)}, float {by_bits.get(32, 0)}")
     return _done(out, secs, note, weight_only=False, avg_bits=avg)
 

@@ -381,7 +381,8 @@ def random_inputs(
 def load_inputs(
     path: str | os.PathLike[str], session: ort.InferenceSession
 ) -> dict[str, np.ndarray]:
-    """Read model inputs from an ``.npz`` file whose keys are the graph input names.
+    """Read model inputs from an ``.npz`` file whose keys are the graph input names; other arrays
+    in the file (e.g. ``label``) are ignored.
 
     Checks names (listing missing and extra ones), ranks and fixed dimensions against the model
     up front, so the user gets one clear message rather than an ORT shape error mid-run. Arrays
@@ -407,7 +408,9 @@ def load_inputs(
     names = [arg.name for arg in args]
     missing = [name for name in names if name not in arrays]
     extra = sorted(set(arrays) - set(names))
-    if missing or extra:
+    # Extra arrays (labels saved beside the inputs, say) are ignored once every input is there;
+    # they are listed only to explain a missing name (a typo shows up as one missing, one extra).
+    if missing:
         detail = []
         if missing:
             detail.append(f"missing {', '.join(map(repr, missing))}")

@@ -141,6 +141,13 @@ def test_npz_with_wrong_key_is_an_options_error(float_path: Path, tmp_path: Path
         validate(float_path, float_path, inputs=npz, repeats=1)
 
 
+def test_npz_extra_arrays_such_as_labels_are_ignored(float_path: Path, tmp_path: Path) -> None:
+    npz = tmp_path / "with_labels.npz"
+    np.savez(npz, x=np.ones((3, FEATURES), np.float32), label=np.arange(3))
+    result = validate(float_path, float_path, inputs=npz, repeats=1)
+    assert result.samples == 3 and result.outputs[0].cosine == pytest.approx(1.0)
+
+
 def test_npz_shape_mismatch_and_unreadable_file(float_path: Path, tmp_path: Path) -> None:
     session = make_session(float_path)
     npz = tmp_path / "shape.npz"
