@@ -71,6 +71,15 @@ class QuantizeAndCompensate:
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         walker = _Walker(model.graph, ctx)
         walker.walk()
+        untrusted = [e for e in ctx.report.layers if e.reason.startswith("no BN statistics")]
+        if untrusted and not ctx.new_bias:
+            # The common BN-folded export: say once, up front, why nothing was corrected.
+            ctx.report.notes.append(
+                f"no layer was bias-corrected: the model has no BatchNormalization statistics "
+                f"({len(untrusted)} layers; BN folded at export?). The result equals plain "
+                "rounding. Export with BN kept for the correction (README, Results), or pass "
+                "--propagated-stats to trust statistics propagated from the input (measured to "
+                "help some models and hurt others)")
         return bool(ctx.quantized)
 
 

@@ -151,6 +151,9 @@ def test_corrections_follow_trusted_statistics():
     assert rep.layer("conv2").comp_min is not None
     _, rep = convert(kept, ConvertOptions())  # default "bc": means corrected, no compensation
     assert rep.layer("conv2").comp_min is None and rep.layer("conv1").reason == ""
+    assert not any("no layer was bias-corrected" in n for n in rep.notes)
+    _, rep = convert(fold_bn_in_numpy(kept))  # folded: the report says why nothing was corrected
+    assert any("no layer was bias-corrected" in n and "BN folded" in n for n in rep.notes)
     _, rep = convert(fold_bn_in_numpy(kept), diag)
     assert rep.layer("conv2").comp_min is None
     assert "no BN statistics" in rep.layer("conv1").reason
