@@ -121,7 +121,7 @@ def _partner(graph: onnx.GraphProto, index: GraphIndex, a: LinearLayer,
     h = phi.exit
     consumer = index.only_consumer(h)
     if consumer is None or consumer.name not in layers:
-        return None, None, "activation output does not feed exactly one Conv/Gemm/MatMul"
+        return None, None, _why_no_partner(index, h, bool(phi.nodes))
     b = layers[consumer.name]
     if b.op == "ConvTranspose" or consumer.input[0] != h:
         return None, None, "next layer does not read the activation as its data input"
@@ -133,3 +133,17 @@ def _partner(graph: onnx.GraphProto, index: GraphIndex, a: LinearLayer,
         if value.ndim and len(value) != a.out_channels:
             return None, None, "activation constants do not match the channel count"
     return b, phi, ""
+
+
+def _why_no_partner(index: GraphIndex, h: str, has_activation: bool) -> str:
+    """Name what the output feeds instead of one quantizable layer (Add of a residual, a Concat,
+    several branches), so users see the graph's shape rather than a rule."""
+    what = "activation output" if has_activation else "output (no activation)"
+    users = index.consumers.get(h, [])
+    if h in index.graph_outputs:
+        return f"{what} is a graph output"
+    if len(users) > 1:
+        return f"{what} feeds {len(users)} nodes ({', '.join(sorted({u.op_type for u in users}))})"
+    if users:
+        return f"{what} feeds {users[0].op_type} {users[0].name!r}, not a planned Conv/Gemm/MatMul"
+    return f"{what} is not used"
