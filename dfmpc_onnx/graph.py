@@ -45,6 +45,12 @@ class GraphIndex:
             self._arrays[name] = numpy_helper.to_array(self.initializers[name])
         return self._arrays[name]
 
+    def release(self, name: str) -> None:
+        """Drop the cached value of ``name`` (it is decoded again if asked for): the quantize pass
+        is done with each float weight once it is rounded, and on a large model the cache would
+        otherwise hold a second float copy of every weight."""
+        self._arrays.pop(name, None)
+
     def only_consumer(self, name: str) -> onnx.NodeProto | None:
         users = self.consumers.get(name, [])
         if len(users) != 1 or name in self.graph_outputs:

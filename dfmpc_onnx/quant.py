@@ -29,11 +29,14 @@ class QuantizedWeight:
     bits: int
 
     def dequantize(self) -> np.ndarray:
+        out = self.q.astype(np.float64)  # scaled in place: one weight-sized array, not two
         if self.axis is None:
-            return self.q.astype(np.float64) * self.scale
+            out *= self.scale
+            return out
         shape = [1] * self.q.ndim
         shape[self.axis] = -1
-        return self.q.astype(np.float64) * self.scale.reshape(shape)
+        out *= self.scale.reshape(shape)
+        return out
 
 
 def quantize(w: np.ndarray, bits: int, axis: int | None) -> QuantizedWeight:
@@ -43,15 +46,21 @@ def quantize(w: np.ndarray, bits: int, axis: int | None) -> QuantizedWeight:
     if axis is None:
         amax = np.abs(w).max(initial=0.0)
         scale = np.asarray(amax / m if amax > 0 else 1.0)
-        q = np.clip(np.rint(w / scale), -m, m).astype(np.int8)
-        return QuantizedWeight(q, scale, None, bits)
+        return QuantizedWeight(_round_to_grid(w / scale, m), scale, None, bits)
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     amax = np.abs(moved).max(axis=1, initial=0.0)
     scale = np.where(amax > 0, amax / m, 1.0)
     shape = [1] * w.ndim
     shape[axis] = -1
-    q = np.clip(np.rint(w / scale.reshape(shape)), -m, m).astype(np.int8)
-    return QuantizedWeight(q, scale, axis, bits)
+    return QuantizedWeight(_round_to_grid(w / scale.reshape(shape), m), scale, axis, bits)
+
+
+def _round_to_grid(t: np.ndarray, m: int) -> np.ndarray:
+    """rint and clip in place (``t`` is a fresh temporary): one weight-sized float64 array, not
+    three, on layers of 100 M weights."""
+    np.rint(t, out=t)
+    np.clip(t, -m, m, out=t)
+    return t.astype(np.int8)
 
 
 def storage_bits(bits: int, fmt: str) -> int:

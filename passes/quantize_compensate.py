@@ -157,6 +157,7 @@ class _Walker:
         axis = layer.out_axis if o.granularity == "channel" else None
         qw = quantize(layer.from_canonical(w_target), ctx.bits[node.name], axis)
         ctx.quantized[node.name] = qw
+        self.index.release(layer.weight)
         w_q = layer.to_canonical(qw.dequantize())
         b_q = b_f
         if self.bias_correction and layer.op != "MatMul" and trusted:
