@@ -110,27 +110,6 @@ def latency_pair(fp32: Path, quant: Path, x1: np.ndarray, repeats: int,
     return f, q
 
 
-def weight_bits(path: Path) -> float | None:
-    """Average stored bits per weight of Conv/Gemm/MatMul in a model written by a peer."""
-    model = onnx.load(str(path))
-    inits = {t.name: t for t in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    size = {onnx.TensorProto.INT8: 8, onnx.TensorProto.UINT8: 8, onnx.TensorProto.INT4: 4,
-            onnx.TensorProto.UINT4: 4, onnx.TensorProto.FLOAT: 32, onnx.TensorProto.FLOAT16: 16}
-    total = bits = 0
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm", "MatMul", "ConvTranspose") or len(node.input) < 2:
-            continue
-        w = node.input[1]
-        if w in producer and producer[w].op_type == "DequantizeLinear":
-            w = producer[w].input[0]
-        if w in inits:
-            n = int(np.prod(inits[w].dims))
-            total += n
-            bits += n * size.get(inits[w].data_type, 32)
-    return bits / total if total else None
-
-
 def our_rows(model: Path, settings, methods, repeats: int, tmp: Path,
              progress) -> Iterator[Row]:
     x, y = load_test_set(model)
@@ -171,7 +150,7 @@ def peer_rows(model: Path, settings, repeats: int, tmp: Path, progress) -> Itera
         dq = res.weight_only
         f_ms, q_ms = latency_pair(model, res.path, x1, repeats, disable_quant_qdq=dq)
         return Row(model.stem, setting, method, top1(res.path, x, y, disable_quant_qdq=dq), len(y),
-                   res.avg_bits if res.avg_bits is not None else weight_bits(res.path),
+                   res.avg_bits,
                    res.path.stat().st_size, res.seconds, q_ms, f_ms, res.note)
 
     for per_channel in (True, False):
