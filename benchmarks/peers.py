@@ -359,25 +359,13 @@ def _last_json(stdout: str) -> dict:
     return {}
 
 
-def _top1(path: Path, x: np.ndarray, y: np.ndarray, disable_quant_qdq: bool) -> float:
-    """Top-1 with ORT's QDQ fusion off (simulated, as benchmarks.run.top1) or on (int8 kernels)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    so.add_session_config_entry("session.disable_quant_qdq", "1" if disable_quant_qdq else "0")
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    preds = [sess.run(None, {name: x[i:i + 256]})[0].argmax(1) for i in range(0, len(x), 256)]
-    return float((np.concatenate(preds) == y).mean())
-
-
 def main(argv: list[str]) -> None:
     """python -m benchmarks.peers OUTDIR MODEL.onnx...: every peer on example models, as Markdown rows.
 
     top-1 is given with disable_quant_qdq=1 (what benchmarks.run.top1 measures) and, for peers that
     quantize activations, also with 0 (ORT's fused int8 kernels, what such a peer is deployed as)."""
     from .datasets import load_test_set
+    from .run import top1
 
     outdir, models = Path(argv[0]), [Path(m) for m in argv[1:]]
     print("| model | peer | top-1 qdq=1 | top-1 qdq=0 | avg bits | seconds | note |")
@@ -386,8 +374,8 @@ def main(argv: list[str]) -> None:
         x, y = load_test_set(src)
         for label, run in _all_peers(src):
             r = run(outdir / f"{src.stem}.{label}.onnx")
-            sim = f"{100 * _top1(r.path, x, y, True):.1f}%" if r.path else "-"
-            fused = f"{100 * _top1(r.path, x, y, False):.1f}%" if r.path and not r.weight_only else "-"
+            sim = f"{100 * top1(r.path, x, y, True):.1f}%" if r.path else "-"
+            fused = f"{100 * top1(r.path, x, y, False):.1f}%" if r.path and not r.weight_only else "-"
             bits = f"{r.avg_bits:.2f}" if r.avg_bits is not None else "-"
             print(f"| {src.stem} | {label} | {sim} | {fused} | {bits} | {r.seconds:.2f} | {r.note} |",
                   flush=True)

@@ -168,7 +168,7 @@ def peer_rows(model: Path, settings, repeats: int, tmp: Path, progress) -> Itera
             break  # the reason is the same for every setting
 
 
-def resnet18_size_speed(tmp: Path, repeats: int) -> dict:
+def resnet18_size_speed(tmp: Path, repeats: int, options: ConvertOptions | None = None) -> dict:
     """Issue-2 figures on a ResNet-18-shaped model: conversion time, size against ideal, latency."""
     from .resnet18 import resnet18
 
@@ -176,13 +176,13 @@ def resnet18_size_speed(tmp: Path, repeats: int) -> dict:
     model = resnet18()
     onnx.save(model, src)
     start = time.perf_counter()
-    report = convert_file(src, dst, ConvertOptions())
+    report = convert_file(src, dst, options or ConvertOptions())
     wall = time.perf_counter() - start
     x1 = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
     f_ms, q_ms = latency_pair(src, dst, x1, repeats)
     _, slow_ms = latency_pair(src, dst, x1, max(3, repeats // 3), disable_quant_qdq=False)
     params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.name.endswith(".weight"))
-    return dict(params=params, convert_s=wall, avg_bits=report.average_bits,
+    return dict(params=params, convert_s=wall, avg_bits=report.average_bits, pairs=len(report.pairs),
                 float_bytes=src.stat().st_size, packed_bytes=dst.stat().st_size,
                 ideal_bytes=report.ideal_weight_bytes, fp32_ms=f_ms, q_ms=q_ms, q_slow_ms=slow_ms)
 

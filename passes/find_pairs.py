@@ -51,9 +51,12 @@ class FindPairs:
             if node.op_type not in LINEAR_OPS or node.domain not in ("", "ai.onnx"):
                 continue
             layer, reason = as_linear_layer(node, index)
-            if layer is not None and not np.isfinite(index.array(layer.weight)).all():
-                # No scale represents NaN or Inf; rounding would silently turn them into numbers.
-                layer, reason = None, "weight holds NaN or Inf values"
+            if layer is not None:
+                finite = np.isfinite(index.array(layer.weight)).all()
+                index.release(layer.weight)  # decoded only for this check; quantize decodes it again
+                if not finite:
+                    # No scale represents NaN or Inf; rounding would silently turn them into numbers.
+                    layer, reason = None, "weight holds NaN or Inf values"
             entry = LayerReport(node.name, node.op_type)
             if layer is None:
                 entry.reason = reason
