@@ -258,7 +258,7 @@ def aimet_python() -> Path:
 def aimet_equalize(model: Path, out: Path, *, low_bits: int, high_bits: int) -> PeerResult:
     """aimet-onnx's data-free cross-layer equalization (equalize_model: BN fold, scale equalization and,
     where BN statistics remain, high-bias folding), then our plain rounding with the same bit plan
-    (solver "none"), so the row differs from our "round" row only by aimet's equalization.
+    (correction "none"), so the row differs from our "round" row only by aimet's equalization.
 
     seconds = aimet's equalize_model (timed inside the subprocess; interpreter start and importing
     torch excluded, they are reported in the note) + our conversion."""
@@ -303,7 +303,7 @@ def aimet_equalize_plans(model: Path, plans: list[tuple[Path, int, int]]) -> lis
             out.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
             try:
-                opts = ConvertOptions(low_bits=low_bits, high_bits=high_bits, solver="none")
+                opts = ConvertOptions(low_bits=low_bits, high_bits=high_bits, correction="none")
                 report = convert_file(eq, out, opts)
             except Exception as exc:
                 results.append(PeerResult(None, info["seconds"], f"our rounding of aimet's CLE model "
@@ -312,7 +312,7 @@ def aimet_equalize_plans(model: Path, plans: list[tuple[Path, int, int]]) -> lis
             ours = time.perf_counter() - start
             note = (f"aimet-onnx {info.get('version', '?')} equalize_model ({info['seconds']:.2f} s; "
                     f"subprocess {wall:.1f} s with imports), then plain rounding {low_bits}/{high_bits} "
-                    f"(solver none, {ours:.2f} s); CLE rescaled {info.get('rescaled', '?')} tensors and "
+                    f"(correction none, {ours:.2f} s); CLE rescaled {info.get('rescaled', '?')} tensors and "
                     f"changed float outputs by {drift:.1e} of their max on N(0,1) inputs"
                     + (f", aimet replaced {info['clip_to_relu']} Clip (ReLU6) with Relu"
                        if info.get("clip_to_relu") else ""))

@@ -8,10 +8,10 @@ Every row is a real conversion through the public API, evaluated in ONNX Runtime
 on the model's whole held-out set. Methods, all on the same bit plan (first/last layer and
 unpaired layers at high bits, in each pair A at low bits and B at high bits):
 
-    round      plain rounding, max-abs scales                      --solver none
-    bc         rounding + bias correction, our default             (defaults: --solver bc)
-    diag       + DF-MPC per-channel compensation (energy rule)     --solver diag
-    paper      + DF-MPC with METHOD.md's least-squares objective   --solver full --objective mse
+    round      plain rounding, max-abs scales                      --correction none
+    bc         rounding + bias correction, our default             (defaults: --correction bias)
+    energy     + our per-channel compensation (energy rule)        --correction energy
+    ls-full    + our least-squares compensation (full system)      --correction ls-full
     dfq        cross-layer equalization + bias correction (the classic DFQ of Nagel et al. 2019)
                                                                    --equalize
     bc+prop    bias correction trusting statistics propagated from the input, on the models
@@ -53,10 +53,10 @@ from .datasets import EXAMPLES, load_test_set
 ROOT = Path(__file__).resolve().parent.parent
 
 METHODS: dict[str, dict] = {
-    "round": dict(solver="none"),
+    "round": dict(correction="none"),
     "bc": dict(),
-    "diag": dict(solver="diag"),
-    "paper": dict(objective="mse", solver="full"),
+    "energy": dict(correction="energy"),
+    "ls-full": dict(correction="ls-full"),
     "dfq": dict(equalize=True),
     "bc+prop": dict(propagated_stats=True),
 }

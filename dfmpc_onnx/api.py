@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 
-from dfmpc_onnx.passes import Context, analysis_passes, conversion_passes, run_passes
+from dfmpc_onnx.passes import Context, conversion_passes, planning_passes, run_passes
 
 from .modelio import (
     TWO_GB,
@@ -61,7 +61,7 @@ def _convert(model: onnx.ModelProto, options: ConvertOptions,
     ctx = Context(options, progress=progress)
     ctx.report.options = asdict(options)
     custom = custom_nodes(model)
-    run_passes(conversion_passes(options.equalize), model, ctx)
+    run_passes(conversion_passes(options), model, ctx)
     if custom:
         shown = ", ".join(custom[:3]) + (f" and {len(custom) - 3} more" if len(custom) > 3 else "")
         ctx.report.notes.append(
@@ -94,21 +94,16 @@ def uses_external_data_in_file(path: str | os.PathLike) -> bool:
         return uses_external_data(onnx.load_model(fh, load_external_data=False))
 
 
-def inspect_model(model_or_path: ModelLike, options: ConvertOptions | None = None) -> Report:
-    """Run the analyses only: pairs, layers left alone and why, planned bits, expected size."""
+def inspect_model(model_or_path: ModelLike, options: ConvertOptions | None = None, *,
+                  progress: Callable[[str], None] | None = None) -> Report:
+    """Plan without writing: pairs, layers left alone and why, each layer's bits, grid and
+    correction, and the ideal size, counted exactly as ``convert`` counts it (the layers are
+    quantized in memory to know their scales)."""
     options = options or ConvertOptions()
     model = _load(model_or_path)
-    ctx = Context(options)
+    ctx = Context(options, progress=progress)
     ctx.report.options = asdict(options)
-    run_passes(analysis_passes(), model, ctx)
-    from .quant import storage_bits
-
-    ideal = 0
-    for entry in ctx.report.layers:
-        if entry.bits:
-            ideal += entry.params * storage_bits(entry.bits, options.format) // 8
-    ctx.report.ideal_weight_bytes = ideal
-    ctx.report.float_weight_bytes = sum(e.params * 4 for e in ctx.report.layers)
+    run_passes(planning_passes(options), model, ctx)
     return ctx.report
 
 

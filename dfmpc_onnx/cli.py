@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -126,82 +127,54 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def planning_options(fn):
-    """Options shared by convert and inspect (they decide the bit plan)."""
-    opts = [
-        click.option("--low-bits", type=click.IntRange(2, 8), default=2, show_default=True,
-                     help="Bits of the first layer of each pair. 2 is the paper's setting and "
-                          "the largest saving; 3-4 lose much less accuracy."),
-        click.option("--high-bits", type=click.IntRange(2, 8), default=8, show_default=True,
-                     help="Bits of the compensating second layer and of every layer outside a "
-                          "pair (and of the first and last layer)."),
-        click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
-                     help='JSON file overriding bits per layer by node name, e.g. '
-                          '{"conv1": 4, "fc": null} (null keeps a layer in float). '
-                          "Names come from `dfmpc-onnx inspect`."),
-        click.option("--format", "fmt", type=click.Choice(["packed", "int8"]), default="packed",
-                     show_default=True,
-                     help="packed: real INT2/INT4/INT8 initializers (smallest file; opset 25 for "
-                          "INT2, 21 for INT4). int8: every weight in an int8 container limited "
-                          "to its grid (opset 13; for int8 kernels and TensorRT)."),
-        click.option("--protect-first-last/--no-protect-first-last", default=True,
-                     show_default=True,
-                     help="Keep the first and last layer at --high-bits, as the paper does."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
+def conversion_options(fn):
+    """Every ConvertOptions field as an option of convert and inspect. Help texts, choices and
+    defaults come from the dataclass (dfmpc_onnx/options.py), so they are written once."""
+    for f in reversed(fields(ConvertOptions)):
+        fn = _field_option(f)(fn)
     return fn
+
+
+def _field_option(f):
+    flag = "--" + f.name.replace("_", "-")
+    help_text = f.metadata["help"]
+    if f.name == "plan":
+        return click.option("--plan", type=click.Path(dir_okay=False),
+                            help=f"JSON file with {help_text[0].lower()}{help_text[1:]} Names come "
+                                 "from `dfmpc-onnx inspect`.")
+    kind = str(f.type)
+    if kind.startswith("bool"):
+        return click.option(f"{flag}/--no-{flag[2:]}", default=f.default, help=help_text,
+                            show_default=f.default is not None)
+    if "choices" in f.metadata:
+        return click.option(flag, type=click.Choice(f.metadata["choices"]), default=f.default,
+                            help=help_text, show_default=f.default is not None)
+    if kind == "int":
+        return click.option(flag, type=click.IntRange(2, 8), default=f.default, help=help_text,
+                            show_default=True)
+    return click.option(flag, type=float, default=f.default, help=help_text, show_default=True)
+
+
+def _options(opts: dict) -> ConvertOptions:
+    """ConvertOptions from the parsed options of conversion_options (the plan read from its file)."""
+    names = {f.name for f in fields(ConvertOptions)}
+    values = {k: v for k, v in opts.items() if k in names}
+    values["plan"] = read_plan(values.get("plan"))
+    return ConvertOptions(**values)
 
 
 @main.command(epilog=EXIT_HELP)
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="Where to write the quantized model (written atomically; never the input).")
-@planning_options
-@click.option("--granularity", type=click.Choice(["channel", "tensor"]), default="channel",
-              show_default=True,
-              help="One weight scale per output channel (much more accurate at 2-4 bits) or "
-                   "one per tensor.")
-@click.option("--solver", type=click.Choice(["bc", "diag", "full", "none"]), default="bc",
-              show_default=True,
-              help="How the low-bit layers' error is corrected. bc: restore each layer's output "
-                   "mean (bias correction; the most accurate on our benchmarks). diag: also "
-                   "DF-MPC's per-channel compensation in each pair's high-bit layer. full: the "
-                   "cross-channel compensation system (needs --objective mse). none: plain "
-                   "rounding with the same bit plan, for comparison.")
-@click.option("--objective", type=click.Choice(["energy", "mse"]), default="energy",
-              show_default=True,
-              help="What compensation aims for: energy gives each channel of the compensated "
-                   "layer's input its float variance back; mse is the paper's least-squares "
-                   "objective (measured to shrink signals and lose accuracy; see BENCHMARKS.md).")
-@click.option("--propagated-stats/--bn-stats-only", default=False, show_default=True,
-              help="Also correct layers whose statistics were only propagated from the assumed "
-                   "input (BN-folded models). Off by default: measured to mislead corrections.")
-@click.option("--lam", type=float, default=1e-3, show_default=True,
-              help="Ridge weight pulling compensation factors towards 1, relative to the "
-                   "layer's scale; raise it if a layer's factors look extreme in the report.")
-@click.option("--bias-correction/--no-bias-correction", default=None,
-              help="Correct biases so each quantized layer's output mean matches the float "
-                   "model's. Default: on with diag/full, off with none.")
-@click.option("--equalize/--no-equalize", default=False, show_default=True,
-              help="Cross-layer equalization of ReLU-like pairs before rounding (helps "
-                   "per-tensor scales most).")
-@click.option("--input-mean", type=float, default=0.0, show_default=True,
-              help="Assumed mean of each model input element: where the data-free statistics "
-                   "start when no BatchNormalization statistics are available.")
-@click.option("--input-std", type=float, default=1.0, show_default=True,
-              help="Assumed standard deviation of each model input element (see --input-mean).")
+@conversion_options
 @click.option("--report", "report_file", type=click.Path(dir_okay=False),
               help="Also write the full report as JSON to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @click.pass_context
-def convert(ctx: click.Context, model: str, output: str, low_bits: int, high_bits: int,
-            plan_file: str | None, fmt: str, protect_first_last: bool, granularity: str,
-            solver: str, objective: str, propagated_stats: bool, lam: float,
-            bias_correction: bool | None, equalize: bool,
-            input_mean: float, input_std: float, report_file: str | None, as_json: bool,
-            quiet: bool) -> None:
+def convert(ctx: click.Context, model: str, output: str, report_file: str | None, as_json: bool,
+            quiet: bool, **opts) -> None:
     """Quantize MODEL (float ONNX) into a mixed-precision QDQ model.
 
     Weight-only: activations stay float. Run the result with the ONNX Runtime session config
@@ -211,12 +184,7 @@ def convert(ctx: click.Context, model: str, output: str, low_bits: int, high_bit
     from .api import convert_file
 
     def go() -> None:
-        options = ConvertOptions(
-            low_bits=low_bits, high_bits=high_bits, granularity=granularity, solver=solver,
-            objective=objective, propagated_stats=propagated_stats, lam=lam,
-            bias_correction=bias_correction, equalize=equalize, input_mean=input_mean,
-            input_std=input_std, format=fmt, plan=read_plan(plan_file),
-            protect_first_last=protect_first_last)
+        options = _options(opts)
         progress = Progress(quiet)
         report = convert_file(model, output, options, progress=progress)
         progress.done()
@@ -233,18 +201,19 @@ def convert(ctx: click.Context, model: str, output: str, low_bits: int, high_bit
 
 @main.command(epilog=EXIT_HELP)
 @click.argument("model", type=click.Path(dir_okay=True))
-@planning_options
+@conversion_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @click.pass_context
-def inspect(ctx: click.Context, model: str, low_bits: int, high_bits: int, plan_file: str | None,
-            fmt: str, protect_first_last: bool, as_json: bool) -> None:
-    """Show the pairs found, each layer left alone and why, the planned bits and expected size."""
+def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, **opts) -> None:
+    """Show the plan without writing anything: pairs, each layer left alone and why, each layer's
+    bits, grid and correction, and the size the conversion would have (counted the same way)."""
     from .api import inspect_model
 
     def go() -> None:
-        options = ConvertOptions(low_bits=low_bits, high_bits=high_bits, format=fmt,
-                                 plan=read_plan(plan_file), protect_first_last=protect_first_last)
-        report = inspect_model(model, options)
+        progress = Progress(quiet)
+        report = inspect_model(model, _options(opts), progress=progress)
+        progress.done()
         click.echo(report.to_json() if as_json else report.format())
 
     _run(ctx.obj["debug"], go)

@@ -1,102 +1,184 @@
-"""All conversion options in one dataclass, read at the edges (CLI, API) and passed down as values."""
+"""All conversion options in one dataclass, read at the edges (CLI, API) and passed down as values.
+
+Each field carries its help text and choices in its metadata: the CLI builds its options from them,
+so a default, a choice list or a help text is written once, here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from .errors import OptionsError
-
-Solver = Literal["bc", "diag", "full", "none"]
-Granularity = Literal["channel", "tensor"]
-Format = Literal["packed", "int8"]
-Objective = Literal["energy", "mse"]
+from .quantizers import QUANTIZERS
 
 VALID_BITS = range(2, 9)
+METHODS = ("pairs", "paper")
+CORRECTIONS = ("bias", "none", "paper", "energy", "ls-diag", "ls-full")
+GRANULARITIES = ("channel", "tensor")
+FORMATS = ("packed", "int8")
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw: Any) -> Any:
+    meta = {"help": help}
+    if choices is not None:
+        meta["choices"] = choices
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What one layer gets: bits, the quantizer that makes its grid, and its correction."""
+
+    bits: int
+    quantizer: str
+    correction: str
 
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """What a conversion does. Defaults follow the paper: 2-bit first layer of each pair, 8-bit second.
+    """What a conversion does. See each field's help (``dfmpc-onnx convert --help`` shows them)."""
 
-    low_bits / high_bits: weight bits of the first (A) and second (B) layer of each pair; layers in no
-        pair, and the first and last layer, get high_bits.
-    granularity: one scale per output channel ("channel") or per weight tensor ("tensor").
-    solver: how the error of the low-bit layers is corrected. "bc" (default): bias correction only,
-        each layer's output mean restored (the best of our methods on every kept-BN example, see
-        BENCHMARKS.md). "diag": also DF-MPC's per-channel compensation c of each pair's second
-        layer, one channel at a time (or the per-channel "energy" rule); "full": the n x n
-        cross-channel system of the "mse" objective (needs objective "mse"). "none": plain rounding
-        with the same bit plan, the baseline every result is compared with.
-    lam: ridge weight pulling the compensation towards 1; guards badly conditioned layers.
-    bias_correction: shift biases so the mean of every quantized layer's output matches the float
-        model's (classic bias correction of the layer's own rounding error). None (default) means
-        on for "bc", "diag" and "full" and off for "none", so that "none" is plain rounding.
-    objective: what the compensation c aims for. "energy" (default) rescales each channel of the
-        second layer's input so the quantized activation has the float one's variance; "mse" is
-        METHOD.md's least-squares objective, solved in closed form ("full" or "diag"). We measured
-        "mse" below plain rounding on every example model: it shrinks signals (c ~ 0.5), and the
-        nonlinear layers downstream pay for the lost scale (BENCHMARKS.md).
-    propagated_stats: also correct layers whose input statistics were only propagated from the
-        assumed input distribution (BN folded). Off by default: on BN-folded models those
-        statistics were measured to mislead bias correction; kept BatchNormalization statistics
-        are trusted.
-    equalize: cross-layer equalization of each ReLU-like pair before quantizing (Nagel et al. 2019).
-    input_mean / input_std: assumed per-element distribution of the model input, the start of the
-        statistics propagation when no BatchNormalization statistics are available.
-    format: "packed" stores real INT2/INT4/INT8 initializers; "int8" stores every weight in an int8
-        container limited to its bit grid (for int8 kernels and TensorRT).
-    plan: per-layer overrides by node name: {"conv1": 4, "fc": null} (null keeps a layer in float).
-    protect_first_last: keep the first and the last quantizable layer at high_bits (the paper's
-        choice: they are the most sensitive); when False the first layer may start a low-bit pair.
-    """
-
-    low_bits: int = 2
-    high_bits: int = 8
-    granularity: Granularity = "channel"
-    solver: Solver = "bc"
-    lam: float = 1e-3
-    bias_correction: bool | None = None
-    objective: Objective = "energy"
-    propagated_stats: bool = False
-    equalize: bool = False
-    input_mean: float = 0.0
-    input_std: float = 1.0
-    format: Format = "packed"
-    plan: dict[str, int | None] = field(default_factory=dict)
-    protect_first_last: bool = True
+    method: str = _opt(
+        "pairs", "pairs: our mixed-precision plan (each pair's first layer at --low-bits, everything "
+        "else at --high-bits) with the chosen --quantizer and --correction. paper: the DF-MPC paper "
+        "exactly (Chen et al. 2023): its disjoint pairs, ternary (TWN, one scale per layer) 2-bit and "
+        "DoReFa other layers, and its compensation c (Eq. 27) folded into the low-bit layer; "
+        "--correction none gives the same plan without compensation.", METHODS)
+    low_bits: int = _opt(2, "Bits of the first layer of each pair. 2 is the paper's setting and the "
+                            "largest saving; 3-4 lose much less accuracy.")
+    high_bits: int = _opt(8, "Bits of each pair's second layer and of every layer outside a pair "
+                             "(the first and last layer included).")
+    quantizer: str = _opt(
+        "maxabs", "Weight grid of every quantized layer (a plan file can set it per layer): "
+        + "; ".join(f"{q.name}: {q.help}" for q in QUANTIZERS.values() if q.name != "paper")
+        + ". --method paper uses the paper's own grids.",
+        tuple(n for n in QUANTIZERS if n != "paper"))
+    granularity: str = _opt("channel", "One scale per output channel (much more accurate at 2-4 "
+                                       "bits) or one per tensor (maxabs, mse, asym).", GRANULARITIES)
+    correction: str | None = _opt(
+        None, "How the low-bit layers' error is corrected. bias: restore each layer's output mean "
+        "from kept-BN statistics (bias correction; the default of --method pairs). none: plain "
+        "rounding of the same plan. paper: the paper's per-channel factor c (Eq. 27), the default of "
+        "--method paper. energy, ls-diag, ls-full: our own per-channel compensation in each pair's "
+        "second layer (energy restores each channel's variance; ls-* solve a least-squares "
+        "objective, diagonal or full), plus bias correction; measured below bias alone "
+        "(BENCHMARKS.md).", CORRECTIONS)
+    lam: float = _opt(1e-3, "Ridge weight pulling our compensation factors (energy, ls-*) towards 1, "
+                            "relative to the layer's scale.")
+    lambda1: float = _opt(0.5, "The paper's lambda1 (Eq. 27): weight of keeping BN's shift y; its "
+                               "ablation picks 0.5.")
+    lambda2: float = _opt(0.0, "The paper's lambda2 (Eq. 27): ridge on c.")
+    bias_correction: bool | None = _opt(
+        None, "Correct biases so each quantized layer's output mean matches the float model's. "
+        "Default: on with corrections bias, energy, ls-diag and ls-full; off with none and paper.")
+    propagated_stats: bool = _opt(
+        False, "Also correct layers whose input statistics were only propagated from the assumed "
+        "input (BN-folded models). Off by default: measured to mislead corrections.")
+    equalize: bool = _opt(False, "Cross-layer equalization of ReLU-like pairs before rounding (helps "
+                                 "per-tensor scales most).")
+    input_mean: float = _opt(0.0, "Assumed mean of each model input element: where the data-free "
+                                  "statistics start when no BatchNormalization statistics exist.")
+    input_std: float = _opt(1.0, "Assumed standard deviation of each model input element.")
+    format: str = _opt("packed", "packed: real INT2/INT4/INT8 initializers (smallest file; opset 25 "
+                                 "for INT2, 21 for INT4 and block-wise scales). int8: every weight in "
+                                 "an (u)int8 container on its grid (opset 13; for int8 kernels and "
+                                 "TensorRT).", FORMATS)
+    plan: dict[str, Any] = _opt(
+        {}, 'Per-layer overrides by node name: {"conv1": 4, "fc": null, "conv2": {"bits": 4, '
+        '"quantizer": "block32", "correction": "none"}} (null keeps a layer in float).')
+    protect_first_last: bool = _opt(True, "Keep the first and last layer at --high-bits, as the paper "
+                                          "does.")
 
     def __post_init__(self) -> None:
         for name in ("low_bits", "high_bits"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value not in VALID_BITS:
+            if not isinstance(value, int) or isinstance(value, bool) or value not in VALID_BITS:
                 flag = name.replace("_", "-")
                 raise OptionsError(f"--{flag} must be an integer from 2 to 8, got {value!r}")
         if self.low_bits > self.high_bits:
             raise OptionsError(
-                f"--low-bits ({self.low_bits}) must not exceed --high-bits ({self.high_bits})"
-            )
-        if self.granularity not in ("channel", "tensor"):
-            raise OptionsError(f"granularity must be 'channel' or 'tensor', got {self.granularity!r}")
-        if self.solver not in ("bc", "diag", "full", "none"):
-            raise OptionsError(f"solver must be 'bc', 'diag', 'full' or 'none', got {self.solver!r}")
-        if self.objective not in ("energy", "mse"):
-            raise OptionsError(f"objective must be 'energy' or 'mse', got {self.objective!r}")
-        if self.solver == "full" and self.objective == "energy":
-            # Energy matching is per channel; silently running diag under the name "full" would
-            # make a comparison table lie.
-            raise OptionsError("solver 'full' solves the cross-channel system of the 'mse' objective; "
-                               "the 'energy' objective is per channel: use solver 'diag', or "
-                               "objective 'mse' with solver 'full'")
-        if self.format not in ("packed", "int8"):
-            raise OptionsError(f"format must be 'packed' or 'int8', got {self.format!r}")
-        if not self.lam >= 0:
-            raise OptionsError(f"--lam must be >= 0, got {self.lam!r}")
+                f"--low-bits ({self.low_bits}) must not exceed --high-bits ({self.high_bits})")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value is not None and value not in choices:
+                raise OptionsError(f"--{f.name.replace('_', '-')} must be one of "
+                                   f"{', '.join(choices)}; got {value!r}")
+        if self.method == "paper" and self.correction not in (None, "paper", "none"):
+            raise OptionsError("--method paper takes --correction paper (its compensation, the "
+                               f"default) or none, not {self.correction!r}")
+        if self.method == "paper" and self.equalize:
+            raise OptionsError("--method paper is the published algorithm with nothing added; "
+                               "--equalize is ours: use --method pairs with it")
+        for name in ("lam", "lambda1", "lambda2"):
+            if not getattr(self, name) >= 0:
+                raise OptionsError(f"--{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.input_std > 0:
             raise OptionsError(f"--input-std must be > 0, got {self.input_std!r}")
-        for layer, bits in self.plan.items():
-            if bits is not None and (not isinstance(bits, int) or isinstance(bits, bool)
-                                     or bits not in VALID_BITS):
-                raise OptionsError(
-                    f"plan: layer {layer!r} asks for {bits!r} bits; use an integer from 2 to 8 or null"
-                )
+        for layer, entry in self.plan.items():
+            self.plan_entry(layer, entry)  # raises on a bad entry
+
+    # -- what the options mean, asked for by the passes ---------------------------------------
+
+    @property
+    def default_correction(self) -> str:
+        if self.correction is not None:
+            return self.correction
+        return "paper" if self.method == "paper" else "bias"
+
+    def corrects_bias(self, correction: str) -> bool:
+        """Whether a layer with ``correction`` also gets bias correction."""
+        if self.bias_correction is not None:
+            return self.bias_correction
+        return correction in ("bias", "energy", "ls-diag", "ls-full")
+
+    def layer_plan(self, name: str, bits: int) -> LayerPlan:
+        """The plan of one layer at ``bits`` before overrides: the method's quantizer and
+        correction."""
+        quantizer = "paper" if self.method == "paper" else self.quantizer
+        return LayerPlan(bits, quantizer, self.default_correction)
+
+    def plan_entry(self, layer: str, entry: Any) -> dict | None:
+        """A plan-file entry, checked and normalised: None (keep in float), or a dict with some of
+        bits, quantizer and correction (the rest come from the options)."""
+        if entry is None:
+            return None
+        if isinstance(entry, int) and not isinstance(entry, bool):
+            entry = {"bits": entry}
+        if not isinstance(entry, dict) or not set(entry) <= {"bits", "quantizer", "correction"}:
+            raise OptionsError(f"plan: layer {layer!r}: expected bits (2-8), null, or an object "
+                               f'like {{"bits": 4, "quantizer": "block32", "correction": "none"}}; '
+                               f"got {entry!r}")
+        bits = entry.get("bits")
+        if bits is not None and (not isinstance(bits, int) or isinstance(bits, bool)
+                                 or bits not in VALID_BITS):
+            raise OptionsError(
+                f"plan: layer {layer!r} asks for {bits!r} bits; use an integer from 2 to 8 or null")
+        q = entry.get("quantizer")
+        if q is not None and q not in QUANTIZERS:
+            raise OptionsError(f"plan: layer {layer!r} asks for quantizer {q!r}; known: "
+                               f"{', '.join(QUANTIZERS)}")
+        c = entry.get("correction")
+        if c is not None and c not in CORRECTIONS:
+            raise OptionsError(f"plan: layer {layer!r} asks for correction {c!r}; known: "
+                               f"{', '.join(CORRECTIONS)}")
+        return entry
+
+
+def option_help(name: str) -> str:
+    """The help text of option ``name`` with its real default, for the CLI."""
+    f = next(f for f in fields(ConvertOptions) if f.name == name)
+    return f.metadata["help"]
+
+
+def option_choices(name: str) -> tuple[str, ...]:
+    f = next(f for f in fields(ConvertOptions) if f.name == name)
+    return f.metadata["choices"]
+
+
+def option_default(name: str) -> Any:
+    f = next(f for f in fields(ConvertOptions) if f.name == name)
+    return f.default

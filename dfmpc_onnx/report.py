@@ -23,6 +23,9 @@ class LayerReport:
     comp_min: float | None = None
     comp_max: float | None = None
     error_ratio: float | None = None  # predicted L(c) / L(1) for B layers
+    quantizer: str | None = None  # the grid the layer got (registry name)
+    correction: str | None = None
+    stored_bits: float | None = None  # bits per weight as stored: container + scales (+ zero points)
 
 
 @dataclass
@@ -46,6 +49,15 @@ class Report:
         raise KeyError(name)
 
     @property
+    def stored_bits(self) -> float:
+        """Parameter-weighted stored bits per weight (containers, scales and zero points; float
+        layers count as 32): what a size budget counts."""
+        total = sum(e.params for e in self.layers)
+        if not total:
+            return 0.0
+        return sum(e.params * (e.stored_bits or 32) for e in self.layers) / total
+
+    @property
     def pairs(self) -> list[tuple[str, str]]:
         return [(e.name, e.partner) for e in self.layers if e.role == "A" and e.partner]
 
@@ -60,6 +72,7 @@ class Report:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["average_bits"] = self.average_bits
+        d["stored_bits"] = self.stored_bits
         d["pairs"] = self.pairs
         return d
 
@@ -73,18 +86,22 @@ class Report:
         so names are never cut at the end: the column fits the longest name up to 64 characters and
         longer ones lose their middle. The partner or reason comes last, in full."""
         width = min(64, max([len("layer")] + [len(e.name) for e in self.layers]))
-        lines = [f"{'layer':<{width}} {'op':<8} {'role':<6} {'bits':>4} {'params':>9} "
-                 f"{'comp c':>11} {'L(c)/L(1)':>9}  partner / reason"]
+        lines = [f"{'layer':<{width}} {'op':<8} {'role':<6} {'bits':>4} {'stored':>6} "
+                 f"{'grid':<11} {'correction':<10} {'params':>9} {'comp c':>11} {'L(c)/L(1)':>9}"
+                 "  partner / reason"]
         for e in self.layers:
             comp = f"{e.comp_min:.2f}..{e.comp_max:.2f}" if e.comp_min is not None else ""
             err = f"{e.error_ratio:.3f}" if e.error_ratio is not None else ""
             bits = str(e.bits) if e.bits else "fp"
+            stored = f"{e.stored_bits:.2f}" if e.stored_bits is not None else ""
             extra = _elide(e.partner, width) if e.partner else e.reason
             lines.append(f"{_elide(e.name, width):<{width}} {e.op:<8} {e.role:<6} {bits:>4} "
+                         f"{stored:>6} {e.quantizer or '':<11} {e.correction or '':<10} "
                          f"{e.params:>9} {comp:>11} {err:>9}  {extra}".rstrip())
         mb = 1024 * 1024
         lines.append("")
-        lines.append(f"pairs: {len(self.pairs)}   average weight bits: {self.average_bits:.2f}   "
+        lines.append(f"pairs: {len(self.pairs)}   average weight bits: {self.average_bits:.2f} "
+                     f"({self.stored_bits:.2f} stored, scales included)   "
                      f"opset {self.opset_in} -> {self.opset_out}")
         if self.quant_weight_bytes:
             lines.append(f"weights: {self.float_weight_bytes / mb:.2f} MB float -> "

@@ -7,31 +7,34 @@
 
 from __future__ import annotations
 
-from .base import Context, Pair, Pass, run_passes
+from dfmpc_onnx.options import ConvertOptions
+
+from .base import Context, Pair, Pass, PreconditionError, run_passes
 from .emit_qdq import EmitQDQ
 from .equalize import EqualizePairs
 from .find_pairs import FindPairs
-from .normalise import (
-    ConstantsToInitializers,
-    FoldBatchNorm,
-    InferShapes,
-    NameNodes,
-    UpgradeOpset,
-)
+from .normalise import ConstantsToInitializers, FoldBatchNorm, InferShapes, NameNodes
 from .plan_bits import PlanBits
 from .quantize_compensate import QuantizeAndCompensate
+from .upgrade_opset import UpgradeOpset
 
 
 def analysis_passes() -> list[Pass]:
-    """Everything up to the bit plan: what `inspect` runs."""
-    return [NameNodes(), ConstantsToInitializers(), UpgradeOpset(), InferShapes(),
-            FoldBatchNorm(), FindPairs(), PlanBits()]
+    """Normalise, find pairs, plan bits: the facts every later pass builds on."""
+    return [NameNodes(), ConstantsToInitializers(), InferShapes(), FoldBatchNorm(), FindPairs(),
+            PlanBits()]
 
 
-def conversion_passes(equalize: bool = False) -> list[Pass]:
+def planning_passes(options: ConvertOptions) -> list[Pass]:
+    """Everything that decides and measures, nothing written: what `inspect` runs."""
+    return analysis_passes() + ([EqualizePairs()] if options.equalize else []) + [
+        QuantizeAndCompensate()]
+
+
+def conversion_passes(options: ConvertOptions) -> list[Pass]:
     """The whole conversion, top to bottom."""
-    return analysis_passes() + ([EqualizePairs()] if equalize else []) + [
-        QuantizeAndCompensate(), EmitQDQ()]
+    return planning_passes(options) + [UpgradeOpset(), EmitQDQ()]
 
 
-__all__ = ["Context", "Pair", "Pass", "run_passes", "analysis_passes", "conversion_passes"]
+__all__ = ["Context", "Pair", "Pass", "PreconditionError", "run_passes", "analysis_passes",
+           "planning_passes", "conversion_passes"]

@@ -1,22 +1,25 @@
 """The pass machinery: a context that analyses fill in, and a plain sequence that runs passes.
 
-A pass is an object with a ``name`` and ``run(model, ctx) -> bool`` (whether it changed the
-model). Analyses only add facts to the context; transforms change the ModelProto in place. The
-runner turns an unexpected failure into a PassError that names the pass and the passes before it.
+A pass is an object with a ``name``, the facts it ``requires`` from the context and those it
+``provides``, and ``run(model, ctx) -> bool`` (whether it changed the model). Analyses only add
+facts to the context; transforms change the ModelProto in place. The runner checks each pass's
+preconditions (a PreconditionError names the pass and the missing facts) and turns an unexpected
+failure into a PassError that names the pass and the passes before it. A test can run one pass on
+a hand-built context by setting the facts it requires.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import onnx
 
 from dfmpc_onnx.errors import DfmpcError, PassError
-from dfmpc_onnx.options import ConvertOptions
-from dfmpc_onnx.quant import QuantizedWeight
+from dfmpc_onnx.options import ConvertOptions, LayerPlan
+from dfmpc_onnx.quantizers import QuantizedTensor
 from dfmpc_onnx.report import Report
 
 
@@ -29,6 +32,15 @@ class Pair:
     activation: object  # dfmpc_onnx.activation.Activation
 
 
+@dataclass(frozen=True)
+class BnFold:
+    """A BatchNormalization folded into a layer: output = k * (W x + b - mean) + beta, with
+    k = gamma / sqrt(var + eps). The paper's method needs the unfolded view."""
+
+    k: np.ndarray
+    beta: np.ndarray
+
+
 @dataclass
 class Context:
     """What passes share: the options, the facts found so far, and the report being written."""
@@ -38,11 +50,14 @@ class Context:
     # Kept BatchNormalization statistics by tensor (after folding, the producing layer's output):
     # the float model's per-channel mean and std there.
     bn_stats: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    bn_fold: dict[str, BnFold] = field(default_factory=dict)  # layer node name -> folded BN
     layers: list[str] = field(default_factory=list)  # quantizable layers, graph order
     pairs: list[Pair] = field(default_factory=list)
-    bits: dict[str, int] = field(default_factory=dict)  # node name -> weight bits
-    quantized: dict[str, QuantizedWeight] = field(default_factory=dict)
+    plan: dict[str, LayerPlan] = field(default_factory=dict)  # node name -> its plan
+    quantized: dict[str, QuantizedTensor] = field(default_factory=dict)
     new_bias: dict[str, np.ndarray] = field(default_factory=dict)  # node -> corrected bias
+    container_format: str = ""  # the format emitted; "" until upgrade-opset decides (options')
+    facts: set[str] = field(default_factory=set)  # what the passes run so far provided
     progress: Callable[[str], None] | None = None
 
     def say(self, message: str) -> None:
@@ -52,14 +67,25 @@ class Context:
 
 class Pass(Protocol):
     name: str
+    requires: ClassVar[tuple[str, ...]]
+    provides: ClassVar[tuple[str, ...]]
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool: ...
+
+
+class PreconditionError(PassError):
+    """A pass ran before the passes that provide what it needs: a bug in a pipeline."""
 
 
 def run_passes(passes: Sequence[Pass], model: onnx.ModelProto, ctx: Context) -> onnx.ModelProto:
     """Run ``passes`` in order; a crash becomes a PassError naming the pass and its history."""
     done: list[str] = []
     for p in passes:
+        missing = [f for f in getattr(p, "requires", ()) if f not in ctx.facts]
+        if missing:
+            after = f" (after {', '.join(done)})" if done else " (it ran first)"
+            raise PreconditionError(f"pass '{p.name}' needs {', '.join(missing)}, which no pass "
+                                    f"before it provided{after}")
         ctx.say(f"pass {p.name}")
         try:
             p.run(model, ctx)
@@ -68,5 +94,6 @@ def run_passes(passes: Sequence[Pass], model: onnx.ModelProto, ctx: Context) -> 
         except Exception as exc:  # noqa: BLE001 - re-raised with the pass named
             after = f" (after {', '.join(done)})" if done else ""
             raise PassError(f"pass '{p.name}' failed{after}: {type(exc).__name__}: {exc}") from exc
+        ctx.facts.update(getattr(p, "provides", ()))
         done.append(p.name)
     return model

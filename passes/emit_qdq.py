@@ -1,54 +1,64 @@
 """Emit QDQ: write the decisions of quantize-and-compensate into the graph.
 
-Each quantized weight W of layer L becomes ``L_W_q`` (INT2/INT4/INT8 initializer, packed) and
-``L_W_scale``, read by a DequantizeLinear node ``L_W_DequantizeLinear`` whose output ``L_W_dq``
-replaces W as the layer's input. Corrected biases become ``L_bias``. Names derive from the layer's
-node name, so a weight shared by two layers still gets one dequantized tensor per layer. Nothing
-else in the graph is touched; initializers nobody reads any more are dropped.
+Each quantized weight W of layer L becomes ``L_W_q`` (an INT2/INT4/INT8/INT16 or unsigned
+initializer, packed, as its QuantizedTensor says), ``L_W_scale`` (and ``L_W_zero_point`` for
+asymmetric grids), read by a DequantizeLinear node ``L_W_DequantizeLinear`` (with ``axis`` and
+``block_size`` as the tensor says) whose output ``L_W_dq`` replaces W as the layer's input.
+Corrected biases become ``L_bias_corrected``. Names derive from the layer's node name, so a weight
+shared by two layers still gets one dequantized tensor per layer. Nothing else in the graph is
+touched; initializers nobody reads any more are dropped.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from dfmpc_onnx.graph import GraphIndex, drop_unused_initializers, tensor_bytes
-from dfmpc_onnx.quant import storage_bits, to_tensor
+from dfmpc_onnx.quantizers import QuantizedTensor
 
 from .base import Context
 
 
-def _float_dtype(tensor: onnx.TensorProto):
-    return onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+def qdq_initializers(qt: QuantizedTensor, base: str, float_dtype, fmt: str
+                     ) -> tuple[list[onnx.TensorProto], dict]:
+    """The initializers (integers, scale, zero point) and DequantizeLinear attributes of ``qt``."""
+    container = qt.container(fmt)
+    inits = [numpy_helper.from_array(qt.q.astype(container), f"{base}_W_q"),
+             numpy_helper.from_array(qt.scale.astype(float_dtype), f"{base}_W_scale")]
+    if qt.zero_point is not None:
+        inits.append(numpy_helper.from_array(qt.zero_point.astype(container), f"{base}_W_zero_point"))
+    attrs = {}
+    if qt.axis is not None:
+        attrs["axis"] = qt.axis
+    if qt.block_size is not None:
+        attrs["block_size"] = qt.block_size
+    return inits, attrs
 
 
 class EmitQDQ:
     name = "emit-qdq"
+    requires = ("quantized", "opset")
+    provides = ("qdq",)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         graph = model.graph
         index = GraphIndex(graph)
-        fmt = ctx.options.format
-        before = sum(tensor_bytes(t) for t in graph.initializer)
+        fmt = ctx.container_format or ctx.options.format
         new_nodes: list[onnx.NodeProto] = []
-        ideal = 0.0
         for node in graph.node:
-            qw = ctx.quantized.get(node.name)
-            if qw is None:
+            qt = ctx.quantized.get(node.name)
+            if qt is None:
                 new_nodes.append(node)
                 continue
-            w_tensor = index.initializers[node.input[1]]
-            dtype = _float_dtype(w_tensor)
+            dtype = helper.tensor_dtype_to_np_dtype(index.initializers[node.input[1]].data_type)
             base = node.name
-            q_name, s_name, dq_name = f"{base}_W_q", f"{base}_W_scale", f"{base}_W_dq"
-            graph.initializer.append(to_tensor(qw, q_name, fmt))
-            graph.initializer.append(numpy_helper.from_array(qw.scale.astype(dtype), s_name))
-            attrs = {} if qw.axis is None else {"axis": qw.axis}
-            new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name], [dq_name],
-                                              name=f"{base}_W_DequantizeLinear", **attrs))
-            node.input[1] = dq_name
-            ideal += qw.q.size * qw.bits / 8 + qw.scale.size * np.dtype(dtype).itemsize
+            inits, attrs = qdq_initializers(qt, base, dtype, fmt)
+            graph.initializer.extend(inits)
+            new_nodes.append(helper.make_node("DequantizeLinear", [t.name for t in inits],
+                                              [f"{base}_W_dq"], name=f"{base}_W_DequantizeLinear",
+                                              **attrs))
+            node.input[1] = f"{base}_W_dq"
             bias = ctx.new_bias.get(node.name)
             if bias is not None:
                 b_name = f"{base}_bias_corrected"
@@ -60,17 +70,11 @@ class EmitQDQ:
         del graph.node[:]
         graph.node.extend(new_nodes)
         drop_unused_initializers(graph)
-        after = sum(tensor_bytes(t) for t in graph.initializer)
-        ctx.report.float_weight_bytes = before
-        ctx.report.quant_weight_bytes = after
-        unquantized = after - sum(tensor_bytes(t) for t in graph.initializer
-                                  if t.name.endswith(("_W_q", "_W_scale")))
-        ctx.report.ideal_weight_bytes = int(ideal + unquantized)
-        if fmt == "packed":
-            odd = sorted({qw.bits for qw in ctx.quantized.values()
-                          if storage_bits(qw.bits, fmt) != qw.bits})
-            if odd:
-                ctx.report.notes.append(
-                    f"{'/'.join(map(str, odd))}-bit weights are stored in the next container "
-                    "(INT4 or INT8): ONNX has no INT3/INT5-7")
+        ctx.report.quant_weight_bytes = sum(tensor_bytes(t) for t in graph.initializer)
+        wide = sorted({f"{qt.quantizer} {qt.bits}-bit -> INT{qt.container_bits(fmt)}"
+                       for qt in ctx.quantized.values() if qt.container_bits(fmt) != qt.bits})
+        if wide and fmt == "packed":
+            ctx.report.notes.append(
+                "stored in a wider container than their bits (ONNX has INT2/4/8/16 only, and the "
+                f"paper's DoReFa grid of 2^k levels without zero needs k+1 bits): {', '.join(wide)}")
         return bool(ctx.quantized)

@@ -20,6 +20,8 @@ from .base import Context
 
 class EqualizePairs:
     name = "equalize-pairs"
+    requires = ("pairs",)
+    provides = ()
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         graph = model.graph

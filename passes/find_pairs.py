@@ -42,6 +42,8 @@ def channel_axis(layer: LinearLayer) -> int:
 
 class FindPairs:
     name = "find-pairs"
+    requires = ("names", "constants")
+    provides = ("layers", "pairs")
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         graph = model.graph

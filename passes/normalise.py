@@ -1,44 +1,33 @@
 """Normalise: make every model look the same to the later passes.
 
-Constant / ConstantOfShape weights become initializers, the opset is upgraded to what the output
-format needs, shapes are inferred, and BatchNormalization is folded into the layer before it after
-its statistics are recorded (they are the best data-free evidence of the activations we have).
+Constant / ConstantOfShape weights become initializers, shapes are inferred, and BatchNormalization
+is folded into the layer before it after its statistics are recorded (they are the best data-free
+evidence of the activations we have). The opset is upgraded later (passes/upgrade_opset.py), once
+the quantized tensors say which opset their DequantizeLinear needs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference, version_converter
+from onnx import numpy_helper, shape_inference
 
-from dfmpc_onnx.errors import UnsupportedModelError
-from dfmpc_onnx.graph import GraphIndex, attr, drop_unused_initializers, opset_version, tensor_bytes
+from dfmpc_onnx.graph import GraphIndex, attr, drop_unused_initializers, tensor_bytes
 from dfmpc_onnx.layers import as_linear_layer
 
-from .base import Context
+from .base import BnFold, Context
 
 # Initializers above this size are lifted out while the version converter runs: it serialises the
 # model (2 GB protobuf limit) and never needs weight values.
 _LIFT_BYTES = 1 << 20
 
 
-def target_opset(ctx: Context, model: onnx.ModelProto | None = None) -> int:
-    """The lowest opset whose DequantizeLinear takes every container this conversion may emit,
-    and every scale type: float16/bfloat16 weights need float16/bfloat16 scales (opset 19)."""
-    o = ctx.options
-    bits = [o.low_bits, o.high_bits] + [b for b in o.plan.values() if b is not None]
-    low = min(bits)
-    need = 13 if o.format == "int8" else 25 if low <= 2 else 21 if low <= 4 else 13
-    if model is not None and any(t.data_type in (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
-                                 for t in model.graph.initializer):
-        need = max(need, 19)
-    return need
-
-
 class ConstantsToInitializers:
     """Constant and ConstantOfShape (with a constant shape) nodes of the main graph -> initializers."""
 
     name = "constants-to-initializers"
+    requires = ()
+    provides = ("constants",)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         graph = model.graph
@@ -147,6 +136,8 @@ class NameNodes:
     names all refer to layers by node name. Existing unique names are kept."""
 
     name = "name-nodes"
+    requires = ()
+    provides = ("names",)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         seen: set[str] = set()
@@ -161,41 +152,6 @@ class NameNodes:
                 changed = True
             seen.add(node.name)
         return changed
-
-
-class UpgradeOpset:
-    """Upgrade ai.onnx to the opset the output needs (25 for INT2, 21 for INT4, 13 for int8)."""
-
-    name = "upgrade-opset"
-
-    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
-        current = opset_version(model)
-        ctx.report.opset_in = current
-        newest = onnx.defs.onnx_opset_version()
-        if current > newest:
-            raise UnsupportedModelError(
-                f"model uses ai.onnx opset {current}; this onnx {onnx.__version__} knows up to "
-                f"{newest}: upgrade the onnx package")
-        target = max(current, target_opset(ctx, model))
-        ctx.report.opset_out = target
-        if target == current:
-            return False
-        lifted = _lift_large_initializers(model.graph)
-        try:
-            converted = version_converter.convert_version(model, target)
-        except Exception as exc:  # noqa: BLE001 - the converter raises bare RuntimeErrors
-            _restore(model.graph, lifted)
-            hint = (" --format int8 needs only opset 13." if target > 13 else "")
-            raise UnsupportedModelError(
-                f"cannot upgrade the model from opset {current} to {target} "
-                f"(needed by DequantizeLinear for the chosen bit-widths): "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}."
-                f"{hint}") from exc
-        model.CopyFrom(converted)  # small: the lifted weights are stubs in both
-        _restore(model.graph, lifted)
-        min_ir = onnx.helper.find_min_ir_version_for(list(model.opset_import), True)
-        model.ir_version = max(model.ir_version, min_ir, 11 if target >= 25 else 0)
-        return True
 
 
 def _lift_large_initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
@@ -226,6 +182,8 @@ class InferShapes:
     """ONNX shape inference, so passes know ranks and channel counts. Failure is only a note."""
 
     name = "infer-shapes"
+    requires = ()
+    provides = ("shapes",)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         lifted = _lift_large_initializers(model.graph)  # weights' values never matter to shapes
@@ -251,6 +209,8 @@ class FoldBatchNorm:
     """
 
     name = "fold-batchnorm"
+    requires = ("constants",)
+    provides = ("bn_stats",)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         graph = model.graph
@@ -272,6 +232,8 @@ class FoldBatchNorm:
             if not all(v.ndim == 1 and v.shape == gamma.shape for v in (beta, mean, var)):
                 continue  # not per-channel vectors: an invalid model, left for the checks to name
             eps = float(attr(bn, "epsilon", 1e-5))
+            if not (var + eps > 0).all():
+                continue  # an invalid BN (variance <= -eps): left for the checks to name
             ctx.bn_stats[bn.output[0]] = (beta, np.abs(gamma))
             producer = index.producer.get(bn.input[0])
             if producer is None or index.only_consumer(bn.input[0]) is not bn:
@@ -301,6 +263,7 @@ class FoldBatchNorm:
                     producer.input.append("")
                 producer.input[2] = bias_name
             producer.output[0] = bn.output[0]
+            ctx.bn_fold[producer.name] = BnFold(k, beta)
             removed.add(id(bn))
             changed = True
         if changed:

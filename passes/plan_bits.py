@@ -1,5 +1,11 @@
-"""Plan bits: the paper's plan by default (A low, B high, everything else high), then the user's
-per-layer overrides from a plan file. Analysis only: fills ``ctx.bits``."""
+"""Plan bits: what each layer gets (bits, quantizer, correction). Analysis only: fills ``ctx.plan``.
+
+The default is the pair plan: A of each pair at low bits, everything else at high bits, every layer
+with the options' quantizer and correction (the paper's grids and compensation for --method
+paper). A correction that acts on a pair applies only to the layer of the pair it acts on: the
+paper's c on A, our compensations on B; bias correction on every layer. Then the user's per-layer
+overrides from a plan file.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,20 @@ import difflib
 import onnx
 
 from dfmpc_onnx.errors import OptionsError
+from dfmpc_onnx.options import LayerPlan
 
 from .base import Context
+
+_ON_B = ("energy", "ls-diag", "ls-full")
 
 
 class PlanBits:
     name = "plan-bits"
+    requires = ("layers", "pairs")
+    provides = ("plan",)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         o = ctx.options
-        a_layers = {p.a for p in ctx.pairs}
         known = {e.name for e in ctx.report.layers}
         unknown = [n for n in o.plan if n not in known]
         if unknown:
@@ -28,29 +38,50 @@ class PlanBits:
             raise OptionsError(
                 f"plan names {len(unknown)} layer(s) not in the model: {', '.join(hints)}; "
                 "run 'dfmpc-onnx inspect MODEL' to list layer names")
+        a_layers = {p.a for p in ctx.pairs}
         for name in ctx.layers:
-            ctx.bits[name] = o.low_bits if name in a_layers else o.high_bits
-        for name, bits in o.plan.items():
+            ctx.plan[name] = o.layer_plan(name, o.low_bits if name in a_layers else o.high_bits)
+        for name, raw in o.plan.items():
             entry = ctx.report.layer(name)
+            override = o.plan_entry(name, raw)
             if name not in ctx.layers:
-                if bits is not None:
+                if override is not None:
                     raise OptionsError(f"plan: layer {name!r} cannot be quantized: {entry.reason}")
                 continue
-            if bits is None:
-                ctx.bits.pop(name, None)
+            if override is None:
+                ctx.plan.pop(name, None)
                 entry.reason = "kept in float by the plan"
-            else:
-                ctx.bits[name] = bits
+                continue
+            base = ctx.plan[name]
+            ctx.plan[name] = LayerPlan(override.get("bits", base.bits),
+                                       override.get("quantizer", base.quantizer),
+                                       override.get("correction", base.correction))
         # A pair whose A or B was kept in float by the plan is no pair any more.
-        ctx.pairs = [p for p in ctx.pairs if p.a in ctx.bits and p.b in ctx.bits]
+        ctx.pairs = [p for p in ctx.pairs if p.a in ctx.plan and p.b in ctx.plan]
+        _place_pair_corrections(ctx)
         paired = {p.a for p in ctx.pairs} | {p.b for p in ctx.pairs}
         for entry in ctx.report.layers:
-            entry.bits = ctx.bits.get(entry.name)
+            plan = ctx.plan.get(entry.name)
+            entry.bits = plan.bits if plan else None
+            if plan is not None:
+                entry.quantizer, entry.correction = plan.quantizer, plan.correction
             if entry.name in paired:
                 entry.role = "A" if entry.name in {p.a for p in ctx.pairs} else "B"
-            elif entry.bits is not None:
+            elif plan is not None:
                 entry.role = "single"
                 entry.partner = None
             else:
                 entry.role = "float"
         return False
+
+
+def _place_pair_corrections(ctx: Context) -> None:
+    """A pair correction stays only where it acts: the paper's c on a pair's A (its B and the
+    unpaired layers get none), ours on a pair's B whose A exists (others fall back to bias)."""
+    a_layers = {p.a for p in ctx.pairs}
+    b_layers = {p.b for p in ctx.pairs}
+    for name, plan in list(ctx.plan.items()):
+        if plan.correction == "paper" and name not in a_layers:
+            ctx.plan[name] = LayerPlan(plan.bits, plan.quantizer, "none")
+        elif plan.correction in _ON_B and name not in b_layers:
+            ctx.plan[name] = LayerPlan(plan.bits, plan.quantizer, "bias")

@@ -1,76 +1,51 @@
 """Quantize and compensate: walk the graph once, in order, carrying two-stream statistics.
 
-For every layer in the bit plan the weight is rounded. With solver "diag" or "full", for the second
-layer B of a pair the closed-form compensation c (dfmpc_onnx.solver) is solved first from the
-statistics of A's input, A's float and quantized weights and the activation between them, and B's
-input channels are scaled by c before rounding. Biases are corrected so each quantized layer's
-output mean matches the float one under the float input statistics (its own rounding error only).
-The statistics carry both streams, float and quantized, which the compensation needs. This pass
-records decisions in the context; emit-qdq writes them into the graph.
+Each planned layer is rounded by its quantizer (``dfmpc_onnx.quantizers``) and corrected by its
+correction (``dfmpc_onnx.corrections``), both named in the layer's plan:
+
+- our compensation (energy, ls-diag, ls-full) scales the input channels of a pair's second layer
+  before rounding, from the statistics of the first layer's float and quantized outputs;
+- the paper's factor c (Eq. 27) scales the output channels of a pair's first layer after
+  rounding, folded into its scales and bias so both layers stay on their grids;
+- bias correction shifts each layer's bias so its output mean under the float input statistics
+  is unchanged (its own rounding error only).
+
+Statistics of both streams (float and quantized) are carried through the graph by
+``dfmpc_onnx.propagate``. This pass records decisions in the context; emit-qdq writes them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 import onnx
 
-from dfmpc_onnx.activation import (
-    ELEMENTWISE_OPS,
-    Activation,
-    channel_constant,
-    find_activation,
-)
-from dfmpc_onnx.graph import GraphIndex, attr
+from dfmpc_onnx.corrections import COMPENSATIONS, PairInput, bias_shift, paper_factor
+from dfmpc_onnx.graph import GraphIndex, attr, tensor_bytes
 from dfmpc_onnx.layers import LinearLayer, as_linear_layer
-from dfmpc_onnx.quant import quantize
-from dfmpc_onnx.solver import (
-    gram,
-    gram_diag,
-    objective_diag,
-    objective_full,
-    solve_diag,
-    solve_full,
-)
+from dfmpc_onnx.options import LayerPlan
+from dfmpc_onnx.propagate import Shapes, propagate
+from dfmpc_onnx.quantizers import QuantizedTensor, WeightLayout, get_quantizer
 from dfmpc_onnx.stats import (
     TensorStats,
-    bivariate_matrix,
     joint_pre_activation,
-    mean_diag,
     output_means,
     tap_coverage,
-    through_activation,
     through_linear,
 )
 
 from .base import Context
-from .find_pairs import channel_axis, tensor_rank
-
-_PASS_THROUGH = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize",
-                 "Upsample", "Identity", "Dropout", "Pad", "LRN", "Squeeze", "Unsqueeze"}
-
-
-@dataclass
-class _PendingPair:
-    """What B needs from A: A's input statistics, weights (float and quantized) and biases."""
-
-    x: TensorStats
-    coverage: np.ndarray | None
-    w_f: np.ndarray  # dense canonical (n, C_in, taps)
-    w_q: np.ndarray
-    b_f: np.ndarray
-    b_q: np.ndarray
-    z: str
-    activation: Activation
+from .find_pairs import channel_axis
 
 
 class QuantizeAndCompensate:
     name = "quantize-and-compensate"
+    requires = ("layers", "pairs", "plan")
+    provides = ("quantized",)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
-        walker = _Walker(model.graph, ctx)
-        walker.walk()
+        _Walker(model.graph, ctx).walk()
         untrusted = [e for e in ctx.report.layers if e.reason.startswith("no BN statistics")]
         if untrusted and not ctx.new_bias:
             # The common BN-folded export: say once, up front, why nothing was corrected.
@@ -80,7 +55,44 @@ class QuantizeAndCompensate:
                 "rounding. Export with BN kept for the correction (README, Results), or pass "
                 "--propagated-stats to trust statistics propagated from the input (measured to "
                 "help some models and hurt others)")
+        if any(p.correction == "paper" for p in ctx.plan.values()):
+            unfolded = [p.a for p in ctx.pairs if p.a not in ctx.bn_fold]
+            if unfolded:
+                ctx.report.notes.append(
+                    f"paper: {len(unfolded)} low-bit layer(s) had no BatchNormalization to unfold "
+                    "(BN folded at export, or none): for them gamma/sigma = 1 and y = the layer's "
+                    "bias in Eq. 27, and their one-per-layer grid is taken on the folded weights")
+        count_bytes(model.graph, ctx)
         return bool(ctx.quantized)
+
+
+def layout_of(layer: LinearLayer) -> WeightLayout:
+    """Output-channel and reduction axes of a layer's stored weight."""
+    if layer.op == "Conv":
+        return WeightLayout(0, 1)
+    if layer.op == "ConvTranspose":
+        return WeightLayout(1, 0 if layer.group == 1 else None)
+    return WeightLayout(layer.out_axis, 1 - layer.out_axis)
+
+
+def quantize_layer(layer: LinearLayer, w_stored: np.ndarray, plan: LayerPlan, per_channel: bool,
+                   fold_k: np.ndarray | None = None) -> QuantizedTensor:
+    """Round one layer's weight with its planned quantizer.
+
+    ``fold_k``: the per-channel factor of a BatchNormalization folded into this layer. The paper's
+    grids are one scale per layer on the weights *before* BN: unfold, round, and carry k in the
+    per-channel scales (a negative k flips the channel's integers, so scales stay positive)."""
+    quantizer = get_quantizer(plan.quantizer)
+    layout = layout_of(layer)
+    if fold_k is None or plan.quantizer != "paper":
+        return quantizer.quantize(w_stored, plan.bits, layout, per_channel)
+    shape = [1] * w_stored.ndim
+    shape[layout.out_axis] = -1
+    k = np.where(fold_k != 0, fold_k, 1.0)
+    qt = quantizer.quantize(w_stored / k.reshape(shape), plan.bits, layout, per_channel)
+    sign = np.where(fold_k < 0, -1, 1).reshape(shape)
+    qt = replace(qt, q=(qt.q * sign).astype(qt.q.dtype))
+    return qt.rescaled(np.abs(fold_k), layout.out_axis)
 
 
 class _Walker:
@@ -89,16 +101,11 @@ class _Walker:
         self.ctx = ctx
         self.o = ctx.options
         self.index = GraphIndex(graph)
+        self.shapes = Shapes.of(graph)
         self.pair_of_a = {p.a: p for p in ctx.pairs}
-        self.pair_of_b = {p.b: p for p in ctx.pairs}
-        self.pending: dict[str, _PendingPair] = {}
-        bc = self.o.bias_correction
-        self.bias_correction = (self.o.solver != "none") if bc is None else bc
+        self.pending: dict[str, PairInput] = {}  # B name -> what its compensation needs
         self.stats: dict[str, TensorStats] = {}
         self.axis: dict[str, int] = {}
-        self.handled: set[int] = set()
-        self.channels = _channel_counts(graph)
-        self.spatial = _spatial_sizes(graph)
         var = self.o.input_std ** 2
         for name in self.index.graph_inputs:
             self._set(name, TensorStats.gaussian(self.o.input_mean, var, "assumed"), 1)
@@ -112,21 +119,27 @@ class _Walker:
         self.axis[name] = axis
 
     def walk(self) -> None:
-        total = len(self.ctx.bits)
+        total = len(self.ctx.plan)
         done = 0
+        handled: set[int] = set()
         for node in self.graph.node:
-            if id(node) in self.handled:
+            if id(node) in handled:
                 continue
-            if node.name in self.ctx.bits:
+            if node.name in self.ctx.plan:
                 done += 1
-                self.ctx.say(f"[{done}/{total}] {node.name}: {self.ctx.bits[node.name]} bits")
+                self.ctx.say(f"[{done}/{total}] {node.name}: {self.ctx.plan[node.name].bits} bits")
                 self._layer(node)
                 continue
             try:
-                self._propagate(node)
+                result = propagate(node, self.index, self.shapes, self.stats, self.axis)
             except Exception as exc:  # noqa: BLE001 - statistics are best effort, never fatal
                 self.ctx.report.notes.append(
                     f"statistics stop at node {node.name!r} ({node.op_type}): {exc}")
+                continue
+            if result is not None:
+                out, s, axis, nodes = result
+                handled.update(id(n) for n in nodes)
+                self._set(out, s, axis)
 
     # -- layers -------------------------------------------------------------------------------
 
@@ -135,53 +148,76 @@ class _Walker:
         if layer is None:  # planned layers were checked by find-pairs; this is a bug if reached
             raise RuntimeError(f"layer {node.name!r} is no longer quantizable: {reason}")
         ctx, o = self.ctx, self.o
+        plan = ctx.plan[node.name]
         entry = ctx.report.layer(node.name)
         s_in = self.stats.get(node.input[0])
         if s_in is None or s_in.channels not in (1, layer.in_channels):
             s_in = TensorStats.gaussian(o.input_mean, o.input_std ** 2, "assumed")
         entry.stats = s_in.source
-        # Corrections need statistics worth trusting (kept BN), unless the user asks otherwise.
-        trusted = s_in.trusted or o.propagated_stats
+        trusted = s_in.trusted or o.propagated_stats  # corrections need statistics worth trusting
         w_f = layer.to_canonical(self.index.array(layer.weight).astype(np.float64))
         b_f = (self.index.array(layer.bias).astype(np.float64).reshape(-1) if layer.bias
                else np.zeros(layer.out_channels))
         cover = self._coverage(layer)
+        bias_corrected = o.corrects_bias(plan.correction)
         w_target = w_f
         pending = self.pending.pop(node.name, None)
-        if pending is not None and o.solver in ("diag", "full") and (
-                pending.x.trusted or pending.z in ctx.bn_stats or o.propagated_stats):
-            c, ratio = self._compensation(pending, layer, w_f)
+        if pending is not None:
+            c, ratio = COMPENSATIONS[plan.correction](pending, layer.dense(w_f), o.lam,
+                                                      bias_corrected)
             w_target = layer.scale_inputs(w_f, c)
-            entry.comp_min, entry.comp_max = float(c.min()), float(c.max())
-            entry.error_ratio = ratio
-        axis = layer.out_axis if o.granularity == "channel" else None
-        qw = quantize(layer.from_canonical(w_target), ctx.bits[node.name], axis)
-        ctx.quantized[node.name] = qw
+            entry.comp_min, entry.comp_max, entry.error_ratio = float(c.min()), float(c.max()), ratio
+        fold = ctx.bn_fold.get(node.name)
+        qt = quantize_layer(layer, layer.from_canonical(w_target), plan,
+                            o.granularity == "channel", None if fold is None else fold.k)
         self.index.release(layer.weight)
-        w_q = layer.to_canonical(qw.dequantize())
         b_q = b_f
-        if self.bias_correction and layer.op != "MatMul" and trusted:
+        pair = self.pair_of_a.get(node.name)
+        if pair is not None and plan.correction == "paper":
+            c = self._paper_factor(layer, w_f, qt, b_f)
+            qt, b_q = qt.rescaled(c, layout_of(layer).out_axis), b_f * c
+            entry.comp_min, entry.comp_max = float(c.min()), float(c.max())
+        w_q = layer.to_canonical(qt.dequantize())
+        if bias_corrected and layer.op != "MatMul" and trusted:
             mean_f, mean_q = output_means(w_f, w_q, layer.group, s_in, cover)
-            b_q = b_f + mean_f - mean_q
-            ctx.new_bias[node.name] = b_q
-        elif self.bias_correction and layer.op == "MatMul":
+            b_q = b_q + bias_shift(mean_f, mean_q)
+        elif bias_corrected and layer.op == "MatMul":
             entry.reason = "MatMul has no bias input: mean not corrected"
-        elif self.bias_correction:
+        elif bias_corrected:
             entry.reason = "no BN statistics upstream: not corrected (--propagated-stats forces)"
+        if b_q is not b_f:
+            ctx.new_bias[node.name] = b_q
+        ctx.quantized[node.name] = qt
+        entry.quantizer, entry.correction = qt.quantizer, plan.correction
+        entry.stored_bits = qt.ideal_bytes(o.format, _itemsize(self.index, layer.weight)) * 8 / max(
+            entry.params, 1)
         out = through_linear(w_f, w_q, b_f, b_q, layer.group, s_in, cover)
         self._set(node.output[0], out, channel_axis(layer))
-        pair = self.pair_of_a.get(node.name)
-        if pair is not None:
-            self.pending[pair.b] = _PendingPair(
-                s_in, cover, layer.dense(w_f), layer.dense(w_q), b_f, b_q, node.output[0],
-                pair.activation)
+        if pair is not None and ctx.plan[pair.b].correction in COMPENSATIONS and (
+                s_in.trusted or node.output[0] in ctx.bn_stats or o.propagated_stats):
+            joint = joint_pre_activation(layer.dense(w_f), layer.dense(w_q), b_f, b_q, s_in, cover)
+            if node.output[0] in ctx.bn_stats:
+                joint = joint.anchored(*ctx.bn_stats[node.output[0]])
+            self.pending[pair.b] = PairInput(joint, pair.activation)
+
+    def _paper_factor(self, layer: LinearLayer, w_f: np.ndarray, qt: QuantizedTensor,
+                      b_f: np.ndarray) -> np.ndarray:
+        """c of Eq. 27 for the low-bit layer of a pair, to fold into its output channels.
+
+        Rows X_j = gamma_j w_j / sigma_j are the BN-folded weight rows and y_j = beta_j - gamma_j
+        mu_j / sigma_j the folded bias (with gamma^ = gamma, beta^ = beta, mu^ = mu, sigma^ = sigma:
+        the data-free reading). Scaling BN's gamma_j and beta_j by c_j scales the folded row's
+        scale and the bias by c_j, so the next layer keeps its grid."""
+        rows = w_f.reshape(layer.out_channels, -1)
+        rows_q = layer.to_canonical(qt.dequantize()).reshape(layer.out_channels, -1)
+        return paper_factor(rows, rows_q, b_f, b_f, self.o.lambda1, self.o.lambda2)
 
     def _coverage(self, layer: LinearLayer) -> np.ndarray | None:
         """Tap coverage of a Conv from its input's inferred spatial size (None if unknown)."""
         node = layer.node
         if layer.op != "Conv":
             return None
-        spatial = self.spatial.get(node.input[0])
+        spatial = self.shapes.spatial.get(node.input[0])
         kernel = list(layer.stored_shape[2:])
         d = len(kernel)
         if spatial is None or len(spatial) != d or attr(node, "auto_pad", "NOTSET") != "NOTSET":
@@ -190,149 +226,25 @@ class _Walker:
                             list(attr(node, "pads", [0] * 2 * d)),
                             list(attr(node, "dilations", [1] * d)))
 
-    def _compensation(self, p: _PendingPair, b: LinearLayer, w_b: np.ndarray):
-        """c for B's input channels, and the predicted objective ratio L(c) / L(1)."""
-        joint = joint_pre_activation(p.w_f, p.w_q, p.b_f, p.b_q, p.x, p.coverage)
-        if p.z in self.ctx.bn_stats:
-            joint = joint.anchored(*self.ctx.bn_stats[p.z])
-        phi = p.activation
-        dense_b = b.dense(w_b)
-        ones = np.ones(len(joint.mean_f))
-        # With bias correction the mean error of B's output is removed afterwards, so only the
-        # centred error matters; without it, raw second moments (the paper's form).
-        centre = 1.0 if self.bias_correction else 0.0
-        if self.o.objective == "energy":
-            hs = through_activation(phi, joint.diagonal())
-            c = np.sqrt(np.where(hs.var_q > 1e-12, hs.var_f / np.maximum(hs.var_q, 1e-12), 1.0))
-            g = gram_diag(dense_b)
-            base = objective_diag(g, hs.var_f, hs.cov_fq, hs.var_q, ones)
-            ratio = objective_diag(g, hs.var_f, hs.cov_fq, hs.var_q, c) / base if base > 0 else 1.0
-        elif self.o.solver == "full":
-            d = joint.diagonal()
-            mh_f = mean_diag(phi, d.mean_f, d.var_f) * centre
-            mh_q = mean_diag(phi, d.mean_q, d.var_q) * centre
-            cross = bivariate_matrix(phi, phi, d.mean_f, d.var_f, d.mean_q, d.var_q, joint.cov_fq)
-            qq = bivariate_matrix(phi, phi, d.mean_q, d.var_q, d.mean_q, d.var_q, joint.cov_qq)
-            ff = bivariate_matrix(phi, phi, d.mean_f, d.var_f, d.mean_f, d.var_f, joint.cov_ff)
-            a = cross - np.outer(mh_f, mh_q)
-            q = qq - np.outer(mh_q, mh_q)
-            h = ff - np.outer(mh_f, mh_f)
-            g = gram(dense_b)
-            c = solve_full(g, a, q, self.o.lam)
-            base = objective_full(g, h, a, q, ones)
-            ratio = objective_full(g, h, a, q, c) / base if base > 0 else 1.0
-        else:
-            hs = through_activation(phi, joint.diagonal())
-            m_f, m_q = hs.mean_f * (1 - centre), hs.mean_q * (1 - centre)
-            h, a, q = hs.var_f + m_f * m_f, hs.cov_fq + m_f * m_q, hs.var_q + m_q * m_q
-            g = gram_diag(dense_b)
-            c = solve_diag(g, a, q, self.o.lam)
-            base = objective_diag(g, h, a, q, ones)
-            ratio = objective_diag(g, h, a, q, c) / base if base > 0 else 1.0
-        return c, float(ratio)
 
-    # -- everything else: statistics only ---------------------------------------------------
-
-    def _propagate(self, node: onnx.NodeProto) -> None:
-        ins = [n for n in node.input if n]
-        var_ins = [n for n in ins if not self.index.is_constant(n)]
-        if not var_ins or any(n not in self.stats for n in var_ins):
-            return
-        op = node.op_type
-        x = var_ins[0]
-        s, axis = self.stats[x], self.axis[x]
-        if op in ELEMENTWISE_OPS and node.domain in ("", "ai.onnx") and len(var_ins) == 1:
-            phi = find_activation(self.index, x, tensor_rank(self.graph, x), axis)
-            if phi is None or node not in phi.nodes:
-                phi = _single_node_activation(self.index, node, x, tensor_rank(self.graph, x),
-                                              axis)
-            if phi is not None:
-                self.handled.update(id(n) for n in phi.nodes)
-                self._set(phi.exit, through_activation(phi, s), axis)
-            return
-        out = node.output[0]
-        if op in ("Add", "Sum", "Sub") and len(var_ins) == len(ins) and len(ins) >= 2:
-            parts = [self.stats[n] for n in ins]
-            n_ch = max(p.channels for p in parts)
-            parts = [p.expand(n_ch) for p in parts]
-            sign = [1.0] + [(-1.0 if op == "Sub" else 1.0)] * (len(parts) - 1)
-            self._set(out, TensorStats(
-                sum(g * p.mean_f for g, p in zip(sign, parts, strict=True)),
-                sum(p.var_f for p in parts),
-                sum(g * p.mean_q for g, p in zip(sign, parts, strict=True)),
-                sum(p.var_q for p in parts), sum(p.cov_fq for p in parts),
-                "bn" if all(p.trusted for p in parts) else "propagated"), axis)
-        elif op == "BatchNormalization" and len(var_ins) == 1:
-            gamma, beta, mean, var = (self.index.array(n).astype(np.float64)
-                                      for n in node.input[1:5])
-            k = gamma / np.sqrt(var + float(attr(node, "epsilon", 1e-5)))
-            s = s.expand(len(k))
-            self._set(out, TensorStats((s.mean_f - mean) * k + beta, s.var_f * k * k,
-                                       (s.mean_q - mean) * k + beta, s.var_q * k * k,
-                                       s.cov_fq * k * k), axis)
-        elif op == "Concat" and len(var_ins) == len(ins):
-            rank = tensor_rank(self.graph, out)
-            cat_axis = int(attr(node, "axis", 1))
-            if rank is None or cat_axis % rank != axis % rank:
-                return
-            counts = [self.channels.get(n) for n in ins]
-            if any(c is None for c in counts):
-                return
-            parts = [self.stats[n].expand(c) for n, c in zip(ins, counts, strict=True)]
-            cat = lambda f: np.concatenate([getattr(p, f) for p in parts])  # noqa: E731
-            self._set(out, TensorStats(cat("mean_f"), cat("var_f"), cat("mean_q"), cat("var_q"),
-                                       cat("cov_fq"),
-                                       "bn" if all(p.trusted for p in parts) else "propagated"),
-                      axis)
-        elif op in _PASS_THROUGH or (op in ("ReduceMean", "ReduceMax") and _keeps_channels(node)):
-            self._set(out, s, axis)
-        elif op in ("Flatten", "Reshape"):
-            n_out = self.channels.get(out)
-            rank_out = tensor_rank(self.graph, out)
-            if rank_out != 2 or n_out is None:
-                return
-            if s.channels == 1:
-                self._set(out, s, -1)
-            elif n_out % s.channels == 0:
-                self._set(out, s.repeat(n_out // s.channels), -1)
+def _itemsize(index: GraphIndex, weight: str) -> int:
+    """Bytes of one scale: scales take the weight's float type."""
+    return onnx.helper.tensor_dtype_to_np_dtype(index.initializers[weight].data_type).itemsize
 
 
-def _keeps_channels(node: onnx.NodeProto) -> bool:
-    axes = attr(node, "axes", None)
-    return axes is not None and 1 not in [int(a) for a in axes] and 0 not in [int(a) for a in axes]
+def count_bytes(graph: onnx.GraphProto, ctx: Context) -> None:
+    """Float and ideal weight bytes, the one definition ``inspect`` and ``convert`` share: every
+    initializer at its size, except each quantized weight at its QuantizedTensor's ideal bytes."""
+    index = GraphIndex(graph)
+    nodes = {n.name: n for n in graph.node}
+    replaced = {nodes[name].input[1] for name in ctx.quantized}
+    total = sum(tensor_bytes(t) for t in graph.initializer)
+    kept = sum(tensor_bytes(t) for t in graph.initializer if t.name not in replaced)
+    fmt = ctx.container_format or ctx.options.format
+    quant = sum(qt.ideal_bytes(fmt, _itemsize(index, nodes[name].input[1]))
+                for name, qt in ctx.quantized.items())
+    ctx.report.float_weight_bytes = total
+    ctx.report.ideal_weight_bytes = int(round(kept + quant))
 
 
-def _single_node_activation(index: GraphIndex, node: onnx.NodeProto, x: str, rank, axis):
-    """A one-node activation (Relu feeding two branches, say), when no closed region exists."""
-    constants = {}
-    for name in node.input:
-        if name and name != x:
-            if not index.is_constant(name):
-                return None
-            c = channel_constant(index.array(name), rank, axis)
-            if c is None:
-                return None
-            constants[name] = c
-    return Activation(x, node.output[0], [node], constants)
-
-
-def _spatial_sizes(graph: onnx.GraphProto) -> dict[str, list[int]]:
-    """Known spatial dims (after N, C) of inferred tensors, for tap coverage."""
-    sizes = {}
-    for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
-        t = vi.type.tensor_type
-        if t.HasField("shape") and len(t.shape.dim) >= 3:
-            dims = t.shape.dim[2:]
-            if all(d.HasField("dim_value") for d in dims):
-                sizes[vi.name] = [d.dim_value for d in dims]
-    return sizes
-
-
-def _channel_counts(graph: onnx.GraphProto) -> dict[str, int]:
-    """Channel counts (dim 1) of tensors whose shapes were inferred, for Concat and Flatten."""
-    counts = {}
-    for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
-        t = vi.type.tensor_type
-        if t.HasField("shape") and len(t.shape.dim) >= 2 and t.shape.dim[1].HasField("dim_value"):
-            counts[vi.name] = t.shape.dim[1].dim_value
-    return counts
+__all__ = ["QuantizeAndCompensate", "count_bytes", "layout_of", "quantize_layer"]

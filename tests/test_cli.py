@@ -34,7 +34,7 @@ def test_convert_validate_inspect(model_path, tmp_path):
     r = invoke("validate", model_path, out, "--json", "--repeats", "2")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["outputs"][0]["cosine"] > 0.5
-    r = invoke("inspect", model_path, "--json")
+    r = invoke("inspect", model_path, "--json", "-q")
     assert r.exit_code == 0 and json.loads(r.output)["pairs"] == [["conv1", "conv2"]]
 
 

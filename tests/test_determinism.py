@@ -24,7 +24,7 @@ MODELS = {"conv_net_bn": lambda: conv_net(seed=1, bn=True), "if_node": AWKWARD["
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("options", [ConvertOptions(), ConvertOptions(low_bits=4, solver="diag",
+@pytest.mark.parametrize("options", [ConvertOptions(), ConvertOptions(low_bits=4, correction="energy",
                                                                       granularity="tensor")],
                          ids=["default", "diag-tensor-4bit"])
 def test_same_bytes_twice(name: str, options: ConvertOptions, tmp_path: Path) -> None:

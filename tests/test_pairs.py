@@ -21,17 +21,16 @@ def test_pairs_through_activation_spellings(act, label, x8):
     assert rep.layer("conv1").activation == label
     assert rep.layer("conv1").bits == 2 and rep.layer("conv2").bits == 8
     assert rep.layer("conv0").role == "single"  # first layer protected
-    for solver, objective in (("diag", "energy"), ("full", "mse")):
-        q, rep = convert(model, ConvertOptions(solver=solver, objective=objective,
-                                               propagated_stats=True))
+    for correction in ("energy", "ls-full"):
+        q, rep = convert(model, ConvertOptions(correction=correction, propagated_stats=True))
         assert_valid(q)
         assert np.isfinite(run(q, x8)).all()
         assert rep.layer("conv2").comp_min is not None
 
 
-def test_full_solver_refuses_the_per_channel_energy_objective():
-    with pytest.raises(OptionsError, match="objective 'mse' with solver 'full'"):
-        ConvertOptions(solver="full")
+def test_paper_method_refuses_our_corrections():
+    with pytest.raises(OptionsError, match="--method paper takes --correction paper"):
+        ConvertOptions(method="paper", correction="ls-full")
 
 
 def test_first_layer_pairs_when_not_protected():
@@ -78,10 +77,10 @@ def depthwise_model(seed=0, c=8):
                                                      ["N", 4, 8, 8])], inits)
 
 
-@pytest.mark.parametrize(("solver", "objective"), [("diag", "energy"), ("diag", "mse"), ("full", "mse")])
-def test_depthwise_pairs_convert(solver, objective, x8):
+@pytest.mark.parametrize("correction", ["energy", "ls-diag", "ls-full"])
+def test_depthwise_pairs_convert(correction, x8):
     model = depthwise_model()
-    q, rep = convert(model, ConvertOptions(solver=solver, objective=objective,
+    q, rep = convert(model, ConvertOptions(correction=correction,
                                            propagated_stats=True))
     assert rep.pairs == [("expand", "dw")]
     assert_valid(q)
@@ -122,11 +121,11 @@ def mlp_model(kind: str, seed=0):
 def test_gemm_pairs_and_layouts(kind):
     model = mlp_model(kind)
     x = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
-    q, rep = convert(model, ConvertOptions(protect_first_last=False, solver="full",
-                                           objective="mse", propagated_stats=True))
+    q, rep = convert(model, ConvertOptions(protect_first_last=False, correction="ls-full",
+                                           propagated_stats=True))
     assert rep.pairs == [("fc0", "fc1")]
     assert_valid(q)
-    q8, _ = convert(model, ConvertOptions(low_bits=8, solver="none"))
+    q8, _ = convert(model, ConvertOptions(low_bits=8, correction="none"))
     ref, out = run(model, x), run(q8, x)
     assert np.abs(ref - out).max() < 0.02 * np.abs(ref).max()
 
@@ -146,7 +145,7 @@ def test_corrections_follow_trusted_statistics():
     from test_quant_emit import fold_bn_in_numpy
 
     kept = conv_net(seed=5, bn=True)
-    diag = ConvertOptions(solver="diag")
+    diag = ConvertOptions(correction="energy")
     _, rep = convert(kept, diag)
     assert rep.layer("conv2").comp_min is not None
     _, rep = convert(kept, ConvertOptions())  # default "bc": means corrected, no compensation
@@ -157,5 +156,5 @@ def test_corrections_follow_trusted_statistics():
     _, rep = convert(fold_bn_in_numpy(kept), diag)
     assert rep.layer("conv2").comp_min is None
     assert "no BN statistics" in rep.layer("conv1").reason
-    _, rep = convert(fold_bn_in_numpy(kept), ConvertOptions(solver="diag", propagated_stats=True))
+    _, rep = convert(fold_bn_in_numpy(kept), ConvertOptions(correction="energy", propagated_stats=True))
     assert rep.layer("conv2").comp_min is not None

@@ -8,7 +8,8 @@ from onnx import numpy_helper
 from tinymodels import conv_net
 
 from dfmpc_onnx import ConvertOptions, convert
-from dfmpc_onnx.quant import QuantizedWeight, quantize, to_tensor
+from dfmpc_onnx.passes.emit_qdq import qdq_initializers
+from dfmpc_onnx.quantizers import QuantizedTensor, WeightLayout, get_quantizer
 
 
 @pytest.mark.parametrize("bits,per_byte", [(2, 4), (3, 2), (4, 2), (8, 1)])
@@ -16,7 +17,8 @@ def test_packed_initializers_decode_to_the_intended_integers(bits, per_byte):
     rng = np.random.default_rng(bits)
     m = 2 ** (bits - 1) - 1
     q = rng.integers(-m, m + 1, size=(7, 3, 3)).astype(np.int8)  # 63 values: odd, needs padding
-    t = to_tensor(QuantizedWeight(q, np.ones(7), 0, bits), "w", "packed")
+    qt = QuantizedTensor(q, np.ones(7), None, 0, None, (-m, m), bits, "maxabs")
+    t = qdq_initializers(qt, "w", np.float32, "packed")[0][0]
     assert len(t.raw_data) == -(-q.size // per_byte)
     back = numpy_helper.to_array(t)
     assert back.dtype in (np.dtype(ml_dtypes.int2), np.dtype(ml_dtypes.int4), np.dtype(np.int8))
@@ -25,10 +27,11 @@ def test_packed_initializers_decode_to_the_intended_integers(bits, per_byte):
 
 def test_quantize_grid_and_scale():
     w = np.array([[0.9, -0.3, 0.1], [0.0, 0.0, 0.0], [-2.0, 1.0, 0.4]])
-    qw = quantize(w, 2, 0)
+    maxabs = get_quantizer("maxabs")
+    qw = maxabs.quantize(w, 2, WeightLayout(0, 1))
     np.testing.assert_array_equal(qw.q, [[1, 0, 0], [0, 0, 0], [-1, 0, 0]])
     np.testing.assert_allclose(qw.scale, [0.9, 1.0, 2.0])
-    qt = quantize(w, 4, None)
+    qt = maxabs.quantize(w, 4, WeightLayout(0, 1), per_channel=False)
     assert qt.q.max() <= 7 and qt.q.min() >= -7 and qt.scale.shape == ()
 
 
@@ -51,7 +54,7 @@ def fake_quant(w: np.ndarray, bits: int, axis) -> np.ndarray:
 @pytest.mark.parametrize("fmt", ["packed", "int8"])
 def test_emitted_graph_equals_numpy_fake_quantisation(granularity, fmt, x8):
     model = conv_net(seed=3)
-    q, report = convert(model, ConvertOptions(solver="none", granularity=granularity, format=fmt))
+    q, report = convert(model, ConvertOptions(correction="none", granularity=granularity, format=fmt))
     assert_valid(q)
     ref = model.__class__()
     ref.CopyFrom(model)
@@ -92,20 +95,21 @@ def fold_bn_in_numpy(model):
     return m
 
 
-@pytest.mark.parametrize(("solver", "objective"),
-                         [("none", "energy"), ("bc", "energy"), ("diag", "energy"), ("full", "mse")])
-def test_bn_kept_and_folded_both_convert_and_agree(solver, objective, x8):
+@pytest.mark.parametrize("correction", ["none", "bias", "energy", "ls-full", "paper"])
+def test_bn_kept_and_folded_both_convert_and_agree(correction, x8):
     kept = conv_net(seed=1, bn=True)
     folded = fold_bn_in_numpy(kept)
     np.testing.assert_allclose(run(kept, x8), run(folded, x8), rtol=1e-4, atol=1e-4)
     outs = {}
     for name, m in (("kept", kept), ("folded", folded)):
-        q8, _ = convert(m, ConvertOptions(solver=solver, objective=objective, low_bits=8, high_bits=8))
+        q8, _ = convert(m, ConvertOptions(correction=correction, low_bits=8, high_bits=8,
+                                          method="paper" if correction == "paper" else "pairs"))
         assert_valid(q8)
         ref, out = run(m, x8), run(q8, x8)
         sqnr = 10 * np.log10((ref ** 2).sum() / ((ref - out) ** 2).sum())
         assert sqnr > 30, (name, sqnr)
-        q2, rep = convert(m, ConvertOptions(solver=solver, objective=objective, low_bits=2))
+        q2, rep = convert(m, ConvertOptions(correction=correction, low_bits=2,
+                                          method="paper" if correction == "paper" else "pairs"))
         assert_valid(q2)
         assert rep.pairs == [("conv1", "conv2")]
         outs[name] = (run(q2, x8), rep)
@@ -129,7 +133,7 @@ def test_input_model_is_not_modified():
 
 def test_conversion_is_deterministic():
     model = conv_net(seed=4, act="SiLU")
-    opts = ConvertOptions(solver="full", objective="mse", propagated_stats=True)
+    opts = ConvertOptions(correction="ls-full", propagated_stats=True)
     a, _ = convert(model, opts)
     b, _ = convert(model, opts)
     assert a.SerializeToString() == b.SerializeToString()

@@ -6,7 +6,7 @@ import pytest
 from tinymodels import add_activation
 
 from dfmpc_onnx.activation import Activation
-from dfmpc_onnx.quant import quantize
+from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
 from dfmpc_onnx.solver import gram, gram_diag, ridge, solve_diag, solve_full
 from dfmpc_onnx.stats import (
     TensorStats,
@@ -32,7 +32,7 @@ def layer_problem(act: str, seed: int):
     w_a = rng.standard_normal((n, cin, 1))
     b_a = 0.3 * rng.standard_normal(n)
     w_b = rng.standard_normal((m, n, 1))
-    w_aq = quantize(w_a, 2, 0).dequantize()
+    w_aq = get_quantizer("maxabs").quantize(w_a, 2, WeightLayout(0, 1)).dequantize()
     mean_x = 0.5 * rng.standard_normal(cin)
     var_x = 0.5 + rng.random(cin)
     x_stats = TensorStats.gaussian(mean_x, var_x)

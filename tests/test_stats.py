@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from dfmpc_onnx.quant import quantize
+from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
 from dfmpc_onnx.stats import TensorStats, bivariate_diag, through_activation, through_linear
 
 RELU = lambda v: np.maximum(v, 0.0)  # noqa: E731
@@ -37,7 +37,7 @@ def test_through_linear_grouped_matches_sampling():
     rng = np.random.default_rng(1)
     group, cin, out = 2, 4, 6
     w = rng.standard_normal((out, cin // group, 9))
-    wq = quantize(w, 3, 0).dequantize()
+    wq = get_quantizer("maxabs").quantize(w, 3, WeightLayout(0, 1)).dequantize()
     b = rng.standard_normal(out)
     s = TensorStats.gaussian(rng.standard_normal(cin), 0.5 + rng.random(cin))
     res = through_linear(w, wq, b, b, group, s)
@@ -101,7 +101,7 @@ def test_bias_correction_keeps_each_output_channel_mean_by_sampling():
                        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 8, 5, 5])], inits)
     x = (0.7 + 0.5 * rng.standard_normal((4000, 3, 5, 5))).astype(np.float32)
     base = dict(low_bits=2, high_bits=2, input_mean=0.7, input_std=0.5, propagated_stats=True,
-                solver="none")
+                correction="none")
     f = run(model, x).mean(axis=(0, 2, 3))
     with_bc, _ = convert(onnx.ModelProto.FromString(model.SerializeToString()),
                          ConvertOptions(bias_correction=True, **base))

@@ -1,0 +1,166 @@
+"""What every weight quantizer produces: integers on a grid, the scales (and zero points) that map
+them back, and everything DequantizeLinear needs to read them.
+
+The quantized tensor, not the options, answers "which container, which opset, how many bytes":
+emit-qdq writes what it says, the opset upgrade asks it for the opset, and the report and the bit
+allocator count its bytes. A new grid is one module beside this one (see ``__init__``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import ml_dtypes
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WeightLayout:
+    """Where a stored weight keeps its output channels and its input features.
+
+    ``out_axis``: one scale per slice along it for per-channel grids (0 for Conv and Gemm transB=1,
+    1 for MatMul and Gemm transB=0, 1 for ConvTranspose). ``in_axis``: the axis block-wise grids cut
+    into blocks (the reduction axis of the layer), or None where no such axis exists.
+    """
+
+    out_axis: int
+    in_axis: int | None
+
+
+# Signed and unsigned integer ranges of the containers ONNX's DequantizeLinear reads.
+_SIGNED = {2: (-2, 1), 4: (-8, 7), 8: (-128, 127), 16: (-32768, 32767)}
+_UNSIGNED = {2: (0, 3), 4: (0, 15), 8: (0, 255), 16: (0, 65535)}
+_DTYPES = {(2, True): ml_dtypes.int2, (4, True): ml_dtypes.int4, (8, True): np.int8,
+           (16, True): np.int16, (2, False): ml_dtypes.uint2, (4, False): ml_dtypes.uint4,
+           (8, False): np.uint8, (16, False): np.uint16}
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """A weight as DequantizeLinear will read it: ``w ~ (q - zero_point) * scale``.
+
+    q: integers in the weight's stored layout (int8, or int16 for grids wider than 8 bits).
+    scale: () for one scale, (C,) along ``axis`` per channel, or for block-wise grids an array of
+        q's rank with ``ceil(n / block_size)`` entries along ``axis``.
+    zero_point: None (symmetric) or integers of scale's shape.
+    grid: the (lowest, highest) integer the grid uses; the container is the narrowest that holds it.
+    bits: the bits the plan asked for (the grid may need a wider container: DoReFa's 2^k levels
+        without zero need k+1 bits).
+    quantizer: the registry name that made it, for the report.
+    """
+
+    q: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray | None
+    axis: int | None
+    block_size: int | None
+    grid: tuple[int, int]
+    bits: int
+    quantizer: str
+
+    @property
+    def signed(self) -> bool:
+        return self.zero_point is None
+
+    def container_bits(self, fmt: str = "packed") -> int:
+        """2, 4, 8 or 16: the narrowest container that holds the grid ("int8" format: at least 8)."""
+        table = _SIGNED if self.signed else _UNSIGNED
+        lo, hi = self.grid
+        for bits in (2, 4, 8, 16):
+            if table[bits][0] <= lo and hi <= table[bits][1] and (fmt == "packed" or bits >= 8):
+                return bits
+        raise ValueError(f"grid {self.grid} does not fit a 16-bit container")
+
+    def container(self, fmt: str = "packed"):
+        return _DTYPES[(self.container_bits(fmt), self.signed)]
+
+    def min_opset(self, fmt: str = "packed") -> int:
+        """The lowest opset whose DequantizeLinear reads this tensor: INT2/UINT2 need 25; INT4,
+        INT16 and block-wise scales 21; per-axis scales 13; one scale 10."""
+        bits = self.container_bits(fmt)
+        if bits == 2:
+            return 25
+        if bits in (4, 16) or self.block_size is not None:
+            return 21
+        return 13 if self.axis is not None else 10
+
+    def ideal_bytes(self, fmt: str = "packed", scale_itemsize: int = 4) -> float:
+        """Bytes of the integers at their container width, plus scales and zero points: the size
+        every figure (report, allocator budget, benchmarks) counts."""
+        bits = self.container_bits(fmt)
+        zp = 0 if self.zero_point is None else self.zero_point.size * bits / 8
+        return self.q.size * bits / 8 + self.scale.size * scale_itemsize + zp
+
+    def _broadcast(self, values: np.ndarray) -> np.ndarray:
+        """scale or zero point shaped to broadcast against q (blocks expanded along ``axis``)."""
+        if values.ndim == 0:
+            return values
+        if self.block_size is None:
+            shape = [1] * self.q.ndim
+            shape[self.axis] = -1
+            return values.reshape(shape)
+        return expand_blocks(values, self.axis, self.block_size, self.q.shape[self.axis])
+
+    def dequantize(self) -> np.ndarray:
+        """The float64 weight the graph computes with."""
+        out = self.q.astype(np.float64)
+        if self.zero_point is not None:
+            out -= self._broadcast(self.zero_point.astype(np.float64))
+        out *= self._broadcast(self.scale)
+        return out
+
+    def rescaled(self, factor: np.ndarray, out_axis: int) -> QuantizedTensor:
+        """The same integers with output channel j's scale multiplied by ``factor[j]``.
+
+        How a per-channel factor lands without leaving the grid: folded BatchNormalization applied
+        to a per-layer grid, and the paper's compensation c folded into the low-bit layer. A single
+        scale becomes one per channel."""
+        factor = np.asarray(factor, dtype=np.float64)
+        if self.block_size is not None:
+            shape = [1] * self.q.ndim
+            shape[out_axis] = -1
+            return replace(self, scale=self.scale * factor.reshape(shape))
+        if self.axis is None:
+            zp = None if self.zero_point is None else np.full(len(factor), self.zero_point)
+            return replace(self, scale=self.scale * factor, axis=out_axis, zero_point=zp)
+        if self.axis != out_axis:
+            raise ValueError("per-channel scales along another axis cannot absorb output factors")
+        return replace(self, scale=self.scale * factor)
+
+
+class Quantizer(Protocol):
+    """One grid family. ``quantize`` returns the tensor; ``bits`` it cannot honour it says in
+    ``supports`` so the plan can refuse them up front."""
+
+    name: str
+    help: str
+
+    def supports(self, bits: int) -> bool: ...
+
+    def quantize(self, w: np.ndarray, bits: int, layout: WeightLayout,
+                 per_channel: bool = True) -> QuantizedTensor: ...
+
+
+def expand_blocks(values: np.ndarray, axis: int, block: int, n: int) -> np.ndarray:
+    """Block-wise scales repeated to the ``n`` entries along ``axis`` they serve."""
+    return np.repeat(values, block, axis=axis).take(range(n), axis=axis)
+
+
+def per_channel_view(w: np.ndarray, axis: int) -> np.ndarray:
+    """(C, rest) view of ``w`` with channels first (a copy only when ``axis`` is not 0)."""
+    return np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+
+
+def channel_shape(ndim: int, axis: int) -> list[int]:
+    shape = [1] * ndim
+    shape[axis] = -1
+    return shape
+
+
+def round_to_grid(t: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """rint and clip in place (``t`` is a fresh temporary): one weight-sized float64 array, not
+    three, on layers of 100 M weights. int8 where the grid fits, else int16."""
+    np.rint(t, out=t)
+    np.clip(t, lo, hi, out=t)
+    return t.astype(np.int8 if -128 <= lo and hi <= 127 else np.int16)

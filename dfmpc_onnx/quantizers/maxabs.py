@@ -1,0 +1,41 @@
+"""Symmetric max-abs rounding: ``q in [-m, m]``, ``m = 2^(bits-1) - 1``, scale ``max|w| / m``.
+
+At 2 bits this is the ternary grid {-1, 0, 1} with threshold max|w| / 2, which zeroes most weights
+of a channel (METHOD.md, section 2); it is the safe default because it never clips a weight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import QuantizedTensor, WeightLayout, channel_shape, per_channel_view, round_to_grid
+
+
+def qmax(bits: int) -> int:
+    return 2 ** (bits - 1) - 1
+
+
+def symmetric(w: np.ndarray, bits: int, axis: int | None, amax: np.ndarray | float,
+              name: str) -> QuantizedTensor:
+    """Round ``w`` on the symmetric grid with clipping level ``amax`` (per slice along ``axis``)."""
+    m = qmax(bits)
+    amax = np.asarray(amax, dtype=np.float64)
+    scale = np.where(amax > 0, amax / m, 1.0)
+    div = scale if axis is None else scale.reshape(channel_shape(w.ndim, axis))
+    q = round_to_grid(np.asarray(w, dtype=np.float64) / div, -m, m)
+    return QuantizedTensor(q, scale, None, axis, None, (-m, m), bits, name)
+
+
+class MaxAbs:
+    name = "maxabs"
+    help = "symmetric, scale max|w| per output channel (or per tensor with --granularity tensor)"
+
+    def supports(self, bits: int) -> bool:
+        return 2 <= bits <= 8
+
+    def quantize(self, w: np.ndarray, bits: int, layout: WeightLayout,
+                 per_channel: bool = True) -> QuantizedTensor:
+        if not per_channel:
+            return symmetric(w, bits, None, np.abs(w).max(initial=0.0), self.name)
+        amax = np.abs(per_channel_view(w, layout.out_axis)).max(axis=1, initial=0.0)
+        return symmetric(w, bits, layout.out_axis, amax, self.name)
