@@ -67,6 +67,14 @@ FULL_SETTINGS = [(low, high, gran) for gran, high, low in
 QUICK_SETTINGS = [(2, 8, "channel"), (3, 8, "tensor")]
 QUICK_MODELS = ["digits_resnet20_bnkept"]
 QUICK_METHODS = ["round", "bc"]
+# The paper's Table 1 on our models: its own algorithm (--method paper) with and without its
+# compensation, at its settings (one scale per layer, so no channel/tensor choice).
+PAPER_METHODS: dict[str, dict] = {"paper-nocomp": dict(method="paper", correction="none"),
+                                  "paper": dict(method="paper")}
+PAPER_SETTINGS = [(2, 6, "layer"), (2, 8, "layer"), (3, 6, "layer")]
+# Each weight grid alone (plain rounding, no correction) on the pair plan.
+GRID_QUANTIZERS = ["maxabs", "twn", "mse-ternary", "mse", "asym", "block32", "block64", "block128"]
+GRID_SETTINGS = [(2, 8, "channel"), (3, 8, "channel"), (4, 8, "channel")]
 LATENCY_BATCH = 8  # batch 1 on these tiny models is ~1 ms: timer noise would dominate the ratio
 
 
@@ -85,6 +93,9 @@ class Row:
     latency_ms: float | None
     fp32_latency_ms: float | None
     note: str = ""
+    ideal_bytes: int | None = None  # the report's ideal size: weights at container bits + scales
+    stored_bits: float | None = None  # average stored bits per weight, scales included
+    weight_bytes: int | None = None  # bytes of the written initializers
 
     @property
     def latency_ratio(self) -> float | None:
@@ -110,27 +121,42 @@ def latency_pair(fp32: Path, quant: Path, x1: np.ndarray, repeats: int,
     return f, q
 
 
-def our_rows(model: Path, settings, methods, repeats: int, tmp: Path,
-             progress) -> Iterator[Row]:
+def is_ours(method: str) -> bool:
+    return method in METHODS or method in PAPER_METHODS or method.startswith("grid:")
+
+
+def jobs_for(model: Path, settings, methods, extra: bool) -> list[tuple[tuple, str, dict]]:
+    """(setting, method name, ConvertOptions keywords) of every conversion of one model."""
+    jobs = [(s, m, METHODS[m]) for s, m in itertools.product(settings, methods) if m != "bc+prop"]
+    has_bn = any(n.op_type == "BatchNormalization"
+                 for n in onnx.load(str(model), load_external_data=False).graph.node)
+    if "bc+prop" in methods and not has_bn:
+        jobs += [(s, "bc+prop", METHODS["bc+prop"]) for s in PROP_SETTINGS if s in settings]
+    if extra:
+        jobs += [(s, m, kw) for s in PAPER_SETTINGS for m, kw in PAPER_METHODS.items()]
+        jobs += [(s, f"grid:{q}", dict(quantizer=q, correction="none"))
+                 for q in GRID_QUANTIZERS for s in GRID_SETTINGS]
+    return jobs
+
+
+def our_rows(model: Path, jobs, repeats: int, tmp: Path, progress) -> Iterator[Row]:
     x, y = load_test_set(model)
     x1 = x[:LATENCY_BATCH]
     f_lat, _ = latency_pair(model, model, x1, repeats)
     yield Row(model.stem, "fp32", "fp32", top1(model, x, y), len(y), 32.0, model.stat().st_size,
               None, f_lat, f_lat)
-    jobs = list(itertools.product(settings, [m for m in methods if m != "bc+prop"]))
-    has_bn = any(n.op_type == "BatchNormalization"
-                 for n in onnx.load(str(model), load_external_data=False).graph.node)
-    if "bc+prop" in methods and not has_bn:
-        jobs += [(s, "bc+prop") for s in PROP_SETTINGS if s in settings]
-    for (low, high, gran), method in jobs:
-        out = tmp / f"{model.stem}.{low}{high}{gran}.{method}.onnx"
-        opts = ConvertOptions(low_bits=low, high_bits=high, granularity=gran, **METHODS[method])
+    for (low, high, gran), method, kw in jobs:
+        out = tmp / f"{model.stem}.{low}{high}{gran}.{method.replace(':', '_')}.onnx"
+        opts = ConvertOptions(low_bits=low, high_bits=high,
+                              granularity="channel" if gran == "layer" else gran, **kw)
         start = time.perf_counter()
         report = convert_file(model, out, opts)
         secs = time.perf_counter() - start
         f_ms, q_ms = latency_pair(model, out, x1, repeats)
         row = Row(model.stem, f"{low}/{high} {gran}", method, top1(out, x, y), len(y),
-                  report.average_bits, out.stat().st_size, secs, q_ms, f_ms)
+                  report.average_bits, out.stat().st_size, secs, q_ms, f_ms,
+                  ideal_bytes=report.ideal_weight_bytes, stored_bits=report.stored_bits,
+                  weight_bytes=report.quant_weight_bytes)
         progress(row)
         yield row
         out.unlink()
@@ -210,6 +236,69 @@ def pivot_table(rows: list[Row], model: str) -> list[str]:
         lines.append(f"| {m} | " + " | ".join(vals) + " |")
     bits = {s: next(r.avg_bits for r in mine if r.setting == s) for s in settings}
     lines.append("| *avg weight bits* | " + " | ".join(f"*{bits[s]:.2f}*" for s in settings) + " |")
+    return lines
+
+
+def paper_table(rows: list[Row]) -> list[str]:
+    """The paper's Table 1 laid out on our models: FP32, its plan without compensation, DF-MPC."""
+    settings = [f"{lo}/{hi} layer" for lo, hi, _ in PAPER_SETTINGS]
+    head = "| model | FP32 | " + " | ".join(
+        f"MP{s.split()[0].replace('/', '/')} no comp | MP{s.split()[0]} DF-MPC" for s in settings) + " |"
+    lines = [head, "|---|---:|" + "---:|---:|" * len(settings)]
+    for model in dict.fromkeys(r.model for r in rows):
+        cell = {(r.method, r.setting): r.top1 for r in rows if r.model == model}
+        if ("paper", settings[0]) not in cell:
+            continue
+        vals = [_pct(cell.get(("fp32", "fp32")))]
+        for st in settings:
+            vals += [_pct(cell.get(("paper-nocomp", st))), _pct(cell.get(("paper", st)))]
+        lines.append(f"| {model} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def grid_table(rows: list[Row]) -> list[str]:
+    """Top-1 of each weight grid alone (plain rounding, pair plan), with stored bits per weight."""
+    settings = [f"{lo}/{hi} {g}" for lo, hi, g in GRID_SETTINGS]
+    lines = ["| model | grid | " + " | ".join(settings) + " | stored bits (" + settings[0] + ") |",
+             "|---|---|" + "---:|" * (len(settings) + 1)]
+    for model in dict.fromkeys(r.model for r in rows):
+        mine = {(r.method, r.setting): r for r in rows if r.model == model and
+                r.method.startswith("grid:")}
+        for q in GRID_QUANTIZERS:
+            if (f"grid:{q}", settings[0]) not in mine:
+                continue
+            vals = []
+            for st in settings:
+                best = max(r.top1 or 0 for (m, s2), r in mine.items() if s2 == st)
+                r = mine.get((f"grid:{q}", st))
+                text = _pct(r.top1) if r else ""
+                vals.append(f"**{text}**" if r and r.top1 == best else text)
+            sb = mine[(f"grid:{q}", settings[0])].stored_bits
+            lines.append(f"| {model} | {q} | " + " | ".join(vals) +
+                         f" | {'' if sb is None else f'{sb:.2f}'} |")
+    return lines
+
+
+def size_check(rows: list[Row]) -> list[str]:
+    """Written file against the ideal size (weights at container bits, scales, zero points)."""
+    ratios = [(r.size_bytes / r.ideal_bytes, r) for r in rows if r.ideal_bytes and r.size_bytes]
+    if not ratios:
+        return []
+    worst = max(ratios, key=lambda t: t[0])
+    by_grid: dict[str, list[float]] = {}
+    for ratio, r in ratios:
+        key = r.method[5:] if r.method.startswith("grid:") else r.method
+        by_grid.setdefault(key, []).append(ratio)
+    packing = [r.weight_bytes / r.ideal_bytes for r in rows if r.ideal_bytes and r.weight_bytes]
+    lines = [f"Written initializers over the ideal size, {len(packing)} conversions: "
+             f"{min(packing):.4f}-{max(packing):.4f}. Whole file over the ideal: median "
+             f"{np.median([t[0] for t in ratios]):.3f}, worst {worst[0]:.3f} ({worst[1].model}, "
+             f"{worst[1].setting}, {worst[1].method}): the excess is the graph itself (nodes and "
+             "names), 20-30 kB, which weighs on these 150-600 kB models and not on real ones "
+             "(ResNet-18 shape above).", "",
+             "| method or grid | conversions | median file/ideal | worst |", "|---|---:|---:|---:|"]
+    for key, vals in by_grid.items():
+        lines.append(f"| {key} | {len(vals)} | {np.median(vals):.3f} | {max(vals):.3f} |")
     return lines
 
 
@@ -334,6 +423,23 @@ def write_report(out: Path, rows: list[Row], r18: dict | None, args, wall: float
     lines += ["## Against plain rounding, per model", "",
               "Settings where each method is above, within 0.5 points of, or below plain rounding "
               "with the same bit plan.", ""] + wins_summary(rows) + [""]
+    paper = paper_table(rows)
+    if len(paper) > 2:
+        lines += ["## The paper's method, as published (`--method paper`)", "",
+                  "Its Table 1 laid out on our models: the same plan and grids (ternary TWN at 2 "
+                  "bits, DoReFa otherwise, one scale per layer, pairs as `find-pairs` forms them, "
+                  "first and last layer high) without compensation (`--correction none`) and with "
+                  "its c (Eq. 27, lambda1 = 0.5, lambda2 = 0). Top-1 %. The paper's own figures "
+                  "for reference (its models and data, not ours; METHOD.md): CIFAR-10 MP2/6 "
+                  "ResNet-18 92.61 FP32 / 10.78 no compensation / 89.12 DF-MPC, ResNet-56 93.88 / "
+                  "38.03 / 91.05, VGG-16 93.70 / 10.00 / 90.48.", ""] + paper + [""]
+    grids = grid_table(rows)
+    if len(grids) > 2:
+        lines += ["## Weight grids (`--quantizer`)", "",
+                  "Each grid alone, plain rounding (`--correction none`), pair plan, per channel. "
+                  "Ternary grids (twn, mse-ternary) differ from maxabs at 2 bits only. Stored "
+                  "bits count the container and the scales (and zero points). Best of each "
+                  "column in bold.", ""] + grids + [""] + size_check(rows) + [""]
     lines += ["## Top-1 (%) per model", "", plot_note, ""]
     if png.is_file():
         lines += [f"![top-1 against average weight bits]({png.relative_to(out).as_posix()})", ""]
@@ -342,7 +448,7 @@ def write_report(out: Path, rows: list[Row], r18: dict | None, args, wall: float
         lines += [f"### {model}", "", f"FP32: {_pct(fp.top1)} % on {fp.samples} held-out samples, "
                   f"{fp.size_bytes / 1024:.0f} kB. Best of each column in bold.", ""]
         lines += pivot_table(rows, model) + [""]
-    peers_ = [r for r in rows if r.method not in METHODS and r.method != "fp32"]
+    peers_ = [r for r in rows if not is_ours(r.method) and r.method != "fp32"]
     if peers_:
         lines += ["## Peers", "", "Notes on installing and running them: "
                   "`benchmarks/PEERS_NOTES.md`.", ""] + detail_table(peers_) + [""]
@@ -374,7 +480,9 @@ def load_results(csv_path: Path) -> tuple[list[Row], dict]:
         for d in csv.DictReader(fh):
             rows.append(Row(d["model"], d["setting"], d["method"], num(d["top1"]), int(d["samples"]),
                             num(d["avg_bits"]), num(d["size_bytes"], int), num(d["convert_s"]),
-                            num(d["latency_ms"]), num(d["fp32_latency_ms"]), d["note"]))
+                            num(d["latency_ms"]), num(d["fp32_latency_ms"]), d["note"],
+                            num(d.get("ideal_bytes", ""), int), num(d.get("stored_bits", "")),
+                            num(d.get("weight_bytes", ""), int)))
     return rows, json.loads(csv_path.with_suffix(".json").read_text())
 
 
@@ -416,7 +524,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
         for model in models:
-            rows += list(our_rows(model, settings, methods, repeats, tmp, progress))
+            jobs = jobs_for(model, settings, methods, extra=not args.quick)
+            rows += list(our_rows(model, jobs, repeats, tmp, progress))
             if not args.quick and not args.no_peers:
                 rows += list(peer_rows(model, settings, repeats, tmp, progress))
         if not args.quick:
