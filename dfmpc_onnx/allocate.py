@@ -1,0 +1,78 @@
+"""Choose one candidate per layer to minimise the measured divergence under a size budget.
+
+Each layer has candidates (bits, grid, correction) with a size in bytes and the whole-network
+divergence measured with that layer alone quantized that way. Assuming the divergences add, the
+best plan under a byte budget is a multiple-choice knapsack; the Lagrangian relaxation solves it
+well when candidates are many and layers are many: for a price lambda per byte each layer takes the
+candidate minimising ``divergence + lambda * bytes``, and lambda is bisected to the budget; the
+bytes left over then buy the upgrades with the best divergence saved per byte. The plan is then
+measured as a whole (errors interact), by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to quantize one layer, with what it costs and what it was measured to do."""
+
+    bits: int
+    quantizer: str
+    correction: str
+    nbytes: float
+    divergence: float
+
+
+def _pick(cands: Sequence[Candidate], price: float) -> int:
+    return min(range(len(cands)), key=lambda i: (cands[i].divergence + price * cands[i].nbytes,
+                                                 cands[i].nbytes))
+
+
+def allocate(layers: Sequence[Sequence[Candidate]], budget: float) -> list[int] | None:
+    """Index of the chosen candidate per layer, total bytes <= ``budget``; None if even the
+    smallest candidate of every layer does not fit."""
+    smallest = [min(range(len(c)), key=lambda i, c=c: (c[i].nbytes, c[i].divergence)) for c in layers]
+    if sum(c[i].nbytes for c, i in zip(layers, smallest, strict=True)) > budget:
+        return None
+    free = [min(range(len(c)), key=lambda i, c=c: (c[i].divergence, c[i].nbytes)) for c in layers]
+    if sum(c[i].nbytes for c, i in zip(layers, free, strict=True)) <= budget:
+        return free
+    lo, hi = 0.0, 1.0
+    while sum(c[_pick(c, hi)].nbytes for c in layers) > budget:  # a price high enough to fit
+        hi *= 4.0
+        if hi > 1e30:
+            return smallest
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if sum(c[_pick(c, mid)].nbytes for c in layers) > budget:
+            lo = mid
+        else:
+            hi = mid
+    choice = [_pick(c, hi) for c in layers]
+    return _fill(layers, choice, budget)
+
+
+def _fill(layers: Sequence[Sequence[Candidate]], choice: list[int], budget: float) -> list[int]:
+    """Spend the bytes left: repeatedly take the single-layer change that saves the most
+    divergence per extra byte and still fits."""
+    used = sum(c[i].nbytes for c, i in zip(layers, choice, strict=True))
+    while True:
+        best, best_gain = None, 0.0
+        for li, cands in enumerate(layers):
+            cur = cands[choice[li]]
+            for ci, cand in enumerate(cands):
+                extra = cand.nbytes - cur.nbytes
+                saved = cur.divergence - cand.divergence
+                if saved <= 0 or used + extra > budget:
+                    continue
+                gain = saved / extra if extra > 0 else float("inf")
+                if gain > best_gain:
+                    best, best_gain = (li, ci), gain
+        if best is None:
+            return choice
+        li, ci = best
+        used += layers[li][ci].nbytes - layers[li][choice[li]].nbytes
+        choice[li] = ci
