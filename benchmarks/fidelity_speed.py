@@ -1,0 +1,142 @@
+"""How long the fidelity probe takes to measure every Conv/Gemm layer of a ResNet-18 at 2/3/4/8 bits.
+
+Issue 9 asks for under 60 s on 2 cores. Each layer alone is replaced by its max-abs per-channel
+quantized weight (``dfmpc_onnx.quant``), the rest float, one layer at a time: 21 layers x 4 widths
+= 84 trials. Prints the probe build time (float run + activation cache), the trial time, and with
+``--seeds 2`` the Spearman correlation of the per-layer sensitivity ranking between two input seeds
+(is ``--n`` samples enough?). ``--mode inputs`` measures the alternative design, one session with
+every weight a graph input, for comparison.
+
+    nice -n 10 python -m benchmarks.fidelity_speed --n 16 --seeds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+from benchmarks.resnet18 import resnet18
+from dfmpc_onnx.fidelity import FidelityProbe, compare
+from dfmpc_onnx.graph import attr
+from dfmpc_onnx.quant import quantize
+from dfmpc_onnx.synthetic import synthetic_inputs
+
+BITS = (2, 3, 4, 8)
+
+
+def layer_weights(model: onnx.ModelProto) -> list[tuple[str, int]]:
+    """(weight name, output-channel axis of the stored weight) of every Conv/Gemm/MatMul."""
+    inits = {t.name for t in model.graph.initializer}
+    found: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.input[1] in inits:
+            found.setdefault(node.input[1], 0)
+        elif node.op_type == "Gemm" and node.input[1] in inits:
+            found.setdefault(node.input[1], 0 if attr(node, "transB", 0) else 1)
+        elif node.op_type == "MatMul" and node.input[1] in inits:
+            found.setdefault(node.input[1], 1)
+    return list(found.items())
+
+
+def candidates(w: np.ndarray, axis: int) -> dict[int, np.ndarray]:
+    return {b: quantize(w, b, axis).dequantize().astype(w.dtype) for b in BITS}
+
+
+def sweep(probe: FidelityProbe, layers: list[tuple[str, int]]) -> dict[str, dict[int, float]]:
+    """Score of each layer alone at each width: the per-layer sensitivity curves."""
+    out: dict[str, dict[int, float]] = {}
+    for name, axis in layers:
+        out[name] = {b: probe.measure({name: q}).score
+                     for b, q in candidates(probe.weight(name), axis).items()}
+    return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties), NumPy only."""
+    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    for value in np.unique(x):  # ties share the mean rank
+        tie = x == value
+        if tie.sum() > 1:
+            ranks[tie] = ranks[tie].mean()
+    return ranks
+
+
+def all_inputs_sweep(model: onnx.ModelProto, layers: list[tuple[str, int]], inputs: dict,
+                     threads: int) -> tuple[float, float]:
+    """The rejected design, timed: one session, every probed weight a graph input."""
+    names = {n for n, _ in layers}
+    arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in names}
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    keep = [t for t in m.graph.initializer if t.name not in names]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep)
+    m.graph.input.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, a.shape)
+                         for n, a in arrays.items())
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    t0 = time.perf_counter()
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    build = time.perf_counter() - t0
+    ref = [{"out": sess.run(None, {**inputs, **arrays})[0]}]
+    t0 = time.perf_counter()
+    for name, axis in layers:
+        for q in candidates(arrays[name], axis).values():
+            compare(ref, [{"out": sess.run(None, {**inputs, **arrays, name: q})[0]}], ["out"])
+    return build, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=16, help="synthetic samples per trial")
+    ap.add_argument("--kind", default="gaussian")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=1, help="2: also report rank stability across seeds")
+    ap.add_argument("--mode", choices=("suffix", "inputs"), default="suffix")
+    args = ap.parse_args()
+    model = resnet18()
+    layers = layer_weights(model)
+    print(f"resnet18: {len(layers)} Conv/Gemm layers x bits {BITS} = {len(layers) * len(BITS)} trials, "
+          f"n={args.n} {args.kind} inputs, {args.threads} threads, ORT {ort.__version__}")
+    curves = []
+    for seed in range(args.seeds):
+        inputs = synthetic_inputs(model, n=args.n, kind=args.kind, seed=seed)
+        if args.mode == "inputs":
+            build, trials = all_inputs_sweep(model, layers, inputs, args.threads)
+            print(f"seed {seed}: all-weights-as-inputs session build {build:.2f} s, 84 trials {trials:.1f} s")
+            continue
+        t0 = time.perf_counter()
+        probe = FidelityProbe(model, [n for n, _ in layers], inputs, threads=args.threads)
+        build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        curve = sweep(probe, layers)
+        trials = time.perf_counter() - t0
+        cache_mb = sum(v.nbytes for run in probe._cache for v in run.values()) / 2**20
+        print(f"seed {seed}: probe build {build:.2f} s (float run + {cache_mb:.0f} MiB cached activations), "
+              f"trials {trials:.1f} s, total {build + trials:.1f} s")
+        curves.append(curve)
+    if len(curves) == 2:
+        for b in BITS:
+            s = spearman(np.array([curves[0][n][b] for n, _ in layers]),
+                         np.array([curves[1][n][b] for n, _ in layers]))
+            print(f"rank stability seed 0 vs 1 at {b} bits: Spearman {s:.3f}")
+        a = np.array([curves[0][n][b] for n, _ in layers for b in BITS])
+        c = np.array([curves[1][n][b] for n, _ in layers for b in BITS])
+        print(f"rank stability over all (layer, bits) trials: Spearman {spearman(a, c):.3f}")
+
+
+if __name__ == "__main__":
+    main()

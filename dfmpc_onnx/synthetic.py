@@ -1,0 +1,204 @@
+"""Seeded synthetic inputs built from a model's input signature alone (issue 9, part 1).
+
+The fidelity probe (``fidelity.py``) needs inputs to run the float and the quantized model on, and
+the converter has no data. These generators make a small, deterministic batch in the range the
+user says the model expects (``mean``/``std`` or ``value_range``):
+
+- ``gaussian``: i.i.d. normal noise, the default assumption of a normalised input.
+- ``uniform``: i.i.d. uniform noise with the same mean and standard deviation (or the range).
+- ``smooth``: low-pass noise, for image-like inputs. White noise is shaped to a 1/f amplitude
+  spectrum along the spatial axes (the average spectrum of natural images), then each sample and
+  channel is renormalised to the requested mean/std. Inputs with no spatial axis of length >= 8
+  get plain Gaussian noise (there is nothing to smooth).
+- ``mixed``: ``n`` split among the three kinds above, in that order.
+
+Integer and boolean inputs get 0/1 values (masks, token ids that exist in any vocabulary); float16
+inputs stay float16. Which kind ranks layer sensitivity closest to real data is measured by
+``benchmarks/sensitivity_truth.py``; no kind is assumed better.
+
+Batch rule: the batch is axis 0. A symbolic axis 0 becomes ``n``. A fixed axis 0 of size ``b``
+(exports with batch 1 baked in) gives ``ceil(n / b) * b`` rows: ``n`` samples stacked, which the
+probe runs ``b`` rows at a time. Every other symbolic dimension must be given in ``shapes``
+(``--input-shape`` on the command line); ``shapes`` gives the shape of one model run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .errors import OptionsError
+
+KINDS = ("gaussian", "uniform", "smooth", "mixed")
+_MIXED_PARTS = ("gaussian", "uniform", "smooth")
+_SMOOTH_MIN = 8  # spatial axes shorter than this are left white
+
+
+def model_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs a caller feeds (old exports also list initializers as inputs: those are not)."""
+    inits = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def fixed_batch(vi: onnx.ValueInfoProto) -> int | None:
+    """The declared size of axis 0 when it is a fixed number, else None (symbolic or unknown)."""
+    t = vi.type.tensor_type
+    if not t.HasField("shape") or len(t.shape.dim) == 0:
+        return None
+    d = t.shape.dim[0]
+    return d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+
+
+def resolve_shape(vi: onnx.ValueInfoProto, n: int,
+                  shapes: Mapping[str, tuple[int, ...]] | None = None) -> tuple[int, ...]:
+    """Shape of the array to generate for input ``vi``: ``n`` samples along axis 0."""
+    if shapes and vi.name in shapes:
+        run = tuple(int(d) for d in shapes[vi.name])
+        if not run or any(d <= 0 for d in run):
+            raise OptionsError(f"--input-shape {vi.name}: every dimension must be a positive integer, "
+                               f"got {run}")
+        declared = _declared(vi)
+        if declared is not None and len(declared) != len(run):
+            raise OptionsError(f"--input-shape {vi.name}: the model declares rank {len(declared)}, "
+                               f"got {len(run)} dimensions")
+        return _stack(run, n)
+    declared = _declared(vi)
+    if declared is None:
+        raise OptionsError(f"input '{vi.name}' has no declared shape; give it with --input-shape "
+                           f"{vi.name}=D0,D1,... (shapes={{'{vi.name}': (...)}} in the API)")
+    dims = list(declared)
+    for axis, d in enumerate(dims):
+        if d is None or isinstance(d, str):
+            if axis == 0:
+                dims[0] = n
+                continue
+            label = f"'{d}'" if isinstance(d, str) else "(unnamed)"
+            raise OptionsError(
+                f"input '{vi.name}' has dynamic dimension {label} at axis {axis}; give its full shape "
+                f"with --input-shape {vi.name}=" + ",".join("N" if i == 0 else str(x) if isinstance(
+                    x, int) else "?" for i, x in enumerate(declared))
+                + f" (shapes={{'{vi.name}': (...)}} in the API)")
+    if isinstance(declared[0], int):
+        return _stack(tuple(dims), n)
+    return tuple(dims)
+
+
+def synthetic_inputs(model: onnx.ModelProto, n: int = 16, kind: str = "gaussian", seed: int = 0,
+                     mean: float = 0.0, std: float = 1.0,
+                     value_range: tuple[float, float] | None = None,
+                     shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
+    """One array per graph input, deterministic for ``seed``; see the module docstring."""
+    if kind not in KINDS:
+        raise OptionsError(f"unknown synthetic input kind '{kind}' (choose from {', '.join(KINDS)})")
+    if n < 1:
+        raise OptionsError(f"the number of synthetic samples must be at least 1, got {n}")
+    if value_range is not None:
+        lo, hi = (float(v) for v in value_range)
+        if not hi > lo:
+            raise OptionsError(f"--input-range must be LOW,HIGH with LOW < HIGH, got {lo},{hi}")
+        value_range = (lo, hi)
+    elif not std > 0:
+        raise OptionsError(f"--input-std must be positive, got {std}")
+    out: dict[str, np.ndarray] = {}
+    for index, vi in enumerate(model_inputs(model)):
+        if not vi.type.HasField("tensor_type"):
+            raise OptionsError(f"input '{vi.name}' is not a tensor (sequence/map inputs are not "
+                               "supported by synthetic inputs)")
+        shape = resolve_shape(vi, n, shapes)
+        dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        rng = np.random.default_rng([seed, index])
+        if dtype == np.bool_ or np.issubdtype(dtype, np.integer):
+            out[vi.name] = rng.integers(0, 2, size=shape).astype(dtype)
+            continue
+        if not np.issubdtype(dtype, np.floating):
+            raise OptionsError(f"input '{vi.name}' has element type {dtype}, which synthetic inputs "
+                               "cannot generate")
+        out[vi.name] = _floats(rng, shape, kind, mean, std, value_range).astype(dtype)
+    return out
+
+
+def _floats(rng: np.random.Generator, shape: tuple[int, ...], kind: str, mean: float, std: float,
+            value_range: tuple[float, float] | None) -> np.ndarray:
+    if kind == "mixed":
+        rows = shape[0]
+        counts = [rows // 3 + (1 if i < rows % 3 else 0) for i in range(3)]
+        parts = [_floats(rng, (c,) + shape[1:], k, mean, std, value_range)
+                 for k, c in zip(_MIXED_PARTS, counts, strict=True) if c]
+        return np.concatenate(parts, axis=0)
+    if value_range is not None:
+        lo, hi = value_range
+        if kind == "uniform":
+            return rng.uniform(lo, hi, size=shape)
+        # A normal whose +-3 sigma spans the range, clipped into it.
+        mean, std = (lo + hi) / 2.0, (hi - lo) / 6.0
+        return np.clip(_unit(rng, shape, kind) * std + mean, lo, hi)
+    return _unit(rng, shape, kind) * std + mean
+
+
+def _unit(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.ndarray:
+    """Zero-mean, unit-variance noise of ``kind`` (gaussian, uniform or smooth)."""
+    if kind == "uniform":
+        return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size=shape)
+    z = rng.standard_normal(shape)
+    if kind == "smooth":
+        axes = spatial_axes(shape)
+        if axes:
+            z = _pink(z, axes)
+            z -= z.mean(axis=axes, keepdims=True)
+            sd = z.std(axis=axes, keepdims=True)
+            z /= np.where(sd > 0, sd, 1.0)
+    return z
+
+
+def spatial_axes(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Axes that ``smooth`` low-passes: those of length >= 8 after the batch and channel axes.
+
+    NCHW (and NCL, NCDHW) is assumed: axis 1 is channels. A rank-4 input whose last axis is 1-4
+    long is read as NHWC (an image with its colour channels last), so axes 1 and 2 are spatial.
+    """
+    if len(shape) < 3:
+        return ()
+    if len(shape) == 4 and shape[3] <= 4 and shape[1] >= _SMOOTH_MIN:
+        candidates: tuple[int, ...] = (1, 2)
+    else:
+        candidates = tuple(range(2, len(shape)))
+    return tuple(a for a in candidates if shape[a] >= _SMOOTH_MIN)
+
+
+def _pink(z: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """White noise shaped to a 1/f amplitude spectrum over ``axes`` (the DC term is dropped)."""
+    spec = np.fft.fftn(z, axes=axes)
+    radius2 = np.zeros([z.shape[a] if a in axes else 1 for a in range(z.ndim)])
+    for a in axes:
+        f = np.fft.fftfreq(z.shape[a])
+        view = [1] * z.ndim
+        view[a] = -1
+        radius2 = radius2 + f.reshape(view) ** 2
+    radius = np.sqrt(radius2)
+    gain = np.divide(1.0, radius, out=np.zeros_like(radius), where=radius > 0)
+    return np.fft.ifftn(spec * gain, axes=axes).real
+
+
+def _declared(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    dims: list[int | str | None] = []
+    for d in t.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return dims
+
+
+def _stack(run: tuple[int, ...], n: int) -> tuple[int, ...]:
+    """``n`` samples of a run whose batch is ``run[0]``: whole runs, rounded up."""
+    b = run[0]
+    return (math.ceil(n / b) * b,) + tuple(run[1:])
