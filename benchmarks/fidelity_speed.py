@@ -23,8 +23,13 @@ from onnx import helper, numpy_helper
 from benchmarks.resnet18 import resnet18
 from dfmpc_onnx.fidelity import FidelityProbe, compare
 from dfmpc_onnx.graph import attr
-from dfmpc_onnx.quant import quantize
+from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
 from dfmpc_onnx.synthetic import synthetic_inputs
+
+
+def quantize(w, bits, axis):
+    """Per-channel max-abs rounding along ``axis`` (the converter's default grid)."""
+    return get_quantizer("maxabs").quantize(w, bits, WeightLayout(axis, 1 - axis if w.ndim == 2 else 1))
 
 BITS = (2, 3, 4, 8)
 

@@ -143,16 +143,36 @@ def _field_option(f):
                             help=f"JSON file with {help_text[0].lower()}{help_text[1:]} Names come "
                                  "from `dfmpc-onnx inspect`.")
     kind = str(f.type)
+    if f.name == "input_range":
+        return click.option("--input-range", metavar="LOW,HIGH", help=help_text)
+    if f.name == "input_shapes":
+        return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
+                            help=help_text)
     if kind.startswith("bool"):
         return click.option(f"{flag}/--no-{flag[2:]}", default=f.default, help=help_text,
                             show_default=f.default is not None)
     if "choices" in f.metadata:
         return click.option(flag, type=click.Choice(f.metadata["choices"]), default=f.default,
                             help=help_text, show_default=f.default is not None)
+    if f.name in ("low_bits", "high_bits"):
+        return click.option(flag, type=click.IntRange(2, 8), default=None, help=help_text)
     if kind == "int":
-        return click.option(flag, type=click.IntRange(2, 8), default=f.default, help=help_text,
+        return click.option(flag, type=click.IntRange(0), default=f.default, help=help_text,
                             show_default=True)
-    return click.option(flag, type=float, default=f.default, help=help_text, show_default=True)
+    return click.option(flag, type=float, default=f.default, help=help_text,
+                        show_default=f.default is not None)
+
+
+def warn_if_poor(report, options: ConvertOptions) -> None:
+    """One line on stderr when the predicted fidelity of what was written is poor."""
+    f = report.fidelity
+    if not f:
+        return
+    agree = f.get("top1_agreement")
+    poor = agree < options.min_agreement if agree is not None else f["score"] > 1 - options.min_agreement
+    if poor:
+        click.echo(f"warning: poor predicted fidelity ({report.fidelity_line()[20:]}); trade size "
+                   "back for accuracy with --target-bits (higher) or --method auto", err=True)
 
 
 def _options(opts: dict) -> ConvertOptions:
@@ -160,7 +180,22 @@ def _options(opts: dict) -> ConvertOptions:
     names = {f.name for f in fields(ConvertOptions)}
     values = {k: v for k, v in opts.items() if k in names}
     values["plan"] = read_plan(values.get("plan"))
+    values["input_range"] = _parse_range(values.get("input_range"))
+    shapes = values.get("input_shapes")
+    if shapes:
+        from .validate import parse_shape_option
+    values["input_shapes"] = parse_shape_option(shapes) if shapes else {}
     return ConvertOptions(**values)
+
+
+def _parse_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise OptionsError(f"--input-range expects LOW,HIGH such as 0,1; got {text!r}") from None
+    return lo, hi
 
 
 @main.command(epilog=EXIT_HELP)
@@ -188,6 +223,7 @@ def convert(ctx: click.Context, model: str, output: str, report_file: str | None
         progress = Progress(quiet)
         report = convert_file(model, output, options, progress=progress)
         progress.done()
+        warn_if_poor(report, options)
         if report_file:
             Path(report_file).write_text(report.to_json())
         if as_json:

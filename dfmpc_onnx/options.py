@@ -13,8 +13,9 @@ from .errors import OptionsError
 from .quantizers import QUANTIZERS
 
 VALID_BITS = range(2, 9)
-METHODS = ("pairs", "paper")
-CORRECTIONS = ("bias", "none", "paper", "energy", "ls-diag", "ls-full")
+METHODS = ("auto", "pairs", "paper")
+CORRECTIONS = ("auto", "bias", "none", "paper", "energy", "ls-diag", "ls-full")
+SYNTHETIC_KINDS = ("mixed", "gaussian", "uniform", "smooth")
 GRANULARITIES = ("channel", "tensor")
 FORMATS = ("packed", "int8")
 
@@ -41,16 +42,30 @@ class LayerPlan:
 class ConvertOptions:
     """What a conversion does. See each field's help (``dfmpc-onnx convert --help`` shows them)."""
 
-    method: str = _opt(
-        "pairs", "pairs: our mixed-precision plan (each pair's first layer at --low-bits, everything "
-        "else at --high-bits) with the chosen --quantizer and --correction. paper: the DF-MPC paper "
+    method: str | None = _opt(
+        None, "auto (the default, unless --low-bits or --high-bits is given): bits, grid and "
+        "correction per layer chosen by measuring what each choice does to the network's outputs "
+        "on synthetic inputs, within --target-bits (or, without it, the fewest bits that keep "
+        "--min-agreement). pairs (the default when --low-bits/--high-bits is given): our fixed "
+        "mixed-precision plan, each pair's first layer at --low-bits, everything else at "
+        "--high-bits, with --quantizer and --correction. paper: the DF-MPC paper "
         "exactly (Chen et al. 2023): its disjoint pairs, ternary (TWN, one scale per layer) 2-bit and "
         "DoReFa other layers, and its compensation c (Eq. 27) folded into the low-bit layer; "
         "--correction none gives the same plan without compensation.", METHODS)
-    low_bits: int = _opt(2, "Bits of the first layer of each pair. 2 is the paper's setting and the "
-                            "largest saving; 3-4 lose much less accuracy.")
-    high_bits: int = _opt(8, "Bits of each pair's second layer and of every layer outside a pair "
-                             "(the first and last layer included).")
+    target_bits: float | None = _opt(
+        None, "--method auto: the most stored bits per weight (containers and scales included) "
+        "the plan may use, e.g. 4. Default: the fewest of 2.5, 3, 3.5, 4, 4.5, 5, 6 whose plan keeps "
+        "--min-agreement.")
+    min_agreement: float = _opt(
+        0.99, "--method auto without --target-bits: the predicted top-1 agreement with the float "
+        "model, on the synthetic inputs, the plan must keep (for outputs that are not class "
+        "scores: relative error at most 1 minus it).")
+    low_bits: int | None = _opt(None, "--method pairs/paper: bits of the first layer of each pair "
+                                      "(default 2, the paper's setting and the largest saving; 3-4 "
+                                      "lose much less accuracy).")
+    high_bits: int | None = _opt(None, "--method pairs/paper: bits of each pair's second layer and "
+                                       "of every layer outside a pair, the first and last layer "
+                                       "included (default 8).")
     quantizer: str = _opt(
         "maxabs", "Weight grid of every quantized layer (a plan file can set it per layer): "
         + "; ".join(f"{q.name}: {q.help}" for q in QUANTIZERS.values() if q.name != "paper")
@@ -59,8 +74,10 @@ class ConvertOptions:
     granularity: str = _opt("channel", "One scale per output channel (much more accurate at 2-4 "
                                        "bits) or one per tensor (maxabs, mse, asym).", GRANULARITIES)
     correction: str | None = _opt(
-        None, "How the low-bit layers' error is corrected. bias: restore each layer's output mean "
-        "from kept-BN statistics (bias correction; the default of --method pairs). none: plain "
+        None, "How the low-bit layers' error is corrected. auto (the default of --method pairs; "
+        "--method auto always measures): bias correction on each layer where measuring says it "
+        "helps. bias: restore each layer's output mean from kept-BN statistics (bias "
+        "correction). none: plain "
         "rounding of the same plan. paper: the paper's per-channel factor c (Eq. 27), the default of "
         "--method paper. energy, ls-diag, ls-full: our own per-channel compensation in each pair's "
         "second layer (energy restores each channel's variance; ls-* solve a least-squares "
@@ -82,6 +99,18 @@ class ConvertOptions:
     input_mean: float = _opt(0.0, "Assumed mean of each model input element: where the data-free "
                                   "statistics start when no BatchNormalization statistics exist.")
     input_std: float = _opt(1.0, "Assumed standard deviation of each model input element.")
+    input_range: tuple[float, float] | None = _opt(
+        None, "Assumed range LOW,HIGH of the model input (e.g. 0,1 or 0,255 for raw images): "
+        "synthetic inputs are drawn in it instead of from --input-mean/--input-std.")
+    input_shapes: dict[str, Any] = _opt(
+        {}, "Shapes of inputs with symbolic dimensions other than the batch, for the synthetic "
+        "inputs, e.g. --input-shape input=1x3x224x224.")
+    fidelity_samples: int = _opt(
+        8, "Synthetic inputs the measurements run on (0: measure nothing and use fixed rules). "
+        "More is steadier and slower.")
+    synthetic: str = _opt("mixed", "Kind of synthetic inputs: mixed (a share of each), gaussian, "
+                                   "uniform, smooth (low-pass noise for images).", SYNTHETIC_KINDS)
+    seed: int = _opt(0, "Seed of the synthetic inputs (the conversion is deterministic for it).")
     format: str = _opt("packed", "packed: real INT2/INT4/INT8 initializers (smallest file; opset 25 "
                                  "for INT2, 21 for INT4 and block-wise scales). int8: every weight in "
                                  "an (u)int8 container on its grid (opset 13; for int8 kernels and "
@@ -93,6 +122,22 @@ class ConvertOptions:
                                           "does.")
 
     def __post_init__(self) -> None:
+        if self.method is None:  # bits given: the fixed pair plan they describe
+            given = self.low_bits is not None or self.high_bits is not None
+            object.__setattr__(self, "method", "pairs" if given else "auto")
+        if self.method == "auto" and (self.low_bits is not None or self.high_bits is not None):
+            raise OptionsError("--low-bits/--high-bits describe a fixed plan: use --method pairs "
+                               "(or leave --method out), or --target-bits with --method auto")
+        if self.target_bits is not None and self.method != "auto":
+            raise OptionsError("--target-bits is for --method auto (the measured plan)")
+        if self.target_bits is not None and not 2 <= self.target_bits <= 32:
+            raise OptionsError(f"--target-bits must be between 2 and 32, got {self.target_bits!r}")
+        if not 0 < self.min_agreement <= 1:
+            raise OptionsError(f"--min-agreement must be in (0, 1], got {self.min_agreement!r}")
+        if not isinstance(self.fidelity_samples, int) or self.fidelity_samples < 0:
+            raise OptionsError(f"--fidelity-samples must be >= 0, got {self.fidelity_samples!r}")
+        object.__setattr__(self, "low_bits", 2 if self.low_bits is None else self.low_bits)
+        object.__setattr__(self, "high_bits", 8 if self.high_bits is None else self.high_bits)
         for name in ("low_bits", "high_bits"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value not in VALID_BITS:
@@ -107,6 +152,9 @@ class ConvertOptions:
             if choices and value is not None and value not in choices:
                 raise OptionsError(f"--{f.name.replace('_', '-')} must be one of "
                                    f"{', '.join(choices)}; got {value!r}")
+        if self.method == "auto" and self.correction not in (None, "auto"):
+            raise OptionsError("--method auto chooses each layer's correction by measurement; "
+                               "--correction is for --method pairs/paper")
         if self.method == "paper" and self.correction not in (None, "paper", "none"):
             raise OptionsError("--method paper takes --correction paper (its compensation, the "
                                f"default) or none, not {self.correction!r}")
@@ -127,13 +175,13 @@ class ConvertOptions:
     def default_correction(self) -> str:
         if self.correction is not None:
             return self.correction
-        return "paper" if self.method == "paper" else "bias"
+        return "paper" if self.method == "paper" else "auto"
 
     def corrects_bias(self, correction: str) -> bool:
         """Whether a layer with ``correction`` also gets bias correction."""
         if self.bias_correction is not None:
             return self.bias_correction
-        return correction in ("bias", "energy", "ls-diag", "ls-full")
+        return correction in ("bias", "energy", "ls-diag", "ls-full")  # "auto" is resolved earlier
 
     def layer_plan(self, name: str, bits: int) -> LayerPlan:
         """The plan of one layer at ``bits`` before overrides: the method's quantizer and

@@ -26,6 +26,7 @@ class LayerReport:
     quantizer: str | None = None  # the grid the layer got (registry name)
     correction: str | None = None
     stored_bits: float | None = None  # bits per weight as stored: container + scales (+ zero points)
+    sensitivity: dict[int, float] | None = None  # measured divergence, this layer alone, by bits
 
 
 @dataclass
@@ -41,6 +42,13 @@ class Report:
     ideal_weight_bytes: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Predicted fidelity of the result, measured on synthetic inputs: score (mean divergence:
+    # KL of softmax for class scores, relative MSE otherwise), top1_agreement, samples, inputs.
+    fidelity: dict = field(default_factory=dict)
+
+    def fidelity_line(self) -> str:
+        """One line: the predicted fidelity of the result (``validate`` measures the real one)."""
+        return "predicted fidelity: " + _fmt_fidelity(self.fidelity)
 
     def layer(self, name: str) -> LayerReport:
         for entry in self.layers:
@@ -50,12 +58,13 @@ class Report:
 
     @property
     def stored_bits(self) -> float:
-        """Parameter-weighted stored bits per weight (containers, scales and zero points; float
-        layers count as 32): what a size budget counts."""
-        total = sum(e.params for e in self.layers)
+        """Parameter-weighted stored bits per weight of the quantized layers (containers, scales
+        and zero points): what --target-bits counts."""
+        quantized = [e for e in self.layers if e.stored_bits is not None]
+        total = sum(e.params for e in quantized)
         if not total:
             return 0.0
-        return sum(e.params * (e.stored_bits or 32) for e in self.layers) / total
+        return sum(e.params * e.stored_bits for e in quantized) / total
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -88,16 +97,18 @@ class Report:
         width = min(64, max([len("layer")] + [len(e.name) for e in self.layers]))
         lines = [f"{'layer':<{width}} {'op':<8} {'role':<6} {'bits':>4} {'stored':>6} "
                  f"{'grid':<11} {'correction':<10} {'params':>9} {'comp c':>11} {'L(c)/L(1)':>9}"
-                 "  partner / reason"]
+                 f" {'alone@2/4/8 bits':>20}  partner / reason"]
         for e in self.layers:
             comp = f"{e.comp_min:.2f}..{e.comp_max:.2f}" if e.comp_min is not None else ""
             err = f"{e.error_ratio:.3f}" if e.error_ratio is not None else ""
             bits = str(e.bits) if e.bits else "fp"
             stored = f"{e.stored_bits:.2f}" if e.stored_bits is not None else ""
             extra = _elide(e.partner, width) if e.partner else e.reason
+            sens = "/".join(f"{e.sensitivity[b]:.0e}" if b in e.sensitivity else "-"
+                            for b in (2, 4, 8)) if e.sensitivity else ""
             lines.append(f"{_elide(e.name, width):<{width}} {e.op:<8} {e.role:<6} {bits:>4} "
                          f"{stored:>6} {e.quantizer or '':<11} {e.correction or '':<10} "
-                         f"{e.params:>9} {comp:>11} {err:>9}  {extra}".rstrip())
+                         f"{e.params:>9} {comp:>11} {err:>9} {sens:>20}  {extra}".rstrip())
         mb = 1024 * 1024
         lines.append("")
         lines.append(f"pairs: {len(self.pairs)}   average weight bits: {self.average_bits:.2f} "
@@ -110,8 +121,17 @@ class Report:
         else:  # inspect: nothing was written, only the plan's ideal size is known
             lines.append(f"weights: {self.float_weight_bytes / mb:.2f} MB float -> "
                          f"{self.ideal_weight_bytes / mb:.2f} MB at the planned bits (ideal)")
+        if self.fidelity:
+            lines.append(self.fidelity_line())
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+def _fmt_fidelity(f: dict) -> str:
+    agree = ("" if f.get("top1_agreement") is None
+             else f"top-1 agreement {100 * f['top1_agreement']:.1f}%, ")
+    return (f"{agree}divergence {f['score']:.2e} ({'/'.join(f.get('metric', []))}) on "
+            f"{f['samples']} synthetic {f['inputs']} inputs")
 
 
 def _elide(name: str, width: int) -> str:

@@ -10,25 +10,27 @@ from __future__ import annotations
 from dfmpc_onnx.options import ConvertOptions
 
 from .base import Context, Pair, Pass, PreconditionError, run_passes
+from .choose_plan import ChoosePlan
 from .emit_qdq import EmitQDQ
 from .equalize import EqualizePairs
 from .find_pairs import FindPairs
-from .normalise import ConstantsToInitializers, FoldBatchNorm, InferShapes, NameNodes
+from .measure import MeasureLayers, MeasurePlan
+from .normalise import CheckOpset, ConstantsToInitializers, FoldBatchNorm, InferShapes, NameNodes
 from .plan_bits import PlanBits
 from .quantize_compensate import QuantizeAndCompensate
 from .upgrade_opset import UpgradeOpset
 
 
 def analysis_passes() -> list[Pass]:
-    """Normalise, find pairs, plan bits: the facts every later pass builds on."""
-    return [NameNodes(), ConstantsToInitializers(), InferShapes(), FoldBatchNorm(), FindPairs(),
-            PlanBits()]
+    """Normalise, find pairs, plan bits, measure, choose: the facts every later pass builds on."""
+    return [CheckOpset(), NameNodes(), ConstantsToInitializers(), InferShapes(), FoldBatchNorm(), FindPairs(),
+            PlanBits(), MeasureLayers(), ChoosePlan()]
 
 
 def planning_passes(options: ConvertOptions) -> list[Pass]:
     """Everything that decides and measures, nothing written: what `inspect` runs."""
     return analysis_passes() + ([EqualizePairs()] if options.equalize else []) + [
-        QuantizeAndCompensate()]
+        QuantizeAndCompensate(), MeasurePlan()]
 
 
 def conversion_passes(options: ConvertOptions) -> list[Pass]:

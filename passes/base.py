@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 import onnx
@@ -21,6 +21,9 @@ from dfmpc_onnx.errors import DfmpcError, PassError
 from dfmpc_onnx.options import ConvertOptions, LayerPlan
 from dfmpc_onnx.quantizers import QuantizedTensor
 from dfmpc_onnx.report import Report
+
+if TYPE_CHECKING:
+    from .measure import Measurement
 
 
 @dataclass
@@ -56,6 +59,9 @@ class Context:
     plan: dict[str, LayerPlan] = field(default_factory=dict)  # node name -> its plan
     quantized: dict[str, QuantizedTensor] = field(default_factory=dict)
     new_bias: dict[str, np.ndarray] = field(default_factory=dict)  # node -> corrected bias
+    measured: set[str] = field(default_factory=set)  # layers whose correction a measurement chose
+    fixed: set[str] = field(default_factory=set)  # layers whose bits the plan file fixed
+    measurement: Measurement | None = None  # what measure-layers found (passes/measure.py)
     container_format: str = ""  # the format emitted; "" until upgrade-opset decides (options')
     facts: set[str] = field(default_factory=set)  # what the passes run so far provided
     progress: Callable[[str], None] | None = None

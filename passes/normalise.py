@@ -12,7 +12,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
-from dfmpc_onnx.graph import GraphIndex, attr, drop_unused_initializers, tensor_bytes
+from dfmpc_onnx.errors import UnsupportedModelError
+from dfmpc_onnx.graph import GraphIndex, attr, drop_unused_initializers, opset_version, tensor_bytes
 from dfmpc_onnx.layers import as_linear_layer
 
 from .base import BnFold, Context
@@ -129,6 +130,24 @@ def _fill(graph: onnx.GraphProto, node: onnx.NodeProto, shape: np.ndarray) -> on
                                    data_type=onnx.helper.np_dtype_to_tensor_dtype(value.dtype))
     tensor.raw_data = value.astype(value.dtype.newbyteorder("<")).tobytes() * count  # in place
     return tensor
+
+
+class CheckOpset:
+    """Refuse, first, an opset newer than the installed onnx knows: nothing after could be trusted."""
+
+    name = "check-opset"
+    requires = ()
+    provides = ("opset_known",)
+
+    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        current = opset_version(model)
+        ctx.report.opset_in = ctx.report.opset_out = current
+        newest = onnx.defs.onnx_opset_version()
+        if current > newest:
+            raise UnsupportedModelError(
+                f"model uses ai.onnx opset {current}; this onnx {onnx.__version__} knows up to "
+                f"{newest}: upgrade the onnx package")
+        return False
 
 
 class NameNodes:

@@ -38,9 +38,12 @@ class PlanBits:
             raise OptionsError(
                 f"plan names {len(unknown)} layer(s) not in the model: {', '.join(hints)}; "
                 "run 'dfmpc-onnx inspect MODEL' to list layer names")
+        if o.method == "auto":
+            ctx.pairs = []  # bits come from measurement; pair corrections are not candidates
         a_layers = {p.a for p in ctx.pairs}
         for name in ctx.layers:
-            ctx.plan[name] = o.layer_plan(name, o.low_bits if name in a_layers else o.high_bits)
+            bits = o.low_bits if name in a_layers else o.high_bits
+            ctx.plan[name] = o.layer_plan(name, 8 if o.method == "auto" else bits)
         for name, raw in o.plan.items():
             entry = ctx.report.layer(name)
             override = o.plan_entry(name, raw)
@@ -53,6 +56,8 @@ class PlanBits:
                 entry.reason = "kept in float by the plan"
                 continue
             base = ctx.plan[name]
+            if "bits" in override:
+                ctx.fixed.add(name)  # the allocator leaves it alone
             ctx.plan[name] = LayerPlan(override.get("bits", base.bits),
                                        override.get("quantizer", base.quantizer),
                                        override.get("correction", base.correction))

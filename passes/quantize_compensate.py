@@ -16,7 +16,7 @@ Statistics of both streams (float and quantized) are carried through the graph b
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -95,10 +95,36 @@ def quantize_layer(layer: LinearLayer, w_stored: np.ndarray, plan: LayerPlan, pe
     return qt.rescaled(np.abs(fold_k), layout.out_axis)
 
 
+@dataclass(frozen=True)
+class LayerInput:
+    """The float model's statistics at a layer's input, and its tap coverage: what bias
+    correction needs, independent of how any layer is quantized."""
+
+    stats: TensorStats
+    coverage: np.ndarray | None
+
+
+def layer_inputs(graph: onnx.GraphProto, ctx: Context) -> dict[str, LayerInput]:
+    """Input statistics of every layer of ``ctx.layers`` with nothing quantized (one walk)."""
+    walker = _Walker(graph, ctx, quantize=False)
+    walker.walk()
+    return walker.inputs
+
+
+def corrected_bias(layer: LinearLayer, w_f: np.ndarray, w_q: np.ndarray, b_f: np.ndarray,
+                   inp: LayerInput) -> np.ndarray:
+    """Bias correction of the layer's own rounding error (canonical weights)."""
+    mean_f, mean_q = output_means(w_f, w_q, layer.group, inp.stats, inp.coverage)
+    return b_f + bias_shift(mean_f, mean_q)
+
+
 class _Walker:
-    def __init__(self, graph: onnx.GraphProto, ctx: Context) -> None:
+    def __init__(self, graph: onnx.GraphProto, ctx: Context, quantize: bool = True) -> None:
         self.graph = graph
         self.ctx = ctx
+        self.quantize = quantize
+        self.layers = set(ctx.plan) if quantize else set(ctx.layers)
+        self.inputs: dict[str, LayerInput] = {}
         self.o = ctx.options
         self.index = GraphIndex(graph)
         self.shapes = Shapes.of(graph)
@@ -119,16 +145,19 @@ class _Walker:
         self.axis[name] = axis
 
     def walk(self) -> None:
-        total = len(self.ctx.plan)
+        total = len(self.layers)
         done = 0
         handled: set[int] = set()
         for node in self.graph.node:
             if id(node) in handled:
                 continue
-            if node.name in self.ctx.plan:
+            if node.name in self.layers:
                 done += 1
-                self.ctx.say(f"[{done}/{total}] {node.name}: {self.ctx.plan[node.name].bits} bits")
-                self._layer(node)
+                if self.quantize:
+                    self.ctx.say(f"[{done}/{total}] {node.name}: {self.ctx.plan[node.name].bits} bits")
+                    self._layer(node)
+                else:
+                    self._float_layer(node)
                 continue
             try:
                 result = propagate(node, self.index, self.shapes, self.stats, self.axis)
@@ -143,22 +172,38 @@ class _Walker:
 
     # -- layers -------------------------------------------------------------------------------
 
-    def _layer(self, node: onnx.NodeProto) -> None:
+    def _input(self, node: onnx.NodeProto) -> tuple[LinearLayer, LayerInput, np.ndarray, np.ndarray]:
+        """The layer, its input statistics and coverage, its float canonical weight and bias."""
         layer, reason = as_linear_layer(node, self.index)
         if layer is None:  # planned layers were checked by find-pairs; this is a bug if reached
             raise RuntimeError(f"layer {node.name!r} is no longer quantizable: {reason}")
-        ctx, o = self.ctx, self.o
-        plan = ctx.plan[node.name]
-        entry = ctx.report.layer(node.name)
+        o = self.o
         s_in = self.stats.get(node.input[0])
         if s_in is None or s_in.channels not in (1, layer.in_channels):
             s_in = TensorStats.gaussian(o.input_mean, o.input_std ** 2, "assumed")
-        entry.stats = s_in.source
-        trusted = s_in.trusted or o.propagated_stats  # corrections need statistics worth trusting
+        inp = LayerInput(s_in, self._coverage(layer))
+        self.inputs[node.name] = inp
         w_f = layer.to_canonical(self.index.array(layer.weight).astype(np.float64))
         b_f = (self.index.array(layer.bias).astype(np.float64).reshape(-1) if layer.bias
                else np.zeros(layer.out_channels))
-        cover = self._coverage(layer)
+        return layer, inp, w_f, b_f
+
+    def _float_layer(self, node: onnx.NodeProto) -> None:
+        layer, inp, w_f, b_f = self._input(node)
+        self.index.release(layer.weight)
+        out = through_linear(w_f, w_f, b_f, b_f, layer.group, inp.stats, inp.coverage)
+        self._set(node.output[0], out, channel_axis(layer))
+
+    def _layer(self, node: onnx.NodeProto) -> None:
+        ctx, o = self.ctx, self.o
+        layer, inp, w_f, b_f = self._input(node)
+        s_in, cover = inp.stats, inp.coverage
+        plan = ctx.plan[node.name]
+        entry = ctx.report.layer(node.name)
+        entry.stats = s_in.source
+        # Corrections need statistics worth trusting (kept BN), unless the user asks otherwise or
+        # the plan's correction was chosen by measuring it (ctx.measured).
+        trusted = s_in.trusted or o.propagated_stats or node.name in ctx.measured
         bias_corrected = o.corrects_bias(plan.correction)
         w_target = w_f
         pending = self.pending.pop(node.name, None)

@@ -25,7 +25,7 @@ def invoke(*args):
 def test_convert_validate_inspect(model_path, tmp_path):
     out = tmp_path / "m.q.onnx"
     before = model_path.read_bytes()
-    r = invoke("convert", model_path, "-o", out, "-q", "--report", tmp_path / "r.json")
+    r = invoke("convert", model_path, "-o", out, "-q", "--method", "pairs", "--report", tmp_path / "r.json")
     assert r.exit_code == 0, r.output
     assert "conv1" in r.output and "average weight bits" in r.output
     onnx.checker.check_model(onnx.load(out), full_check=True)
@@ -34,7 +34,7 @@ def test_convert_validate_inspect(model_path, tmp_path):
     r = invoke("validate", model_path, out, "--json", "--repeats", "2")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["outputs"][0]["cosine"] > 0.5
-    r = invoke("inspect", model_path, "--json", "-q")
+    r = invoke("inspect", model_path, "--json", "-q", "--method", "pairs")
     assert r.exit_code == 0 and json.loads(r.output)["pairs"] == [["conv1", "conv2"]]
 
 

@@ -8,8 +8,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from dfmpc_onnx.fidelity import FidelityProbe
-from dfmpc_onnx.quant import quantize
+from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
 from dfmpc_onnx.synthetic import synthetic_inputs
+
+
+def quantize(w, bits, axis):
+    """Per-channel max-abs rounding along ``axis`` (the converter's default grid)."""
+    return get_quantizer("maxabs").quantize(w, bits, WeightLayout(axis, 1 - axis if w.ndim == 2 else 1))
 
 
 def _make(nodes, inputs, outputs, weights: dict[str, np.ndarray]) -> onnx.ModelProto:

@@ -16,13 +16,14 @@ from dfmpc_onnx.errors import OptionsError
                                        ("HardSwish", "HardSwish"), ("Identity", "identity")])
 def test_pairs_through_activation_spellings(act, label, x8):
     model = conv_net(seed=0, act=act)
-    rep = inspect_model(model)
+    rep = inspect_model(model, ConvertOptions(method="pairs"))
     assert rep.pairs == [("conv1", "conv2")]
     assert rep.layer("conv1").activation == label
     assert rep.layer("conv1").bits == 2 and rep.layer("conv2").bits == 8
     assert rep.layer("conv0").role == "single"  # first layer protected
     for correction in ("energy", "ls-full"):
-        q, rep = convert(model, ConvertOptions(correction=correction, propagated_stats=True))
+        q, rep = convert(model, ConvertOptions(method="pairs", correction=correction,
+                                               propagated_stats=True))
         assert_valid(q)
         assert np.isfinite(run(q, x8)).all()
         assert rep.layer("conv2").comp_min is not None
@@ -34,16 +35,16 @@ def test_paper_method_refuses_our_corrections():
 
 
 def test_first_layer_pairs_when_not_protected():
-    rep = inspect_model(conv_net(), ConvertOptions(protect_first_last=False))
+    rep = inspect_model(conv_net(), ConvertOptions(method="pairs", protect_first_last=False))
     assert rep.pairs == [("conv0", "conv1"), ("conv2", "conv3")]
 
 
 def test_plan_overrides_and_unknown_names():
-    rep = inspect_model(conv_net(), ConvertOptions(plan={"conv1": 4, "fc": None}))
+    rep = inspect_model(conv_net(), ConvertOptions(method="pairs", plan={"conv1": 4, "fc": None}))
     assert rep.layer("conv1").bits == 4
     assert rep.layer("fc").role == "float" and rep.layer("fc").bits is None
     with pytest.raises(OptionsError, match="conv9"):
-        inspect_model(conv_net(), ConvertOptions(plan={"conv9": 4}))
+        inspect_model(conv_net(), ConvertOptions(method="pairs", plan={"conv9": 4}))
 
 
 def test_activation_with_second_consumer_is_not_a_pair():
@@ -80,7 +81,7 @@ def depthwise_model(seed=0, c=8):
 @pytest.mark.parametrize("correction", ["energy", "ls-diag", "ls-full"])
 def test_depthwise_pairs_convert(correction, x8):
     model = depthwise_model()
-    q, rep = convert(model, ConvertOptions(correction=correction,
+    q, rep = convert(model, ConvertOptions(method="pairs", correction=correction,
                                            propagated_stats=True))
     assert rep.pairs == [("expand", "dw")]
     assert_valid(q)
@@ -121,11 +122,12 @@ def mlp_model(kind: str, seed=0):
 def test_gemm_pairs_and_layouts(kind):
     model = mlp_model(kind)
     x = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
-    q, rep = convert(model, ConvertOptions(protect_first_last=False, correction="ls-full",
+    q, rep = convert(model, ConvertOptions(method="pairs", protect_first_last=False,
+                                           correction="ls-full",
                                            propagated_stats=True))
     assert rep.pairs == [("fc0", "fc1")]
     assert_valid(q)
-    q8, _ = convert(model, ConvertOptions(low_bits=8, correction="none"))
+    q8, _ = convert(model, ConvertOptions(method="pairs", low_bits=8, correction="none"))
     ref, out = run(model, x), run(q8, x)
     assert np.abs(ref - out).max() < 0.02 * np.abs(ref).max()
 
@@ -133,7 +135,7 @@ def test_gemm_pairs_and_layouts(kind):
 def test_matmul_layers_quantize():
     model = mlp_model("matmul")
     x = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
-    q, rep = convert(model, ConvertOptions(protect_first_last=False))
+    q, rep = convert(model, ConvertOptions(method="pairs", protect_first_last=False))
     assert rep.layer("fc0").role == "A"
     assert_valid(q)
     assert onnx.numpy_helper  # keep import used
@@ -145,16 +147,18 @@ def test_corrections_follow_trusted_statistics():
     from test_quant_emit import fold_bn_in_numpy
 
     kept = conv_net(seed=5, bn=True)
-    diag = ConvertOptions(correction="energy")
+    diag = ConvertOptions(method="pairs", correction="energy")
     _, rep = convert(kept, diag)
     assert rep.layer("conv2").comp_min is not None
-    _, rep = convert(kept, ConvertOptions())  # default "bc": means corrected, no compensation
+    bias = ConvertOptions(method="pairs", correction="bias")
+    _, rep = convert(kept, bias)  # means corrected, no compensation
     assert rep.layer("conv2").comp_min is None and rep.layer("conv1").reason == ""
     assert not any("no layer was bias-corrected" in n for n in rep.notes)
-    _, rep = convert(fold_bn_in_numpy(kept))  # folded: the report says why nothing was corrected
+    _, rep = convert(fold_bn_in_numpy(kept), bias)  # folded: the report says why nothing was corrected
     assert any("no layer was bias-corrected" in n and "BN folded" in n for n in rep.notes)
     _, rep = convert(fold_bn_in_numpy(kept), diag)
     assert rep.layer("conv2").comp_min is None
     assert "no BN statistics" in rep.layer("conv1").reason
-    _, rep = convert(fold_bn_in_numpy(kept), ConvertOptions(correction="energy", propagated_stats=True))
+    _, rep = convert(fold_bn_in_numpy(kept), ConvertOptions(method="pairs", correction="energy",
+                                                            propagated_stats=True))
     assert rep.layer("conv2").comp_min is not None

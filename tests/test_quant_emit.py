@@ -54,7 +54,8 @@ def fake_quant(w: np.ndarray, bits: int, axis) -> np.ndarray:
 @pytest.mark.parametrize("fmt", ["packed", "int8"])
 def test_emitted_graph_equals_numpy_fake_quantisation(granularity, fmt, x8):
     model = conv_net(seed=3)
-    q, report = convert(model, ConvertOptions(correction="none", granularity=granularity, format=fmt))
+    q, report = convert(model, ConvertOptions(method="pairs", correction="none",
+                                              granularity=granularity, format=fmt))
     assert_valid(q)
     ref = model.__class__()
     ref.CopyFrom(model)
@@ -127,13 +128,13 @@ def test_bn_kept_and_folded_both_convert_and_agree(correction, x8):
 def test_input_model_is_not_modified():
     model = conv_net(seed=2, bn=True)
     before = model.SerializeToString()
-    convert(model, ConvertOptions())
+    convert(model, ConvertOptions(method="pairs"))
     assert model.SerializeToString() == before
 
 
 def test_conversion_is_deterministic():
     model = conv_net(seed=4, act="SiLU")
-    opts = ConvertOptions(correction="ls-full", propagated_stats=True)
+    opts = ConvertOptions(method="pairs", correction="ls-full", propagated_stats=True)
     a, _ = convert(model, opts)
     b, _ = convert(model, opts)
     assert a.SerializeToString() == b.SerializeToString()

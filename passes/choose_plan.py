@@ -1,0 +1,193 @@
+"""Choose the plan from measurements: bits, grid and correction per layer, then check it whole.
+
+``--method auto``: each layer's candidates (measured alone by measure-layers) go to the allocator
+(``dfmpc_onnx.allocate``) under the byte budget of ``--target-bits``; without a target, budgets
+are tried from the smallest up and the first whose plan, measured as a whole, keeps the predicted
+fidelity (``--min-agreement``) is taken. At each budget a few plans that fit are measured as a
+whole, since errors interact and do not quite add: the allocator's plan, the same plan without any
+correction, the allocator's plans at slightly smaller budgets, and the fixed pair plans (2/8, 4/8)
+that fit; the best measured wins.
+
+A fixed plan with ``--correction auto``: each layer takes bias correction if it measured better
+alone, and the plan with those choices, with none and with bias correction everywhere are measured
+whole; the best wins. So a fixed correction is never applied blindly where it hurts.
+
+Without measurements (fidelity samples 0, or the model could not be measured) the auto plan falls
+back to every layer at 8 bits, and ``auto`` corrections to the fixed rule: bias correction where
+kept-BN statistics exist.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from dfmpc_onnx.allocate import Candidate, allocate
+from dfmpc_onnx.options import LayerPlan
+
+from .base import Context
+from .measure import Measurement
+
+LADDER = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
+
+
+class ChoosePlan:
+    name = "choose-plan"
+    requires = ("plan",)
+    provides = ("chosen",)
+
+    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        m = ctx.measurement
+        if m is None or not m.candidates:
+            _fallback(ctx)
+        elif ctx.options.method == "auto":
+            _allocate(ctx, m)
+        else:
+            _choose_corrections(ctx, m)
+        for name, plan in ctx.plan.items():
+            entry = ctx.report.layer(name)
+            entry.bits, entry.quantizer, entry.correction = plan.bits, plan.quantizer, plan.correction
+            if m is not None and name in m.candidates:
+                entry.sensitivity = {c.bits: min(x.divergence for x in m.candidates[name]
+                                                 if x.bits == c.bits) for c in m.candidates[name]}
+        return False
+
+
+def _fallback(ctx: Context) -> None:
+    o = ctx.options
+    for name, plan in list(ctx.plan.items()):
+        bits = plan.bits
+        if o.method == "auto" and name not in ctx.fixed:
+            bits = 8
+        correction = plan.correction
+        if correction == "auto":
+            correction = "bias"  # the quantize pass applies it only where statistics are trusted
+        ctx.plan[name] = LayerPlan(bits, plan.quantizer, correction)
+    if o.method == "auto":
+        ctx.report.notes.append(
+            "no measurement, so no automatic plan: every layer at 8 bits. Give the input shape "
+            "(--input-shape) or choose a fixed plan (--method pairs --low-bits 4) for a smaller model")
+
+
+def _fid_ok(fid, min_agreement: float) -> bool:
+    """Predicted fidelity good enough: top-1 agreement on the synthetic inputs at least
+    ``min_agreement`` for classifier-like outputs, else relative error at most 1 - it."""
+    if fid.top1_agreement is not None:
+        return fid.top1_agreement >= min_agreement
+    return fid.score <= 1.0 - min_agreement
+
+
+def _measure(ctx: Context, m: Measurement, plan: dict[str, LayerPlan]):
+    return m.probe.measure(m.plan_replacements(plan, ctx))
+
+
+def _to_plan(ctx: Context, names: list[str], cands: list[list[Candidate]],
+             choice: list[int]) -> dict[str, LayerPlan]:
+    plan = dict(ctx.plan)
+    for name, c, i in zip(names, cands, choice, strict=True):
+        plan[name] = LayerPlan(c[i].bits, c[i].quantizer, c[i].correction)
+    return plan
+
+
+def _pair_plan(ctx: Context, names: list[str], cands: list[list[Candidate]], low: int,
+               high: int) -> dict[str, LayerPlan] | None:
+    """The fixed pair plan low/high with max-abs grids and each layer's better measured
+    correction, or None if its candidates were not measured."""
+    a_layers = {p.a for p in ctx.pairs}
+    plan = dict(ctx.plan)
+    for name, c in zip(names, cands, strict=True):
+        bits = low if name in a_layers else high
+        options = [x for x in c if x.bits == bits and x.quantizer == "maxabs"]
+        if not options:
+            return None
+        best = min(options, key=lambda x: x.divergence)
+        plan[name] = LayerPlan(bits, "maxabs", best.correction)
+    return plan
+
+
+def _plan_bytes(ctx: Context, names: list[str], cands: list[list[Candidate]],
+                plan: dict[str, LayerPlan]) -> float:
+    total = 0.0
+    for name, c in zip(names, cands, strict=True):
+        p = plan[name]
+        total += next(x.nbytes for x in c if x.bits == p.bits and x.quantizer == p.quantizer)
+    return total
+
+
+def _allocate(ctx: Context, m: Measurement) -> None:
+    o = ctx.options
+    names = [n for n in ctx.layers if n in m.candidates]
+    cands = [m.candidates[n] for n in names]
+    params = sum(ctx.report.layer(n).params for n in names)
+    budgets = [o.target_bits] if o.target_bits is not None else list(LADDER)
+    chosen, chosen_fid, chosen_budget = None, None, None
+    for bits in budgets:
+        budget = bits * params / 8
+        trials = []
+        for shrink in (1.0, 0.97, 0.94):
+            choice = allocate(cands, budget * shrink)
+            if choice is not None:
+                plan = _to_plan(ctx, names, cands, choice)
+                trials += [plan, {n: LayerPlan(p.bits, p.quantizer, "none") if n in names else p
+                                  for n, p in plan.items()}]
+        for low, high in ((2, 8), (4, 8)):
+            plan = _pair_plan(ctx, names, cands, low, high)
+            if plan is not None and _plan_bytes(ctx, names, cands, plan) <= budget:
+                trials.append(plan)
+        unique = list({tuple(sorted(p.items())): p for p in trials}.values())
+        if not unique:
+            continue
+        ctx.say(f"measuring {len(unique)} plan(s) at {bits:g} bits")
+        scored = [(_measure(ctx, m, p), p) for p in unique]
+        fid, plan = min(scored, key=lambda t: (t[0].score, -(t[0].top1_agreement or 0)))
+        chosen, chosen_fid, chosen_budget = plan, fid, bits
+        if o.target_bits is not None or _fid_ok(fid, o.min_agreement):
+            break
+    if chosen is None or (o.target_bits is None and not _fid_ok(chosen_fid, o.min_agreement)):
+        # No budget of the ladder keeps the predicted fidelity: everything at 8 bits.
+        chosen = {n: (LayerPlan(8, "maxabs", _best_correction(m.candidates[n], 8)) if n in names
+                      else p) for n, p in ctx.plan.items()}
+        chosen_budget = None
+        if o.target_bits is not None:
+            ctx.report.notes.append(f"--target-bits {o.target_bits:g} is below what the smallest "
+                                    "grids need; every layer at 8 bits instead")
+    ctx.plan.update(chosen)
+    ctx.measured |= {n for n in names if ctx.plan[n].correction == "bias"}
+    ctx.report.notes.append(
+        "automatic plan: bits, grid and correction per layer chosen by measuring the network's "
+        f"output divergence on {m.samples} synthetic {m.kind} inputs"
+        + (f", budget {chosen_budget:g} stored bits per weight" if chosen_budget else "")
+        + ("" if o.target_bits is not None else
+           f" (the fewest of {', '.join(f'{b:g}' for b in LADDER)} whose predicted top-1 "
+           f"agreement stays >= {o.min_agreement:g})"))
+
+
+def _best_correction(cands: list[Candidate], bits: int) -> str:
+    options = [c for c in cands if c.bits == bits and c.quantizer == "maxabs"]
+    return min(options, key=lambda c: c.divergence).correction if options else "none"
+
+
+def _choose_corrections(ctx: Context, m: Measurement) -> None:
+    names = [n for n in ctx.layers if n in m.candidates]
+    picked = dict(ctx.plan)
+    for n in names:
+        best = min(m.candidates[n], key=lambda c: c.divergence)
+        picked[n] = LayerPlan(picked[n].bits, picked[n].quantizer, best.correction)
+    has_bias = {n for n in names if any(c.correction == "bias" for c in m.candidates[n])}
+    alternatives = [picked,
+                    {n: LayerPlan(p.bits, p.quantizer, "none") if n in names else p
+                     for n, p in picked.items()},
+                    {n: LayerPlan(p.bits, p.quantizer, "bias" if n in has_bias else "none")
+                     if n in names else p for n, p in picked.items()}]
+    unique = list({tuple(sorted(p.items())): p for p in alternatives}.values())
+    ctx.say(f"measuring {len(unique)} correction plan(s)")
+    scored = [(_measure(ctx, m, p), p) for p in unique]
+    _, best = min(scored, key=lambda t: (t[0].score, -(t[0].top1_agreement or 0)))
+    for n, p in best.items():
+        if p.correction == "auto":  # a layer that was not measured: the fixed rule
+            best[n] = LayerPlan(p.bits, p.quantizer, "bias")
+    ctx.plan.update(best)
+    ctx.measured |= {n for n in names if ctx.plan[n].correction == "bias"}
+    chosen = sum(ctx.plan[n].correction == "bias" for n in names)
+    ctx.report.notes.append(
+        f"bias correction kept on {chosen} of {len(names)} layers: chosen by measuring the "
+        f"network's output divergence on {m.samples} synthetic {m.kind} inputs")

@@ -1,0 +1,208 @@
+"""Measure what quantizing each layer does to the whole network, with no data.
+
+``MeasureLayers`` builds seeded synthetic inputs from the model's input signature
+(``dfmpc_onnx.synthetic``) and one FidelityProbe (``dfmpc_onnx.fidelity``), then, for each layer
+whose choice is left to measurement, quantizes that layer alone each candidate way (bits, grid,
+bias correction or not) and records the divergence of the network's outputs from the float
+model's. ``MeasurePlan`` measures the final quantized model as a whole and writes the predicted
+fidelity into the report.
+
+What is measured per layer:
+- ``--method auto``: bits 2, 4 and 8 with the grids of ``CANDIDATE_GRIDS`` (3, 5 and 6 bits are
+  not tried: stored in the same INT4/INT8 containers as 4 and 8 bits they cost as much and round
+  more coarsely), each without correction, and the best grid of each bits with bias correction.
+- a fixed plan with ``--correction auto``: the planned bits and grid, with and without bias
+  correction.
+
+If the model cannot be measured (inputs whose shape is unknown, a graph ONNX Runtime cannot split)
+the converter falls back to fixed rules and the report says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from dfmpc_onnx.allocate import Candidate
+from dfmpc_onnx.graph import GraphIndex
+from dfmpc_onnx.layers import LinearLayer, as_linear_layer
+from dfmpc_onnx.options import LayerPlan
+
+from .base import Context
+from .quantize_compensate import LayerInput, corrected_bias, layer_inputs, quantize_layer
+
+CANDIDATE_GRIDS: dict[int, tuple[str, ...]] = {
+    8: ("maxabs",),
+    4: ("maxabs", "mse", "asym", "block32"),
+    2: ("maxabs", "mse-ternary", "asym", "block32"),
+}
+
+
+@dataclass
+class Measurement:
+    """What MeasureLayers leaves for the planner: the probe and each layer's candidates."""
+
+    probe: object  # dfmpc_onnx.fidelity.FidelityProbe
+    candidates: dict[str, list[Candidate]]
+    layers: dict[str, LinearLayer]
+    inputs: dict[str, LayerInput]
+    kind: str
+    samples: int
+
+    def replacement(self, name: str, choice: LayerPlan, ctx: Context) -> dict[str, np.ndarray]:
+        """Weight (and bias) arrays of layer ``name`` quantized as ``choice``."""
+        return layer_replacement(self.layers[name], choice, ctx, self.inputs.get(name),
+                                 self.probe)
+
+    def plan_replacements(self, plan: dict[str, LayerPlan], ctx: Context) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for name, choice in plan.items():
+            if name in self.layers:
+                out.update(self.replacement(name, choice, ctx))
+        return out
+
+
+def layer_replacement(layer: LinearLayer, choice: LayerPlan, ctx: Context,
+                      inp: LayerInput | None, probe) -> dict[str, np.ndarray]:
+    """The arrays a probe swaps in for ``layer`` quantized as ``choice`` (the same rounding and
+    bias correction the quantize pass will apply)."""
+    w = probe.weight(layer.weight).astype(np.float64)
+    fold = ctx.bn_fold.get(layer.name)
+    qt = quantize_layer(layer, w, choice, ctx.options.granularity == "channel",
+                        None if fold is None else fold.k)
+    w_q = qt.dequantize()
+    out = {layer.weight: w_q}
+    if choice.correction == "bias" and layer.bias and inp is not None:
+        b_f = probe.weight(layer.bias).astype(np.float64).reshape(-1)
+        out[layer.bias] = corrected_bias(layer, layer.to_canonical(w),
+                                         layer.to_canonical(w_q), b_f, inp).reshape(
+            probe.weight(layer.bias).shape)
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
+
+
+def _candidate_choices(ctx: Context, name: str, layer: LinearLayer) -> list[tuple[int, str]]:
+    """(bits, grid) pairs to measure without correction for one layer."""
+    plan = ctx.plan[name]
+    if ctx.options.method == "auto" and name not in ctx.fixed:
+        return [(bits, grid) for bits, grids in CANDIDATE_GRIDS.items() for grid in grids]
+    return [(plan.bits, plan.quantizer)]
+
+
+class MeasureLayers:
+    name = "measure-layers"
+    requires = ("layers", "plan")
+    provides = ("measurement",)
+
+    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        o = ctx.options
+        todo = [n for n in ctx.layers if n in ctx.plan and (
+            (o.method == "auto" and n not in ctx.fixed) or ctx.plan[n].correction == "auto")]
+        if not todo or o.fidelity_samples == 0:
+            return False
+        try:
+            measurement = _build(model, ctx)
+            index = GraphIndex(model.graph)
+            nodes = {n.name: n for n in model.graph.node}
+            for i, name in enumerate(todo, 1):
+                layer, _ = as_linear_layer(nodes[name], index)
+                measurement.layers[name] = layer
+                ctx.say(f"measuring [{i}/{len(todo)}] {name}")
+                measurement.candidates[name] = _measure_layer(ctx, measurement, name, layer, index)
+        except Exception as exc:  # noqa: BLE001 - a model we cannot measure still converts
+            ctx.report.notes.append(f"could not measure the model ({_first_line(exc)}); fixed "
+                                    "rules were used instead of measurements")
+            return False
+        ctx.measurement = measurement
+        return False
+
+
+def _build(model: onnx.ModelProto, ctx: Context) -> Measurement:
+    from dfmpc_onnx.fidelity import FidelityProbe
+    from dfmpc_onnx.synthetic import synthetic_inputs
+
+    o = ctx.options
+    inputs = synthetic_inputs(model, n=o.fidelity_samples, kind=o.synthetic, seed=o.seed,
+                              mean=o.input_mean, std=o.input_std, value_range=o.input_range,
+                              shapes=o.input_shapes or None)
+    index = GraphIndex(model.graph)
+    nodes = {n.name: n for n in model.graph.node}
+    names: list[str] = []
+    for name in ctx.layers:
+        layer, _ = as_linear_layer(nodes[name], index)
+        names += [layer.weight] + ([layer.bias] if layer.bias else [])
+    ctx.say("measuring: float run on synthetic inputs")
+    probe = FidelityProbe(model, names, inputs)
+    return Measurement(probe, {}, {}, layer_inputs(model.graph, ctx), o.synthetic,
+                       o.fidelity_samples)
+
+
+def _nbytes(layer: LinearLayer, choice: LayerPlan, ctx: Context, probe, index: GraphIndex) -> float:
+    w = probe.weight(layer.weight)
+    fold = ctx.bn_fold.get(layer.name)
+    qt = quantize_layer(layer, w.astype(np.float64), choice, ctx.options.granularity == "channel",
+                        None if fold is None else fold.k)
+    return qt.ideal_bytes(ctx.options.format, w.dtype.itemsize)
+
+
+def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer,
+                   index: GraphIndex) -> list[Candidate]:
+    inp = m.inputs.get(name)
+    can_correct = bool(layer.bias) and inp is not None and layer.op != "MatMul"
+    cands: list[Candidate] = []
+    for bits, grid in _candidate_choices(ctx, name, layer):
+        choice = LayerPlan(bits, grid, "none")
+        fid = m.probe.measure(m.replacement(name, choice, ctx))
+        cands.append(Candidate(bits, grid, "none", _nbytes(layer, choice, ctx, m.probe, index),
+                               fid.score))
+    if can_correct:
+        for bits in sorted({c.bits for c in cands}):
+            if bits >= 8:
+                continue  # 8-bit rounding leaves nothing worth correcting
+            best = min((c for c in cands if c.bits == bits), key=lambda c: c.divergence)
+            choice = LayerPlan(bits, best.quantizer, "bias")
+            fid = m.probe.measure(m.replacement(name, choice, ctx))
+            cands.append(Candidate(bits, best.quantizer, "bias", best.nbytes, fid.score))
+    return cands
+
+
+class MeasurePlan:
+    """The final quantized model measured as a whole: the report's predicted fidelity."""
+
+    name = "measure-plan"
+    requires = ("quantized",)
+    provides = ("fidelity",)
+
+    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        m = ctx.measurement
+        if m is None and ctx.options.fidelity_samples and ctx.quantized:
+            try:
+                m = _build(model, ctx)
+            except Exception as exc:  # noqa: BLE001 - the fidelity is a prediction, never fatal
+                ctx.report.notes.append(f"predicted fidelity not measured: {_first_line(exc)}")
+                return False
+        if m is None:
+            return False
+        index = GraphIndex(model.graph)
+        nodes = {n.name: n for n in model.graph.node}
+        repl: dict[str, np.ndarray] = {}
+        for name, qt in ctx.quantized.items():
+            layer, _ = as_linear_layer(nodes[name], index)
+            repl[layer.weight] = qt.dequantize()
+            if name in ctx.new_bias and layer.bias:
+                repl[layer.bias] = ctx.new_bias[name].reshape(m.probe.weight(layer.bias).shape)
+        try:
+            fid = m.probe.measure(repl)
+        except Exception as exc:  # noqa: BLE001
+            ctx.report.notes.append(f"predicted fidelity not measured: {_first_line(exc)}")
+            return False
+        ctx.report.fidelity = {"score": fid.score, "top1_agreement": fid.top1_agreement,
+                               "metric": sorted(set(fid.metric.values())), "samples": m.samples,
+                               "inputs": m.kind}
+        return False

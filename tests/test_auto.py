@@ -1,0 +1,88 @@
+"""The measured plan: budgets, overrides, corrections chosen by measurement, fallbacks."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import assert_valid, run
+from tinymodels import conv_net
+
+from dfmpc_onnx import ConvertOptions, convert, inspect_model
+from dfmpc_onnx.cli import main
+from dfmpc_onnx.errors import OptionsError
+
+
+@pytest.mark.parametrize("target", [2.5, 3.0, 4.0, 6.0])
+def test_target_bits_is_never_exceeded_and_more_bits_do_not_lose(target, x8):
+    model = conv_net(seed=3, c=16, bn=True)
+    q, rep = convert(model, ConvertOptions(target_bits=target))
+    assert_valid(q)
+    assert rep.stored_bits <= target + 1e-9
+    assert rep.fidelity and rep.fidelity["samples"] == 8
+    assert all(e.sensitivity for e in rep.layers)  # each layer's measured curve is reported
+
+
+def test_fidelity_grows_with_budget():
+    model = conv_net(seed=3, c=16, bn=True)
+    scores = [convert(model, ConvertOptions(target_bits=t))[1].fidelity["score"] for t in (2.5, 4, 8)]
+    assert scores[0] >= scores[1] >= scores[2]
+
+
+def test_default_is_measured_and_reports_predicted_fidelity(x8):
+    model = conv_net(seed=1, c=16, bn=True)
+    q, rep = convert(model)
+    assert rep.options["method"] == "auto" and rep.fidelity["top1_agreement"] is not None
+    assert any("automatic plan" in n for n in rep.notes)
+    if rep.fidelity["top1_agreement"] >= 0.99:  # the ladder stopped where the criterion held
+        assert any("budget" in n for n in rep.notes)
+    ref, out = run(model, x8), run(q, x8)
+    assert np.isfinite(out).all() and out.shape == ref.shape
+
+
+def test_a_plan_file_still_overrides_the_allocator():
+    model = conv_net(seed=2, c=16, bn=True)
+    rep = inspect_model(model, ConvertOptions(target_bits=6, plan={"conv2": 2, "fc": None}))
+    assert rep.layer("conv2").bits == 2 and rep.layer("fc").bits is None
+    assert rep.layer("fc").reason == "kept in float by the plan"
+
+
+def test_measured_corrections_are_no_worse_than_none_or_all():
+    from test_quant_emit import fold_bn_in_numpy
+
+    for model in (conv_net(seed=5, c=16, bn=True), fold_bn_in_numpy(conv_net(seed=5, c=16, bn=True))):
+        scores = {c: convert(model, ConvertOptions(method="pairs", correction=c,
+                                                   propagated_stats=True))[1].fidelity["score"]
+                  for c in ("auto", "none", "bias")}
+        assert scores["auto"] <= min(scores["none"], scores["bias"]) * (1 + 1e-6)
+
+
+def test_no_measurement_falls_back_to_8_bits_and_says_so():
+    _, rep = convert(conv_net(seed=1), ConvertOptions(fidelity_samples=0))
+    assert {e.bits for e in rep.layers} == {8} and not rep.fidelity
+    assert any("no measurement" in n for n in rep.notes)
+
+
+def test_auto_refuses_fixed_plan_options():
+    with pytest.raises(OptionsError, match="--method pairs"):
+        ConvertOptions(method="auto", low_bits=3)
+    with pytest.raises(OptionsError, match="--target-bits is for --method auto"):
+        ConvertOptions(low_bits=3, target_bits=4)
+    assert ConvertOptions(low_bits=3).method == "pairs" and ConvertOptions().method == "auto"
+
+
+def test_cli_target_bits_input_shape_and_poor_fidelity_warning(tmp_path):
+    import onnx
+
+    src = tmp_path / "m.onnx"
+    onnx.save(conv_net(seed=0, c=16, bn=True), src)
+    runner = CliRunner()
+    r = runner.invoke(main, ["convert", str(src), "-o", str(tmp_path / "a.onnx"), "-q",
+                             "--target-bits", "4", "--input-shape", "input=1x3x8x8", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["stored_bits"] <= 4 and rep["fidelity"]["samples"] == 8
+    r = runner.invoke(main, ["convert", str(src), "-o", str(tmp_path / "b.onnx"), "-q",
+                             "--low-bits", "2", "--high-bits", "2", "--correction", "none"])
+    assert r.exit_code == 0
+    assert "warning: poor predicted fidelity" in r.stderr
