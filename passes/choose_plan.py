@@ -62,7 +62,7 @@ def _fallback(ctx: Context) -> None:
         if correction == "auto":
             correction = "bias"  # the quantize pass applies it only where statistics are trusted
         ctx.plan[name] = LayerPlan(bits, plan.quantizer, correction)
-    if o.method == "auto":
+    if o.method == "auto" and any(n not in ctx.fixed for n in ctx.plan):
         ctx.report.notes.append(
             "no measurement, so no automatic plan: every layer at 8 bits. Give the input shape "
             "(--input-shape) or choose a fixed plan (--method pairs --low-bits 4) for a smaller model")

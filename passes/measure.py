@@ -8,9 +8,11 @@ model's. ``MeasurePlan`` measures the final quantized model as a whole and write
 fidelity into the report.
 
 What is measured per layer:
-- ``--method auto``: bits 2, 4 and 8 with the grids of ``CANDIDATE_GRIDS`` (3, 5 and 6 bits are
-  not tried: stored in the same INT4/INT8 containers as 4 and 8 bits they cost as much and round
-  more coarsely), each without correction, and the best grid of each bits with bias correction.
+- ``--method auto``: bits 2, 4 and 8 (3, 5 and 6 bits are not tried: stored in the same INT4/INT8
+  containers as 4 and 8 bits they cost as much and round more coarsely), each with max-abs
+  rounding and, at 2 and 4 bits, with the one other grid of ``CANDIDATE_GRIDS`` of least weight
+  error (a cheap preselection; which grid is better for the *network* is then measured), all
+  without correction, then the better grid of each bits with bias correction: 7 trials a layer.
 - a fixed plan with ``--correction auto``: the planned bits and grid, with and without bias
   correction.
 
@@ -87,12 +89,21 @@ def _first_line(exc: BaseException) -> str:
     return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
 
 
-def _candidate_choices(ctx: Context, name: str, layer: LinearLayer) -> list[tuple[int, str]]:
+def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarray
+                       ) -> list[tuple[int, str]]:
     """(bits, grid) pairs to measure without correction for one layer."""
     plan = ctx.plan[name]
-    if ctx.options.method == "auto" and name not in ctx.fixed:
-        return [(bits, grid) for bits, grids in CANDIDATE_GRIDS.items() for grid in grids]
-    return [(plan.bits, plan.quantizer)]
+    if ctx.options.method != "auto" or name in ctx.fixed:
+        return [(plan.bits, plan.quantizer)]
+    choices = []
+    for bits, grids in CANDIDATE_GRIDS.items():
+        choices.append((bits, "maxabs"))
+        others = [g for g in grids if g != "maxabs"]
+        if others:
+            err = {g: float(np.sum((quantize_layer(layer, w, LayerPlan(bits, g, "none"), True)
+                                    .dequantize() - w) ** 2)) for g in others}
+            choices.append((bits, min(others, key=lambda g: err[g])))
+    return choices
 
 
 class MeasureLayers:
@@ -156,7 +167,8 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer,
     inp = m.inputs.get(name)
     can_correct = bool(layer.bias) and inp is not None and layer.op != "MatMul"
     cands: list[Candidate] = []
-    for bits, grid in _candidate_choices(ctx, name, layer):
+    w = m.probe.weight(layer.weight).astype(np.float64)
+    for bits, grid in _candidate_choices(ctx, name, layer, w):
         choice = LayerPlan(bits, grid, "none")
         fid = m.probe.measure(m.replacement(name, choice, ctx))
         cands.append(Candidate(bits, grid, "none", _nbytes(layer, choice, ctx, m.probe, index),
@@ -173,21 +185,19 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer,
 
 
 class MeasurePlan:
-    """The final quantized model measured as a whole: the report's predicted fidelity."""
+    """The final quantized model measured as a whole: the report's predicted fidelity.
+
+    With the probe of measure-layers, one more trial. Without one (a fixed plan with a fixed
+    correction), two plain ONNX Runtime runs, float and quantized weights: building a probe would
+    cost more than it saves for a single trial."""
 
     name = "measure-plan"
     requires = ("quantized",)
     provides = ("fidelity",)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
-        m = ctx.measurement
-        if m is None and ctx.options.fidelity_samples and ctx.quantized:
-            try:
-                m = _build(model, ctx)
-            except Exception as exc:  # noqa: BLE001 - the fidelity is a prediction, never fatal
-                ctx.report.notes.append(f"predicted fidelity not measured: {_first_line(exc)}")
-                return False
-        if m is None:
+        o = ctx.options
+        if not ctx.quantized or (ctx.measurement is None and not o.fidelity_samples):
             return False
         index = GraphIndex(model.graph)
         nodes = {n.name: n for n in model.graph.node}
@@ -196,13 +206,51 @@ class MeasurePlan:
             layer, _ = as_linear_layer(nodes[name], index)
             repl[layer.weight] = qt.dequantize()
             if name in ctx.new_bias and layer.bias:
-                repl[layer.bias] = ctx.new_bias[name].reshape(m.probe.weight(layer.bias).shape)
+                repl[layer.bias] = ctx.new_bias[name]
         try:
-            fid = m.probe.measure(repl)
-        except Exception as exc:  # noqa: BLE001
+            if ctx.measurement is not None:
+                m = ctx.measurement
+                shaped = {k: v.reshape(m.probe.weight(k).shape) for k, v in repl.items()}
+                fid, samples, kind = m.probe.measure(shaped), m.samples, m.kind
+            else:
+                fid = _measure_once(model, repl, ctx)
+                samples, kind = o.fidelity_samples, o.synthetic
+        except Exception as exc:  # noqa: BLE001 - the fidelity is a prediction, never fatal
             ctx.report.notes.append(f"predicted fidelity not measured: {_first_line(exc)}")
             return False
         ctx.report.fidelity = {"score": fid.score, "top1_agreement": fid.top1_agreement,
-                               "metric": sorted(set(fid.metric.values())), "samples": m.samples,
-                               "inputs": m.kind}
+                               "metric": sorted(set(fid.metric.values())), "samples": samples,
+                               "inputs": kind}
         return False
+
+
+def _measure_once(model: onnx.ModelProto, repl: dict[str, np.ndarray], ctx: Context):
+    """Fidelity of ``model`` with ``repl`` swapped in, from one float and one quantized run."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from dfmpc_onnx.fidelity import compare
+    from dfmpc_onnx.synthetic import synthetic_inputs
+
+    o = ctx.options
+    inputs = synthetic_inputs(model, n=o.fidelity_samples, kind=o.synthetic, seed=o.seed,
+                              mean=o.input_mean, std=o.input_std, value_range=o.input_range,
+                              shapes=o.input_shapes or None)
+    quant = onnx.ModelProto()
+    quant.CopyFrom(model)
+    for t in quant.graph.initializer:
+        if t.name in repl:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+            t.CopyFrom(numpy_helper.from_array(repl[t.name].reshape(tuple(t.dims)).astype(dtype),
+                                               t.name))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 2
+    outs = [o_.name for o_ in model.graph.output]
+    runs = []
+    for m in (model, quant):
+        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        feeds = {i.name: inputs[i.name] for i in sess.get_inputs()}
+        runs.append([dict(zip(outs, sess.run(outs, feeds), strict=True))])
+        del sess
+    return compare(runs[0], runs[1], outs)
