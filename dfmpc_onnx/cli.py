@@ -299,8 +299,9 @@ def inspect(ctx: click.Context, model: str, low_bits: int, high_bits: int, plan_
 @click.argument("float_model", type=click.Path(dir_okay=True))
 @click.argument("quant_model", type=click.Path(dir_okay=True))
 @click.option("--inputs", type=click.Path(dir_okay=False),
-              help=".npz file with one array per model input (by input name). Default: seeded "
-                   "standard-normal inputs shaped from the model.")
+              help=".npz file with one array per model input (by input name); an integer "
+                   "'label' or 'labels' array beside them adds both models' accuracy. Default: "
+                   "seeded standard-normal inputs shaped from the model.")
 @click.option("--provider", default="cpu", show_default=True,
               help="ONNX Runtime provider: cpu, cuda, or a full provider name.")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True,
@@ -321,7 +322,8 @@ def validate(ctx: click.Context, float_model: str, quant_model: str, inputs: str
              provider: str, batch: int, shapes: tuple[str, ...], seed: int, repeats: int,
              threads: int, disable_quant_qdq: bool, as_json: bool) -> None:
     """Run FLOAT_MODEL and QUANT_MODEL on the same inputs; print per-output cosine similarity,
-    SQNR, top-1 agreement and errors, file sizes and the latency ratio."""
+    SQNR, errors and top-1 agreement between the two models (with labels, also both models'
+    accuracy), file sizes and the latency ratio."""
     from .validate import format_table, parse_shape_option
     from .validate import validate as run_validate
 
