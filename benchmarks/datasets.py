@@ -10,10 +10,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def load_test_set(model_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """The npz named by the model's task prefix (digits_..., glyphs_...)."""
+    """The npz named by the model's task prefix (digits_..., glyphs_...): its normalised
+    ``input`` and its ``label``, the arrays ``dfmpc-onnx validate --inputs`` reads too."""
     task = Path(model_path).name.split("_")[0]
     data = np.load(EXAMPLES / "data" / f"{task}_test.npz")
-    if "input" in data:
-        return data["input"].astype(np.float32), data["label"]
-    x = (data["pixels"].astype(np.float32) / 255.0 - data["mean"]) / data["std"]
-    return x.astype(np.float32), data["label"]
+    return data["input"].astype(np.float32), data["label"]

@@ -98,19 +98,30 @@ class Activation:
         return "+".join(n.op_type for n in self.nodes)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """phi(x) for ``x`` with the channel axis first (any trailing shape)."""
+        """phi(x) for ``x`` with the channel axis first (any trailing shape).
+
+        The arithmetic is IEEE on purpose, so it does not warn. Overflow to +-inf is what makes
+        the saturating functions right: exp(-x) for a very negative x gives Sigmoid
+        1 / (1 + inf) = 0, its limit; Elu's expm1 and Gelu's x**3 overflow only in the branch or
+        factor that saturates. A division by zero (a Div whose divisor is 0 at some point) gives
+        +-inf, and an invalid operation (inf * 0, inf - inf) needs such an inf or a non-finite
+        input or model constant; inf and NaN are then the honest answers, and the
+        statistics in stats.py never pass non-finite inputs and give a channel whose phi is not
+        finite no statistics (NaN). Values are exactly the same as without the errstate.
+        """
         values: dict[str, np.ndarray] = {self.entry: np.asarray(x, dtype=np.float64)}
-        for node in self.nodes:
-            args = []
-            for name in node.input:
-                if not name:
-                    args.append(None)
-                elif name in values:
-                    args.append(values[name])
-                else:
-                    c = self.constants[name]
-                    args.append(c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if c.ndim else c)
-            values[node.output[0]] = _OPS[node.op_type](args, node)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            for node in self.nodes:
+                args = []
+                for name in node.input:
+                    if not name:
+                        args.append(None)
+                    elif name in values:
+                        args.append(values[name])
+                    else:
+                        c = self.constants[name]
+                        args.append(c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if c.ndim else c)
+                values[node.output[0]] = _OPS[node.op_type](args, node)
         return values[self.exit]
 
     def is_positive_homogeneous(self, channels: int) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
@@ -17,25 +19,68 @@ EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()
 
 
 class Progress:
-    """Progress on stderr: a live line on a terminal, a line every few seconds in a log."""
+    """Progress on stderr: a live line on a terminal; in a log, sparse but regular lines.
 
-    def __init__(self, quiet: bool) -> None:
+    In a log (stderr not a terminal) the first line comes only after FIRST_LINE_S of work, so a
+    short run, or one that stops early on an error, prints no progress at all; after that a line
+    every EVERY_S while work goes on. A pass can run far longer than that without calling back
+    (VGG-19's quantize pass: ~10 s), so a daemon thread repeats the current message on time; it
+    stops at ``done()``, when stderr is swapped for another stream (the run it belonged to is
+    over: a test runner restored it), or when the thread that started it has ended.
+    ``clock`` and ``tty`` exist for tests; ``heartbeat=False`` leaves the thread out.
+    """
+
+    FIRST_LINE_S = 2.0
+    EVERY_S = 4.0
+    POLL_S = 0.25
+
+    def __init__(self, quiet: bool, *, clock: Callable[[], float] = time.monotonic,
+                 tty: bool | None = None, heartbeat: bool = True) -> None:
         self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-        self.start = time.perf_counter()
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.clock = clock
+        self.start = clock()
+        self.next_line = self.start + self.FIRST_LINE_S
+        self.message: str | None = None
+        self.heartbeat = heartbeat and not quiet and not self.tty
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def __call__(self, message: str) -> None:
         if self.quiet:
             return
-        now = time.perf_counter()
         if self.tty:
             click.echo(f"\r\033[K{message}", nl=False, err=True)
-        elif now - self.last > 2.0:
-            click.echo(f"[{now - self.start:6.1f}s] {message}", err=True)
-            self.last = now
+            return
+        with self._lock:
+            self.message = message
+        self.tick()
+        if self.heartbeat and self._thread is None:
+            self._thread = threading.Thread(target=self._beat, args=(sys.stderr,
+                                            threading.current_thread()),
+                                            name="dfmpc-progress", daemon=True)
+            self._thread.start()
+
+    def tick(self) -> None:
+        """Print the current message if a line is due (the heartbeat calls this on time)."""
+        with self._lock:
+            now = self.clock()
+            if self.message is None or self._stop.is_set() or now < self.next_line:
+                return
+            click.echo(f"[{now - self.start:6.1f}s] {self.message}", err=True)
+            self.next_line = now + self.EVERY_S
+
+    def _beat(self, stream: object, owner: threading.Thread) -> None:
+        while not self._stop.wait(self.POLL_S):
+            if sys.stderr is not stream or not owner.is_alive():
+                return
+            self.tick()
 
     def done(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
         if self.tty and not self.quiet:
             click.echo("\r\033[K", nl=False, err=True)
 
@@ -259,8 +304,9 @@ def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, **opts) 
 @click.argument("float_model", type=click.Path(dir_okay=True))
 @click.argument("quant_model", type=click.Path(dir_okay=True))
 @click.option("--inputs", type=click.Path(dir_okay=False),
-              help=".npz file with one array per model input (by input name). Default: seeded "
-                   "standard-normal inputs shaped from the model.")
+              help=".npz file with one array per model input (by input name); an integer "
+                   "'label' or 'labels' array beside them adds both models' accuracy. Default: "
+                   "seeded standard-normal inputs shaped from the model.")
 @click.option("--provider", default="cpu", show_default=True,
               help="ONNX Runtime provider: cpu, cuda, or a full provider name.")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True,
@@ -281,7 +327,8 @@ def validate(ctx: click.Context, float_model: str, quant_model: str, inputs: str
              provider: str, batch: int, shapes: tuple[str, ...], seed: int, repeats: int,
              threads: int, disable_quant_qdq: bool, as_json: bool) -> None:
     """Run FLOAT_MODEL and QUANT_MODEL on the same inputs; print per-output cosine similarity,
-    SQNR, top-1 agreement and errors, file sizes and the latency ratio."""
+    SQNR, errors and top-1 agreement between the two models (with labels, also both models'
+    accuracy), file sizes and the latency ratio."""
     from .validate import format_table, parse_shape_option
     from .validate import validate as run_validate
 

@@ -95,25 +95,76 @@ def _std_rho(var_a, var_b, cov):
     return sa, sb, np.clip(rho, -1.0, 1.0)
 
 
+def _finite(*arrays: np.ndarray) -> np.ndarray:
+    """Channels whose every statistic is a finite number (broadcast over the arrays)."""
+    ok = np.ones(np.broadcast_shapes(*(np.shape(a) for a in arrays)), dtype=bool)
+    for a in arrays:
+        ok &= np.isfinite(a)
+    return ok
+
+
+def _zero_where(ok: np.ndarray, a) -> np.ndarray:
+    """``a`` with the channels outside ``ok`` replaced by 0; ``a`` itself when all are fine."""
+    a = np.asarray(a, dtype=np.float64)
+    return a if ok.all() else np.where(ok, a, 0.0)
+
+
+def _zero_bad_channels(f: np.ndarray, lead: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """phi's values at the quadrature nodes, with every channel (indexed by the first ``lead``
+    axes) holding a value that is not finite set to 0, and the mask of those channels (None when
+    every value is finite, the usual case). phi is not finite at finite points only when the
+    model's activation has Inf or NaN constants; summing such values would warn (inf - inf)."""
+    finite = np.isfinite(f)
+    if finite.all():
+        return f, None
+    bad = ~finite.reshape(f.shape[:lead] + (-1,)).all(-1)
+    return np.where(bad.reshape(bad.shape + (1,) * (f.ndim - lead)), 0.0, f), bad
+
+
 def bivariate_diag(phi_a: Phi, phi_b: Phi, mean_a, var_a, mean_b, var_b, cov,
                    points: int = 24) -> np.ndarray:
-    """E[phi_a(u_j) phi_b(v_j)] per channel j for (u_j, v_j) jointly normal."""
+    """E[phi_a(u_j) phi_b(v_j)] per channel j for (u_j, v_j) jointly normal.
+
+    A channel with a statistic that is not finite (an Inf or NaN bias or BN parameter upstream)
+    has no meaningful expectation: it gets NaN, and phi is never evaluated at infinite points,
+    where it would compute inf - inf or inf * 0. So does a channel where phi itself is not finite.
+    Finite channels are computed exactly as before.
+    """
+    ok = _finite(mean_a, var_a, mean_b, var_b, cov)
+    if not ok.all():
+        mean_a, var_a, mean_b, var_b, cov = (_zero_where(ok, a)
+                                             for a in (mean_a, var_a, mean_b, var_b, cov))
+        out = bivariate_diag(phi_a, phi_b, mean_a, var_a, mean_b, var_b, cov, points)
+        return np.where(ok, out, np.nan)
     x, w = hermite(points)
     sa, sb, rho = _std_rho(var_a, var_b, cov)
     u = mean_a[:, None, None] + sa[:, None, None] * x[None, :, None]
     r = rho[:, None, None]
     v = mean_b[:, None, None] + sb[:, None, None] * (
         r * x[None, :, None] + np.sqrt(1.0 - r * r) * x[None, None, :])
-    fa = phi_a(u)
-    fb = phi_b(v)
-    return np.einsum("cab,a,b->c", fa * fb, w, w)
+    fa, bad_a = _zero_bad_channels(phi_a(u), 1)
+    fb, bad_b = _zero_bad_channels(phi_b(v), 1)
+    out = np.einsum("cab,a,b->c", fa * fb, w, w)
+    for bad in (bad_a, bad_b):
+        if bad is not None:
+            out[bad] = np.nan
+    return out
 
 
 def mean_diag(phi: Phi, mean, var, points: int = 48) -> np.ndarray:
-    """E[phi(u_j)] per channel."""
+    """E[phi(u_j)] per channel; NaN for a channel whose mean or variance, or phi's value at a
+    node, is not finite (see ``bivariate_diag``)."""
+    ok = _finite(mean, var)
+    if not ok.all():
+        out = mean_diag(phi, _zero_where(ok, mean), _zero_where(ok, var), points)
+        return np.where(ok, out, np.nan)
     x, w = hermite(points)
     u = mean[:, None] + np.sqrt(np.maximum(var, 0.0))[:, None] * x[None, :]
-    return phi(u) @ w
+    f, bad = _zero_bad_channels(phi(u), 1)
+    out = f @ w
+    if bad is not None:
+        out[bad] = np.nan
+    return out
 
 
 def through_activation(phi: Phi, s: TensorStats, points: int = 24) -> TensorStats:
@@ -254,14 +305,23 @@ def bivariate_matrix(phi_a: Phi, phi_b: Phi, mean_a, cov_aa_diag, mean_b, cov_bb
 
     u_j = mu_j + s_j x1 and v_k = mu_k + t_k (rho_jk x1 + sqrt(1 - rho_jk^2) x2), so phi_a is
     evaluated once per (j, node) and phi_b per (k, j, node, node), in blocks of k to bound memory.
+    An entry involving a statistic, or a value of phi, that is not finite is NaN (see
+    ``bivariate_diag``).
     """
+    ok_a, ok_b = _finite(mean_a, cov_aa_diag), _finite(mean_b, cov_bb_diag)
+    ok = ok_a[:, None] & ok_b[None, :] & np.isfinite(cov_ab)
+    if not ok.all():
+        out = bivariate_matrix(phi_a, phi_b, _zero_where(ok_a, mean_a), _zero_where(ok_a, cov_aa_diag),
+                               _zero_where(ok_b, mean_b), _zero_where(ok_b, cov_bb_diag),
+                               _zero_where(ok, cov_ab), points, block)
+        return np.where(ok, out, np.nan)
     x, w = hermite(points)
     n_a, n_b = len(mean_a), len(mean_b)
     sa = np.sqrt(np.maximum(cov_aa_diag, 0.0))
     sb = np.sqrt(np.maximum(cov_bb_diag, 0.0))
     denom = np.outer(sa, sb)
     rho = np.clip(np.where(denom > _EPS, cov_ab / np.where(denom > _EPS, denom, 1.0), 0.0), -1, 1)
-    fa = phi_a(mean_a[:, None] + sa[:, None] * x[None, :])  # (j, a)
+    fa, bad_a = _zero_bad_channels(phi_a(mean_a[:, None] + sa[:, None] * x[None, :]), 1)  # (j, a)
     fa_w = fa * w[None, :]
     out = np.empty((n_a, n_b))
     step = max(1, block // max(1, n_a * points * points))
@@ -270,6 +330,10 @@ def bivariate_matrix(phi_a: Phi, phi_b: Phi, mean_a, cov_aa_diag, mean_b, cov_bb
         r = rho[:, k0:k1].T[:, :, None, None]  # (k, j, 1, 1)
         v = mean_b[k0:k1, None, None, None] + sb[k0:k1, None, None, None] * (
             r * x[None, None, :, None] + np.sqrt(1.0 - r * r) * x[None, None, None, :])
-        fb = phi_b(v)  # (k, j, a, b), channel k first
+        fb, bad_b = _zero_bad_channels(phi_b(v), 2)  # (k, j, a, b), channel k first
         out[:, k0:k1] = np.einsum("kjab,ja,b->jk", fb, fa_w, w)
+        if bad_b is not None:
+            out[:, k0:k1][bad_b.T] = np.nan
+    if bad_a is not None:
+        out[bad_a] = np.nan
     return out

@@ -2,13 +2,14 @@
 
 import json
 import os
+import time
 
 import onnx
 import pytest
 from click.testing import CliRunner
 from tinymodels import conv_net
 
-from dfmpc_onnx.cli import main
+from dfmpc_onnx.cli import Progress, main
 
 
 @pytest.fixture
@@ -81,3 +82,65 @@ def test_no_stray_temporary_files(model_path, tmp_path):
     out = tmp_path / "q.onnx"
     assert invoke("convert", model_path, "-o", out, "-q").exit_code == 0
     assert sorted(os.listdir(tmp_path)) == ["m.onnx", "q.onnx"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_in_a_log_is_sparse_but_regular(capsys):
+    """Non-TTY: nothing in the first FIRST_LINE_S, then one line per EVERY_S of work, whether
+    the work calls back (a new pass) or not (the heartbeat's tick)."""
+    clock = FakeClock()
+    progress = Progress(False, clock=clock, tty=False, heartbeat=False)
+    first, every = Progress.FIRST_LINE_S, Progress.EVERY_S
+    assert 1.0 <= first <= 3.0 and 3.0 <= every <= 5.0
+    progress("pass a")
+    clock.now += first / 2
+    progress("pass b")
+    progress.tick()
+    assert capsys.readouterr().err == ""  # a short run prints nothing
+    clock.now += first / 2
+    progress.tick()
+    assert capsys.readouterr().err == f"[{first:6.1f}s] pass b\n"
+    clock.now += every / 2
+    progress("pass c")  # a pass starting early does not add a line
+    assert capsys.readouterr().err == ""
+    lines = []
+    for _ in range(8):  # one long pass with no call back: 4 * every seconds of heartbeat ticks
+        clock.now += every / 2
+        progress.tick()
+        lines += capsys.readouterr().err.splitlines()
+    assert lines == [f"[{first + k * every:6.1f}s] pass c" for k in range(1, 5)]
+    progress.done()
+    clock.now += every
+    progress.tick()
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_heartbeat_thread(monkeypatch, capsys):
+    """The real thread prints on time during a silent pass and stops at done()."""
+    monkeypatch.setattr(Progress, "FIRST_LINE_S", 0.1)
+    monkeypatch.setattr(Progress, "EVERY_S", 0.2)
+    monkeypatch.setattr(Progress, "POLL_S", 0.01)
+    progress = Progress(False, tty=False)
+    progress("pass slow")
+    time.sleep(0.7)
+    progress.done()
+    lines = capsys.readouterr().err.splitlines()
+    assert 2 <= len(lines) <= 4 and all(line.endswith("] pass slow") for line in lines), lines
+    assert progress._thread is not None and not progress._thread.is_alive()
+    time.sleep(0.1)
+    assert capsys.readouterr().err == ""
+
+
+def test_no_progress_before_an_early_error(model_path, tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"conv7": 4}')
+    r = invoke("convert", model_path, "-o", tmp_path / "x.onnx", "--plan", plan)
+    assert r.exit_code == 2 and r.stderr.splitlines() == [r.stderr.strip()]
+    assert r.stderr.startswith("error: ")

@@ -11,8 +11,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
+from dfmpc_onnx.cli import main
 from dfmpc_onnx.errors import DfmpcError, ModelLoadError, OptionsError
 from dfmpc_onnx.validate import (
     ValidationResult,
@@ -211,8 +213,85 @@ def test_to_dict_is_json(float_path: Path, tmp_path: Path) -> None:
 
 def test_interface_mismatch_is_reported(float_path: Path, tmp_path: Path) -> None:
     other = _save(_model(output_name="probs"), tmp_path / "other.onnx")
-    with pytest.raises(DfmpcError, match=r"outputs only in the float model: 'logits'.*'probs'"):
+    with pytest.raises(OptionsError, match=r"outputs only in the float model: 'logits'.*'probs'"):
         validate(float_path, other, repeats=1)
+
+
+def _identity_model(shape: list) -> onnx.ModelProto:
+    """x -> logits unchanged, for any declared input shape (same names as ``_model``)."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["logits"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize(
+    "float_shape,quant_shape,refused",
+    [
+        (["N", 1, 24, 24], ["N", 1, 16, 16], True),  # what a user hit: glyph float, digits quant
+        (["N", 4], ["N", 1, 4], True),  # another rank
+        (["N", 4], [8, 4], False),  # a symbolic dim accepts a fixed one
+        (["N", "C"], ["N", 4], False),
+    ],
+)
+def test_differently_shaped_inputs_are_a_user_error(
+    tmp_path: Path, float_shape: list, quant_shape: list, refused: bool
+) -> None:
+    float_model = _save(_identity_model(float_shape), tmp_path / "f.onnx")
+    quant_model = _save(_identity_model(quant_shape), tmp_path / "q.onnx")
+    args = ["validate", str(float_model), str(quant_model), "--repeats", "1", "--batch", "8"]
+    if "C" in float_shape:
+        args += ["--shape", "x=8x4"]
+    result = CliRunner().invoke(main, args)
+    if not refused:
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == OptionsError.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    f_text = "[" + ", ".join(map(str, float_shape)) + "]"  # symbolic dims show by name
+    q_text = "[" + ", ".join(map(str, quant_shape)) + "]"
+    assert line.startswith("error: ") and f_text in line and q_text in line, line
+    assert "f.onnx" in line and "q.onnx" in line
+
+
+def test_labels_give_both_models_accuracy(float_path: Path, tmp_path: Path) -> None:
+    perturbed = WEIGHT + np.float32(0.5) * RNG.standard_normal(WEIGHT.shape).astype(np.float32)
+    quant_path = _save(_model(perturbed), tmp_path / "quant.onnx")
+    x = np.random.default_rng(5).standard_normal((64, FEATURES)).astype(np.float32)
+    labels = np.random.default_rng(6).integers(0, FEATURES, 64)
+    want_f = np.mean(_reference(x, WEIGHT).argmax(1) == labels)
+    want_q = np.mean(_reference(x, perturbed).argmax(1) == labels)
+    for key in ("label", "labels"):
+        npz = tmp_path / f"{key}.npz"
+        np.savez(npz, x=x, **{key: labels})
+        result = validate(float_path, quant_path, inputs=npz, repeats=1)
+        stats = result.outputs[0]
+        assert stats.float_accuracy == pytest.approx(want_f)
+        assert stats.quant_accuracy == pytest.approx(want_q)
+        assert result.labels == key
+        data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+        assert data["outputs"][0]["float_accuracy"] == pytest.approx(want_f)
+        assert data["outputs"][0]["quant_accuracy"] == pytest.approx(want_q)
+        table = format_table(result)
+        assert "top-1 agree" in table
+        (line,) = [line for line in table.splitlines() if line.startswith("accuracy")]
+        assert f"{want_f * 100:.2f} %" in line and f"{want_q * 100:.2f} %" in line, line
+        assert max(len(line) for line in table.splitlines()) <= 100
+
+
+def test_labels_of_another_length_or_kind_are_ignored(float_path: Path, tmp_path: Path) -> None:
+    x = np.zeros((6, FEATURES), np.float32)
+    for labels in (np.zeros(5, np.int64), np.zeros(6, np.float32), np.zeros((6, 2), np.int64)):
+        npz = tmp_path / "l.npz"
+        np.savez(npz, x=x, label=labels)
+        result = validate(float_path, float_path, inputs=npz, repeats=1)
+        assert result.labels is None and result.outputs[0].float_accuracy is None
+        assert "accuracy" not in format_table(result)
 
 
 def test_bad_model_files_are_model_load_errors(float_path: Path, tmp_path: Path) -> None:
