@@ -58,7 +58,7 @@ class PairInput:
 def energy(p: PairInput, dense_b: np.ndarray, lam: float, centred: bool) -> tuple[np.ndarray, float]:
     """c_j restoring the variance of channel j after the activation (ours)."""
     hs = through_activation(p.activation, p.joint.diagonal())
-    c = np.sqrt(np.where(hs.var_q > 1e-12, hs.var_f / np.maximum(hs.var_q, 1e-12), 1.0))
+    c = np.sqrt(np.maximum(np.where(hs.var_q > 1e-12, hs.var_f / np.maximum(hs.var_q, 1e-12), 1.0), 0.0))
     g = gram_diag(dense_b)
     ones = np.ones(len(c))
     base = objective_diag(g, hs.var_f, hs.cov_fq, hs.var_q, ones)
