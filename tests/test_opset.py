@@ -1,0 +1,200 @@
+"""A model that runs must convert, whatever opset it was exported at (issue 10, section 1).
+
+Tiny models (tests/opset_models.py) valid at every ai.onnx opset from 9 to the newest the
+installed onnx knows are converted with the default options (INT2 containers: opset 25), INT4
+(opset 21), int8 containers (opset 13) and 8/8; each result must pass the full checker, load in
+ONNX Runtime and compute what the float model computes. Models carrying exporter value_info that
+newer shape inference contradicts must convert too, and a version converter failure must be a
+clear, one-line OpsetUpgradeError that names the failing step and the opset reached.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import version_converter
+from opset_models import MODELS, stale_reshape
+
+import dfmpc_onnx
+from dfmpc_onnx import ConvertOptions
+from dfmpc_onnx.errors import UnsupportedModelError
+from dfmpc_onnx.opset import OpsetUpgradeError, highest_reachable_opset, upgrade_opset
+
+NEWEST = onnx.defs.onnx_opset_version()
+OPSETS = list(range(9, NEWEST + 1))
+
+OPTIONS = {
+    "default": (ConvertOptions(), 25),
+    "int4": (ConvertOptions(low_bits=4), 21),
+    "int8-format": (ConvertOptions(format="int8"), 13),
+    "8/8": (ConvertOptions(low_bits=8), 13),
+}
+
+
+def _dq_runs_in_ort(opset: int) -> bool:
+    """Whether this ONNX Runtime implements DequantizeLinear as of ``opset`` (a model converted
+    at an opset whose DequantizeLinear version ORT lacks cannot load, whatever we do short of a
+    downgrade)."""
+    from onnx import TensorProto, helper
+    dq = helper.make_node("DequantizeLinear", ["q", "s"], ["y"])
+    graph = helper.make_graph([dq], "dq", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor("q", TensorProto.INT8, [2], [1, 2]),
+                               helper.make_tensor("s", TensorProto.FLOAT, [], [0.5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.disable_quant_qdq", "1")
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x})[0]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+X = np.random.default_rng(11).standard_normal((1, 3, 8, 8)).astype(np.float32)
+
+
+def _convert_and_compare(model: onnx.ModelProto, opset: int) -> dict[str, float]:
+    """Convert with every option set; check each result; return the output cosines."""
+    reference = _run(model, X)
+    cosines = {}
+    for name, (options, need) in OPTIONS.items():
+        out_opset = max(opset, need)
+        if not _dq_runs_in_ort(out_opset):
+            pytest.xfail(f"ONNX Runtime {ort.__version__} has no DequantizeLinear for opset "
+                         f"{out_opset}: the output of an opset-{opset} model cannot load")
+        quantized, report = dfmpc_onnx.convert(model, options)
+        onnx.checker.check_model(quantized, full_check=True)
+        assert (report.opset_in, report.opset_out) == (opset, out_opset), name
+        y = _run(quantized, X)
+        assert y.shape == reference.shape and np.isfinite(y).all(), name
+        cosines[name] = _cosine(y, reference)
+    return cosines
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_every_opset_converts(family: str, opset: int) -> None:
+    model = MODELS[family](opset)
+    onnx.checker.check_model(model, full_check=True)  # the input is valid at its own opset
+    cosines = _convert_and_compare(model, opset)
+    assert cosines["8/8"] > 0.99, cosines
+    # The low-bit grids carry the pair's 2- or 4-bit layer: the outputs still point the same way.
+    assert min(cosines.values()) > 0.5, cosines
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+def test_stale_value_info_converts(opset: int) -> None:
+    """Exporter value_info with a rank newer shape inference contradicts (the Reshape of a real
+    opset-12 export): valid for the full checker up to opset 13, run by ORT at every opset."""
+    model = stale_reshape(opset)
+    if opset <= 13:
+        onnx.checker.check_model(model, full_check=True)
+    cosines = _convert_and_compare(model, opset)
+    assert cosines["8/8"] > 0.99, cosines
+
+
+def test_stale_value_info_is_noted() -> None:
+    _, report = dfmpc_onnx.convert(stale_reshape(12), ConvertOptions())
+    assert any("view_out" in n and "dropped" in n for n in report.notes), report.notes
+
+
+@pytest.mark.parametrize("opset", [12, 21])
+def test_stale_graph_output_shape_is_fitted(opset: int) -> None:
+    """A graph output declared with a rank the graph does not produce: ORT runs the model; the
+    output is declared as inferred, and the report says so."""
+    model = stale_reshape(opset, output_rank=3)
+    quantized, report = dfmpc_onnx.convert(model, ConvertOptions())
+    dims = [d.dim_value for d in quantized.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == [1, 10]
+    assert any("graph outputs output" in n for n in report.notes), report.notes
+    assert _run(quantized, X).shape == _run(model, X).shape
+
+
+def test_uninferable_value_info_is_kept() -> None:
+    """Entries shape inference cannot recreate (here: after a custom operator) stay."""
+    from onnx import TensorProto, helper
+    model = MODELS["dropout"](12)
+    node = model.graph.node[-1]  # conv1 -> custom op -> output
+    node.output[0] = "conv1_raw"
+    model.graph.node.append(helper.make_node("Mystery", ["conv1_raw"], ["mystery"], domain="com.example"))
+    model.graph.node.append(helper.make_node("Identity", ["mystery"], ["output"]))
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    model.graph.value_info.append(helper.make_tensor_value_info("mystery", TensorProto.FLOAT, [1, 8, 8, 8]))
+    upgrade_opset(model, 21)
+    kept = {vi.name: vi for vi in model.graph.value_info}
+    assert [d.dim_value for d in kept["mystery"].type.tensor_type.shape.dim] == [1, 8, 8, 8]
+
+
+def test_upgrade_leaves_large_weights_in_place() -> None:
+    """Large initializers are lifted while the converter runs and come back unchanged."""
+    model = MODELS["conv_bn_reshape_gemm"](12)
+    big = onnx.numpy_helper.from_array(np.arange(300_000, dtype=np.float32), "big")
+    model.graph.initializer.append(big)
+    upgrade_opset(model, 25)
+    back = next(t for t in model.graph.initializer if t.name == "big")
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(back), np.arange(300_000, dtype=np.float32))
+    assert model.opset_import[0].version == 25
+
+
+def test_ir3_initializers_not_inputs_are_read_as_ir4() -> None:
+    """IR 3 wants every initializer listed as a graph input; exporters that did not list them
+    made models the version converter reads as having undefined inputs."""
+    model = MODELS["conv_bn_reshape_gemm"](9)
+    model.ir_version = 3
+    notes = upgrade_opset(model, 13)
+    assert model.ir_version >= 4 and any("IR version 3" in n for n in notes)
+    onnx.checker.check_model(model, full_check=True)
+
+
+def _failing_converter(monkeypatch: pytest.MonkeyPatch, fails_at: int) -> None:
+    """The version converter with no adapter from ``fails_at - 1`` to ``fails_at``: what it
+    raises for a missing adapter (no op here lacks one; the tests above show every family
+    converting, so the failure is injected)."""
+    real = version_converter.convert_version
+
+    def convert(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
+        current = next(i.version for i in model.opset_import if i.domain in ("", "ai.onnx"))
+        if current < fails_at <= target:
+            raise RuntimeError(f"adapters.h:42: adapt: No Adapter For Mystery from {fails_at - 1}")
+        return real(model, target)
+
+    monkeypatch.setattr(version_converter, "convert_version", convert)
+
+
+def test_converter_failure_names_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    _failing_converter(monkeypatch, fails_at=22)
+    model = MODELS["clip"](12)
+    before = model.SerializeToString()
+    with pytest.raises(OpsetUpgradeError) as caught:
+        upgrade_opset(model, 25)
+    assert caught.value.reachable == 21 and (caught.value.current, caught.value.target) == (12, 25)
+    assert "from opset 21 to 22" in str(caught.value) and "No Adapter For Mystery" in str(caught.value)
+    assert model.SerializeToString() == before  # unchanged: the caller may fall back
+    assert highest_reachable_opset(model, [25, 21, 13]) == 21
+
+
+def test_converter_failure_is_a_clear_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until the lead wires the fallback, INT2 containers the model cannot reach are refused
+    (exit 4) with a hint; int8 containers (opset 13) still convert."""
+    _failing_converter(monkeypatch, fails_at=14)
+    model = MODELS["clip"](12)
+    with pytest.raises(UnsupportedModelError) as caught:
+        dfmpc_onnx.convert(model, ConvertOptions())
+    message = str(caught.value)
+    assert caught.value.exit_code == 4 and "\n" not in message
+    assert "from opset 13 to 14" in message and "--format int8 needs only opset 13" in message
+    quantized, report = dfmpc_onnx.convert(model, ConvertOptions(format="int8"))
+    assert report.opset_out == 13
