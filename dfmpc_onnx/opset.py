@@ -22,6 +22,8 @@ the caller can choose containers that need less (int8 containers at opset 13).
 
 from __future__ import annotations
 
+import functools
+
 import onnx
 from onnx import shape_inference, version_converter
 
@@ -54,7 +56,7 @@ def upgrade_opset(model: onnx.ModelProto, target: int) -> list[str]:
     light = onnx.ModelProto()
     try:
         light.CopyFrom(model)  # megabytes: the large weights are stubs
-        notes = _upgrade_light(light, target)
+        notes = _upgrade_light(light, max(target, opset_version(model)))
     except BaseException:
         _restore(model.graph, lifted)
         raise
@@ -85,6 +87,65 @@ def highest_reachable_opset(model: onnx.ModelProto, wanted: list[int]) -> int | 
     return None
 
 
+def fit_runtime_opset(model: onnx.ModelProto, floor: int) -> list[str]:
+    """If the installed ONNX Runtime has no DequantizeLinear at the model's opset (onnx may know
+    newer opsets than the runtime: onnx 1.23 knows DequantizeLinear-28, ONNX Runtime 1.32 runs up
+    to DequantizeLinear-25), bring the model down, in place, to the highest opset at or above
+    ``floor`` (what the containers need) where it has one, so the output loads. Returns notes;
+    raises OpsetUpgradeError when no such opset is reachable (the output could not load)."""
+    current = opset_version(model)
+    if runtime_has_dequantize(current):
+        return []
+    for opset in range(current - 1, floor - 1, -1):
+        if not runtime_has_dequantize(opset):
+            continue
+        lifted = _lift_large_initializers(model.graph)
+        light = onnx.ModelProto()
+        try:
+            light.CopyFrom(model)
+            notes = _upgrade_light(light, opset)
+        except OpsetUpgradeError as exc:
+            _restore(model.graph, lifted)
+            raise OpsetUpgradeError(
+                f"ONNX Runtime {_ort_version()} has no DequantizeLinear for opset {current}, so the "
+                f"output could not load; {exc}", current=current, target=opset) from exc
+        model.CopyFrom(light)
+        _restore(model.graph, lifted)
+        return notes + [f"ai.onnx opset {current} -> {opset}: ONNX Runtime {_ort_version()} has no "
+                        f"DequantizeLinear for opset {current}"]
+    raise OpsetUpgradeError(
+        f"ONNX Runtime {_ort_version()} has no DequantizeLinear for opset {current} nor for any opset "
+        f"from {floor} (what the chosen containers need) up, so the output could not load",
+        current=current, target=floor)
+
+
+@functools.cache
+def runtime_has_dequantize(opset: int) -> bool:
+    """Whether the installed ONNX Runtime (CPU) loads an int8 DequantizeLinear at ``opset``."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["q", "s"], ["y"])], "probe", [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [helper.make_tensor("q", TensorProto.INT8, [1], [1]),
+         helper.make_tensor("s", TensorProto.FLOAT, [], [1.0])])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - ORT raises several pybind types
+        return False
+    return True
+
+
+def _ort_version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
+
+
 def without_intermediate_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` without value_info for intermediate tensors (the checks of modelio
     judge the input as the conversion sees it: with those hints dropped)."""
@@ -107,7 +168,7 @@ def _upgrade_light(model: onnx.ModelProto, target: int) -> list[str]:
         notes.append("IR version 3 with initializers that are not graph inputs: read as IR 4")
     given = onnx.ModelProto()
     given.CopyFrom(model)
-    if target > current:
+    if target != current:
         model.CopyFrom(_convert(model, current, target))
         min_ir = onnx.helper.find_min_ir_version_for(list(model.opset_import), True)
         model.ir_version = max(model.ir_version, min_ir, 11 if target >= 25 else 0)
@@ -123,10 +184,11 @@ def _upgrade_light(model: onnx.ModelProto, target: int) -> list[str]:
         else:
             del model.graph.output[:]
             model.graph.output.extend(declared)
-    if problem and target > current and not _full_check_error(given):
+    if problem and target != current and not _full_check_error(given):
         raise OpsetUpgradeError(
-            f"cannot upgrade the model from ai.onnx opset {current} to {target}: the upgraded "
-            f"model fails the full onnx.checker: {problem}", current=current, target=target)
+            f"cannot {'upgrade' if target > current else 'downgrade'} the model from ai.onnx opset "
+            f"{current} to {target}: the result fails the full onnx.checker: {problem}",
+            current=current, target=target)
     # Any other failure is the input's as given: the output check blames it (exit 3).
     notes.extend(_put_back_uninferred(model, dropped, max(target, current)))
     return notes
@@ -139,16 +201,17 @@ def _convert(model: onnx.ModelProto, current: int, target: int) -> onnx.ModelPro
         return version_converter.convert_version(model, target)
     except Exception:  # noqa: BLE001 - the converter raises bare RuntimeErrors
         pass
-    step = model
-    for opset in range(current + 1, target + 1):
+    step, way = model, 1 if target > current else -1
+    for opset in range(current + way, target + way, way):
         try:
             step = version_converter.convert_version(step, opset)
         except Exception as exc:  # noqa: BLE001
+            last = opset - way
             raise OpsetUpgradeError(
-                f"cannot upgrade the model from ai.onnx opset {current} to {target}: the onnx "
-                f"version converter fails from opset {opset - 1} to {opset}: {_first_line(exc)}"
-                + (f" (it reaches opset {opset - 1})" if opset - 1 > current else ""),
-                current=current, target=target, reachable=opset - 1) from exc
+                f"cannot {'upgrade' if way > 0 else 'downgrade'} the model from ai.onnx opset "
+                f"{current} to {target}: the onnx version converter fails from opset {last} to "
+                f"{opset}: {_first_line(exc)}" + (f" (it reaches opset {last})" if last != current else ""),
+                current=current, target=target, reachable=last) from exc
     return step
 
 

@@ -13,7 +13,7 @@ import onnx
 
 from dfmpc_onnx.errors import UnsupportedModelError
 from dfmpc_onnx.graph import opset_version
-from dfmpc_onnx.opset import OpsetUpgradeError, upgrade_opset
+from dfmpc_onnx.opset import OpsetUpgradeError, fit_runtime_opset, upgrade_opset
 
 from .base import Context
 from .quantize_compensate import count_bytes
@@ -58,8 +58,12 @@ class UpgradeOpset:
                 f"{exc}; kept every grid but stored it in int8 containers at opset {fallback} "
                 "instead (the file is larger than packed INT2/INT4 would be)")
             count_bytes(model.graph, ctx)
+        # onnx may know opsets whose DequantizeLinear the installed ONNX Runtime lacks.
+        floor = needed_opset(model, ctx, ctx.container_format or fmt)
+        if floor:  # 0: nothing quantized, no DequantizeLinear to emit
+            ctx.report.notes.extend(fit_runtime_opset(model, floor))
         ctx.report.opset_out = opset_version(model)
-        return changed
+        return changed or ctx.report.opset_out != current
 
 
 def upgrade(model: onnx.ModelProto, target: int, notes: list[str] | None = None) -> bool:
