@@ -2,8 +2,9 @@
 wants it (Clip bounds as attributes below 11, Squeeze axes as an input from 13, Upsample below 10,
 ...). tests/test_opset.py converts each at every opset from 9 to the newest onnx knows.
 
-Every model reads ``input`` (1, 3, 8, 8) and has a Conv -> BN -> Relu -> ... -> Conv chain, so the
-conversion has a pair and layers to quantize whatever op sits in between.
+Every model reads ``input`` (1, 3, 8, 8), and after a first convolution has a Conv -> BN -> Relu
+-> ... -> Conv chain, so the conversion has a pair (its first layer on the low-bit grid) and
+layers to quantize whatever op sits in between.
 """
 
 from __future__ import annotations
@@ -66,9 +67,14 @@ class _Builder:
         b = np.zeros(10, np.float32)
         return self.node("Gemm", [flat, self.const("fc.w", w), self.const("fc.b", b)], "fc", transB=1)
 
+    def first(self) -> str:
+        """input -> Conv -> Relu: the first layer, which the default options keep at high bits,
+        so that the pair after it gets the low bits."""
+        return self.node("Relu", [self.conv("input", 3, C, "conv_in")], "relu_in")
+
     def stem(self) -> str:
-        """input -> Conv -> BN -> Relu: the first layer of every model's pair."""
-        return self.node("Relu", [self.bn(self.conv("input", 3, C, "conv0"), C, "bn0")], "relu0")
+        """first -> Conv -> BN -> Relu: the first layer of every model's pair."""
+        return self.node("Relu", [self.bn(self.conv(self.first(), C, C, "conv0"), C, "bn0")], "relu0")
 
     def model(self, out: str, out_shape: list) -> onnx.ModelProto:
         self.nodes[-1].output[0] = "output"
@@ -124,7 +130,7 @@ def dropout(opset: int) -> onnx.ModelProto:
 def clip(opset: int) -> onnx.ModelProto:
     """Conv -> BN -> Clip(0, 6) -> Conv: bounds are attributes below opset 11, inputs from 11."""
     b = _Builder(opset)
-    x = b.bn(b.conv("input", 3, C, "conv0"), C, "bn0")
+    x = b.bn(b.conv(b.first(), C, C, "conv0"), C, "bn0")
     if opset < 11:
         x = b.node("Clip", [x], "relu6", min=0.0, max=6.0)
     else:
