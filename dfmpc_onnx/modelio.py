@@ -8,11 +8,11 @@ import tempfile
 from pathlib import Path
 
 import onnx
-import onnx.version_converter
 from google.protobuf.message import DecodeError
 
 from .errors import ConversionCheckError, ModelLoadError, OutputError, UnsupportedModelError
 from .graph import tensor_bytes
+from .opset import OpsetUpgradeError, upgrade_opset, without_intermediate_value_info
 
 TWO_GB = (1 << 31) - (1 << 20)
 
@@ -121,24 +121,24 @@ def _blame_input(source: onnx.ModelProto | str | os.PathLike | None,
     graph can get this far. Only runs on failure: it costs a second check and an upgrade."""
     if source is None:
         return
-    model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
+    # Judged as the conversion reads it: exporter value_info for intermediates dropped.
+    model = without_intermediate_value_info(
+        source if isinstance(source, onnx.ModelProto) else onnx.load(str(source)))
     problem = _full_check_error(model)
     if problem:
         raise ModelLoadError(f"the input model fails the full onnx.checker (types and shapes), "
                              f"so its conversion cannot pass it: {problem}")
     out = output if isinstance(output, onnx.ModelProto) else onnx.load(output, load_external_data=False)
-    current, target = _ai_onnx_opset(model), _ai_onnx_opset(out)
-    if target <= current:
+    target = _ai_onnx_opset(out)
+    if target <= _ai_onnx_opset(model):
         return
     try:
-        upgraded = onnx.version_converter.convert_version(model, target)
+        upgrade_opset(model, target)
+    except OpsetUpgradeError as exc:
+        raise UnsupportedModelError(f"{exc} (opset {target} is needed by DequantizeLinear for the "
+                                    "chosen bit-widths)") from exc
     except Exception:  # noqa: BLE001 - the conversion itself managed it; the fault is not here
         return
-    problem = _full_check_error(upgraded)
-    if problem:
-        raise UnsupportedModelError(
-            f"the input model fails the full onnx.checker once upgraded from opset {current} to "
-            f"{target} (needed by DequantizeLinear for the chosen bit-widths): {problem}")
 
 
 def _ai_onnx_opset(model: onnx.ModelProto) -> int:

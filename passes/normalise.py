@@ -13,14 +13,11 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from dfmpc_onnx.errors import UnsupportedModelError
-from dfmpc_onnx.graph import GraphIndex, attr, drop_unused_initializers, opset_version, tensor_bytes
+from dfmpc_onnx.graph import GraphIndex, attr, drop_unused_initializers, opset_version
 from dfmpc_onnx.layers import as_linear_layer
+from dfmpc_onnx.opset import _lift_large_initializers, _restore
 
 from .base import BnFold, Context
-
-# Initializers above this size are lifted out while the version converter runs: it serialises the
-# model (2 GB protobuf limit) and never needs weight values.
-_LIFT_BYTES = 1 << 20
 
 
 class ConstantsToInitializers:
@@ -171,30 +168,6 @@ class NameNodes:
                 changed = True
             seen.add(node.name)
         return changed
-
-
-def _lift_large_initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
-    """Move the large initializers out of ``graph``, leaving stubs (name, type, shape, no data).
-
-    Whole-model tools (version converter, shape inference) serialise the model: with the weights
-    lifted they stay far from the 2 GB protobuf limit and copy megabytes, not gigabytes. The
-    tensors are moved, not copied (deleting from a repeated field detaches the message)."""
-    large = [i for i, t in enumerate(graph.initializer) if tensor_bytes(t) > _LIFT_BYTES]
-    lifted = []
-    for i in reversed(large):
-        lifted.append(graph.initializer[i])
-        del graph.initializer[i]
-    for t in reversed(lifted):
-        graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
-    return lifted[::-1]
-
-
-def _restore(graph: onnx.GraphProto, lifted: list[onnx.TensorProto]) -> None:
-    """Put lifted tensors back in place of their stubs (at the end of the initializer list)."""
-    names = {t.name for t in lifted}
-    for i in reversed([i for i, t in enumerate(graph.initializer) if t.name in names]):
-        del graph.initializer[i]
-    graph.initializer.extend(lifted)
 
 
 class InferShapes:

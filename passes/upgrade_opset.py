@@ -10,13 +10,12 @@ int8 containers at the lowest opset that takes them (13, or the model's own), wh
 from __future__ import annotations
 
 import onnx
-from onnx import version_converter
 
 from dfmpc_onnx.errors import UnsupportedModelError
 from dfmpc_onnx.graph import opset_version
+from dfmpc_onnx.opset import OpsetUpgradeError, fit_runtime_opset, upgrade_opset
 
 from .base import Context
-from .normalise import _lift_large_initializers, _restore
 from .quantize_compensate import count_bytes
 
 _HALF = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
@@ -42,38 +41,36 @@ class UpgradeOpset:
         fmt = ctx.options.format
         target = max(current, needed_opset(model, ctx, fmt))
         try:
-            changed = upgrade(model, target)
+            changed = upgrade(model, target, ctx.report.notes)
         except UnsupportedModelError as exc:
             fallback = max(current, needed_opset(model, ctx, "int8"))
             if fmt == "int8" or fallback >= target:
                 raise
-            changed = upgrade(model, fallback)  # raises for real if even that fails
+            changed = upgrade(model, fallback, ctx.report.notes)  # raises for real if even that fails
             ctx.container_format = "int8"
             ctx.report.notes.append(
                 f"{exc}; kept every grid but stored it in int8 containers at opset {fallback} "
                 "instead (the file is larger than packed INT2/INT4 would be)")
             count_bytes(model.graph, ctx)
+        # onnx may know opsets whose DequantizeLinear the installed ONNX Runtime lacks.
+        floor = needed_opset(model, ctx, ctx.container_format or fmt)
+        if floor:  # 0: nothing quantized, no DequantizeLinear to emit
+            ctx.report.notes.extend(fit_runtime_opset(model, floor))
         ctx.report.opset_out = opset_version(model)
-        return changed
+        return changed or ctx.report.opset_out != current
 
 
-def upgrade(model: onnx.ModelProto, target: int) -> bool:
-    """Upgrade ai.onnx to ``target`` in place (False if already there); UnsupportedModelError if
-    the version converter cannot."""
+def upgrade(model: onnx.ModelProto, target: int, notes: list[str] | None = None) -> bool:
+    """Upgrade ai.onnx to ``target`` in place (False if already there; exporter value_info that
+    shape inference contradicts is dropped all the same), adding what was done to ``notes``.
+    OpsetUpgradeError (an UnsupportedModelError) if it cannot: dfmpc_onnx/opset.py."""
     current = opset_version(model)
-    if target <= current:
-        return False
-    lifted = _lift_large_initializers(model.graph)
     try:
-        converted = version_converter.convert_version(model, target)
-    except Exception as exc:  # noqa: BLE001 - the converter raises bare RuntimeErrors
-        _restore(model.graph, lifted)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsupportedModelError(
-            f"cannot upgrade the model from opset {current} to {target} (needed by "
-            f"DequantizeLinear for the chosen grids): {first}") from exc
-    model.CopyFrom(converted)  # small: the lifted weights are stubs in both
-    _restore(model.graph, lifted)
-    min_ir = onnx.helper.find_min_ir_version_for(list(model.opset_import), True)
-    model.ir_version = max(model.ir_version, min_ir, 11 if target >= 25 else 0)
-    return True
+        done = upgrade_opset(model, target)
+    except OpsetUpgradeError as exc:
+        raise OpsetUpgradeError(f"{exc} (needed by DequantizeLinear for the chosen grids)",
+                                current=exc.current, target=exc.target,
+                                reachable=exc.reachable) from exc
+    if notes is not None:
+        notes.extend(done)
+    return target > current
