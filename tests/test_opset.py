@@ -28,9 +28,11 @@ NEWEST = onnx.defs.onnx_opset_version()
 OPSETS = list(range(9, NEWEST + 1))
 
 OPTIONS = {
-    "default": ConvertOptions(),
+    # Fixed plans: the measured plan may break near-ties differently where two spellings of the
+    # same function round differently in the last bit, and these tests compare opsets exactly.
+    "default": ConvertOptions(method="pairs", correction="bias"),
     "int4": ConvertOptions(low_bits=4),
-    "int8-format": ConvertOptions(format="int8"),
+    "int8-format": ConvertOptions(method="pairs", correction="bias", format="int8"),
     "8/8": ConvertOptions(low_bits=8),
 }
 
@@ -210,10 +212,11 @@ def test_converter_failure_falls_back_to_int8_containers(monkeypatch: pytest.Mon
     in int8 containers at opset 13 (passes/upgrade_opset.py), and the report names the step."""
     _failing_converter(monkeypatch, fails_at=14)
     model = MODELS["clip"](12)
-    quantized, report = dfmpc_onnx.convert(model, ConvertOptions())
+    fixed = dict(method="pairs", correction="bias")  # a 2-bit layer: INT2 needs opset 25
+    quantized, report = dfmpc_onnx.convert(model, ConvertOptions(**fixed))
     assert report.opset_out == 13 and quantized.opset_import[0].version == 13
     assert any("from opset 13 to 14" in n and "int8 containers" in n for n in report.notes), report.notes
-    reference, _ = dfmpc_onnx.convert(model, ConvertOptions(format="int8"))
+    reference, _ = dfmpc_onnx.convert(model, ConvertOptions(format="int8", **fixed))
     np.testing.assert_allclose(_run(quantized, X), _run(reference, X), rtol=1e-5, atol=1e-6)
 
 
