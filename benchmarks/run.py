@@ -1,7 +1,8 @@
 """The benchmark: every example model under every bit setting and method, beside the peers.
 
     python -m benchmarks.run              # full run (~15 min on 2 cores): BENCHMARKS.md + plot
-    python -m benchmarks.run --quick      # smoke test (< 1 min): one model, two settings
+    python -m benchmarks.run --quick      # smoke test (< 1 min): one model, two settings,
+                                          # written to out/benchmarks unless --out says where
     python -m benchmarks.run --out DIR    # write the results somewhere else
 
 Every row is a real conversion through the public API, evaluated in ONNX Runtime (CPU, 2 threads)
@@ -9,7 +10,8 @@ on the model's whole held-out set. Methods, all on the same bit plan (first/last
 unpaired layers at high bits, in each pair A at low bits and B at high bits):
 
     round      plain rounding, max-abs scales                      --correction none
-    bc         rounding + bias correction, our default             (defaults: --correction bias)
+    measured   bias correction where measured to help (the pair plan's default)  --correction auto
+    bc         rounding + bias correction on every layer with kept-BN statistics  --correction bias
     energy     + our per-channel compensation (energy rule)        --correction energy
     ls-full    + our least-squares compensation (full system)      --correction ls-full
     dfq        cross-layer equalization + bias correction (the classic DFQ of Nagel et al. 2019)
@@ -54,7 +56,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 METHODS: dict[str, dict] = {
     "round": dict(correction="none"),
-    "bc": dict(),
+    "measured": dict(),
+    "bc": dict(correction="bias"),
     "energy": dict(correction="energy"),
     "ls-full": dict(correction="ls-full"),
     "dfq": dict(equalize=True),
@@ -66,7 +69,11 @@ FULL_SETTINGS = [(low, high, gran) for gran, high, low in
                  itertools.product(("channel", "tensor"), (8, 6), (2, 3, 4))]
 QUICK_SETTINGS = [(2, 8, "channel"), (3, 8, "tensor")]
 QUICK_MODELS = ["digits_resnet20_bnkept"]
-QUICK_METHODS = ["round", "bc"]
+QUICK_METHODS = ["round", "measured"]
+# The measured plan (--method auto) at fixed budgets and at its default (no target), and at the
+# stored bits of each fixed pair plan, so that each is compared at equal bits.
+AUTO_TARGETS = [3.0, 4.0, 5.0, 6.0]
+FIXED_FOR_AUTO = [(2, 8, "channel"), (3, 8, "channel"), (4, 8, "channel")]
 # The paper's Table 1 on our models: its own algorithm (--method paper) with and without its
 # compensation, at its settings (one scale per layer, so no channel/tensor choice).
 PAPER_METHODS: dict[str, dict] = {"paper-nocomp": dict(method="paper", correction="none"),
@@ -122,20 +129,39 @@ def latency_pair(fp32: Path, quant: Path, x1: np.ndarray, repeats: int,
 
 
 def is_ours(method: str) -> bool:
-    return method in METHODS or method in PAPER_METHODS or method.startswith("grid:")
+    return (method in METHODS or method in PAPER_METHODS or method.startswith("grid:")
+            or method == "auto")
 
 
-def jobs_for(model: Path, settings, methods, extra: bool) -> list[tuple[tuple, str, dict]]:
-    """(setting, method name, ConvertOptions keywords) of every conversion of one model."""
-    jobs = [(s, m, METHODS[m]) for s, m in itertools.product(settings, methods) if m != "bc+prop"]
+def _fixed(setting: tuple, **kw) -> tuple[str, dict]:
+    low, high, gran = setting
+    return (f"{low}/{high} {gran}",
+            dict(low_bits=low, high_bits=high,
+                 granularity="channel" if gran == "layer" else gran, **kw))
+
+
+def jobs_for(model: Path, settings, methods, extra: bool) -> list[tuple[str, str, dict]]:
+    """(setting label, method name, ConvertOptions keywords) of every conversion of one model."""
+    jobs = []
+    for s, m in itertools.product(settings, methods):
+        if m != "bc+prop":
+            label, kw = _fixed(s, **METHODS[m])
+            jobs.append((label, m, kw))
     has_bn = any(n.op_type == "BatchNormalization"
                  for n in onnx.load(str(model), load_external_data=False).graph.node)
     if "bc+prop" in methods and not has_bn:
-        jobs += [(s, "bc+prop", METHODS["bc+prop"]) for s in PROP_SETTINGS if s in settings]
+        jobs += [(_fixed(s)[0], "bc+prop", _fixed(s, **METHODS["bc+prop"])[1])
+                 for s in PROP_SETTINGS if s in settings]
     if extra:
-        jobs += [(s, m, kw) for s in PAPER_SETTINGS for m, kw in PAPER_METHODS.items()]
-        jobs += [(s, f"grid:{q}", dict(quantizer=q, correction="none"))
+        jobs += [(_fixed(s)[0], m, _fixed(s, **kw)[1]) for s in PAPER_SETTINGS
+                 for m, kw in PAPER_METHODS.items()]
+        jobs += [(_fixed(s)[0], f"grid:{q}", _fixed(s, quantizer=q, correction="none")[1])
                  for q in GRID_QUANTIZERS for s in GRID_SETTINGS]
+        jobs += [("auto", "auto", {})]
+        jobs += [(f"target {t:g}", "auto", dict(target_bits=t)) for t in AUTO_TARGETS]
+        if "measured" in methods:
+            jobs += [(f"auto @ {_fixed(s)[0]}", "auto", dict(target_bits="same"))
+                     for s in FIXED_FOR_AUTO if s in settings]
     return jobs
 
 
@@ -145,15 +171,19 @@ def our_rows(model: Path, jobs, repeats: int, tmp: Path, progress) -> Iterator[R
     f_lat, _ = latency_pair(model, model, x1, repeats)
     yield Row(model.stem, "fp32", "fp32", top1(model, x, y), len(y), 32.0, model.stat().st_size,
               None, f_lat, f_lat)
-    for (low, high, gran), method, kw in jobs:
-        out = tmp / f"{model.stem}.{low}{high}{gran}.{method.replace(':', '_')}.onnx"
-        opts = ConvertOptions(low_bits=low, high_bits=high,
-                              granularity="channel" if gran == "layer" else gran, **kw)
+    stored: dict[str, float] = {}
+    for setting, method, kw in jobs:
+        if kw.get("target_bits") == "same":  # the measured plan at a fixed plan's stored bits
+            kw = dict(kw, target_bits=stored[setting.split(" @ ")[1]])
+        tag = f"{setting}.{method}".replace("/", "").replace(" ", "_").replace(":", "_")
+        out = tmp / f"{model.stem}.{tag}.onnx"
         start = time.perf_counter()
-        report = convert_file(model, out, opts)
+        report = convert_file(model, out, ConvertOptions(**kw))
         secs = time.perf_counter() - start
+        if method == "measured":
+            stored[setting] = report.stored_bits
         f_ms, q_ms = latency_pair(model, out, x1, repeats)
-        row = Row(model.stem, f"{low}/{high} {gran}", method, top1(out, x, y), len(y),
+        row = Row(model.stem, setting, method, top1(out, x, y), len(y),
                   report.average_bits, out.stat().st_size, secs, q_ms, f_ms,
                   ideal_bytes=report.ideal_weight_bytes, stored_bits=report.stored_bits,
                   weight_bytes=report.quant_weight_bytes)
@@ -279,6 +309,34 @@ def grid_table(rows: list[Row]) -> list[str]:
     return lines
 
 
+def auto_table(rows: list[Row]) -> list[str]:
+    """Top-1 against stored bits: the fixed pair plans and the measured plan (--method auto)."""
+    fixed = [f"{lo}/{hi} {g}" for lo, hi, g in FIXED_FOR_AUTO]
+    lines = ["| model | FP32 | plan | stored bits | top-1 % | measured plan at the same bits | "
+             "difference (points) |", "|---|---:|---|---:|---:|---:|---:|"]
+    for model in dict.fromkeys(r.model for r in rows):
+        cell = {(r.method, r.setting): r for r in rows if r.model == model}
+        fp = cell.get(("fp32", "fp32"))
+        if fp is None or ("auto", "auto") not in cell:
+            continue
+        for st in fixed:
+            for method in ("round", "measured", "bc"):
+                r = cell.get((method, st))
+                a = cell.get(("auto", f"auto @ {st}"))
+                if r is None:
+                    continue
+                diff = "" if a is None else f"{100 * (a.top1 - r.top1):+.1f}"
+                auto = "" if a is None else f"{_pct(a.top1)} ({a.stored_bits:.2f} bits)"
+                lines.append(f"| {model} | {_pct(fp.top1)} | {st} {method} | {r.stored_bits:.2f} | "
+                             f"{_pct(r.top1)} | {auto} | {diff} |")
+        for st in ["auto"] + [f"target {t:g}" for t in AUTO_TARGETS]:
+            r = cell.get(("auto", st))
+            if r is not None:
+                lines.append(f"| {model} | {_pct(fp.top1)} | {st} | {r.stored_bits:.2f} | "
+                             f"{_pct(r.top1)} | | |")
+    return lines
+
+
 def size_check(rows: list[Row]) -> list[str]:
     """Written file against the ideal size (weights at container bits, scales, zero points)."""
     ratios = [(r.size_bytes / r.ideal_bytes, r) for r in rows if r.ideal_bytes and r.size_bytes]
@@ -345,29 +403,31 @@ def plot(rows: list[Row], path: Path) -> str:
     cols = min(4, len(models))
     nrows = (len(models) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
-    methods = list(dict.fromkeys(r.method for r in rows if r.method != "fp32"))
+    methods = list(dict.fromkeys(r.method for r in rows if r.method != "fp32"
+                                 and not r.method.startswith("grid:")))
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
     for ax, model in zip(axes.flat, models, strict=False):
         fp = next((r for r in rows if r.model == model and r.method == "fp32"), None)
         if fp is not None:
             ax.axhline(100 * fp.top1, color="k", lw=0.8, ls="--", label="fp32")
         for m in methods:
-            pts = [(r.avg_bits, 100 * r.top1, r.setting.endswith("tensor")) for r in rows
-                   if r.model == model and r.method == m and r.top1 is not None and r.avg_bits]
+            pts = [(r.stored_bits or r.avg_bits, 100 * r.top1, r.setting.endswith("tensor"))
+                   for r in rows if r.model == model and r.method == m and r.top1 is not None
+                   and (r.stored_bits or r.avg_bits) and not r.method.startswith("grid:")]
             for marker, tensor in (("o", False), ("x", True)):
                 sel = [(b, a) for b, a, t in pts if t == tensor]
                 if sel:
                     ax.scatter(*zip(*sel, strict=True), color=colors[m], marker=marker, s=18,
                                label=m if not tensor else None)
         ax.set_title(model, fontsize=9)
-        ax.set_xlabel("average weight bits")
+        ax.set_xlabel("stored bits per weight (scales included)")
         ax.set_ylabel("top-1 %")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(models):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
-    fig.suptitle("Top-1 against average weight bits (o per-channel scales, x per-tensor)")
+    fig.suptitle("Top-1 against stored bits per weight (o per-channel scales, x per-tensor)")
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -433,6 +493,15 @@ def write_report(out: Path, rows: list[Row], r18: dict | None, args, wall: float
                   "for reference (its models and data, not ours; METHOD.md): CIFAR-10 MP2/6 "
                   "ResNet-18 92.61 FP32 / 10.78 no compensation / 89.12 DF-MPC, ResNet-56 93.88 / "
                   "38.03 / 91.05, VGG-16 93.70 / 10.00 / 90.48.", ""] + paper + [""]
+    auto = auto_table(rows)
+    if len(auto) > 2:
+        lines += ["## The measured plan (`--method auto`, the default) against fixed plans", "",
+                  "Each fixed pair plan beside the measured plan given the same budget of stored "
+                  "bits (`--target-bits` = the fixed plan's stored bits: containers and scales "
+                  "included), then the measured plan at its default (no target: the fewest bits of "
+                  "its ladder whose predicted top-1 agreement on 8 synthetic inputs stays >= 0.99) "
+                  "and at fixed targets. Top-1 on the held-out data, which the converter never "
+                  "sees.", ""] + auto + [""]
     grids = grid_table(rows)
     if len(grids) > 2:
         lines += ["## Weight grids (`--quantizer`)", "",
@@ -486,16 +555,30 @@ def load_results(csv_path: Path) -> tuple[list[Row], dict]:
     return rows, json.loads(csv_path.with_suffix(".json").read_text())
 
 
+def output_folder(args: argparse.Namespace) -> Path:
+    """Where the report goes: what --out says, else the repository for a full run only."""
+    if args.out is not None:
+        return args.out
+    partial = args.quick or args.models or args.no_peers
+    return ROOT / "out" / "benchmarks" if partial and not args.report_only else ROOT
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: one model, two settings")
-    ap.add_argument("--out", type=Path, default=ROOT, help="folder for BENCHMARKS.md (default: repo)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for BENCHMARKS.md (default: the repository for a full run; "
+                         "out/benchmarks for --quick, --models or --no-peers, so a partial run "
+                         "never overwrites the committed report)")
     ap.add_argument("--models", nargs="*", help="model stems under examples/models (default: all)")
     ap.add_argument("--no-peers", action="store_true", help="skip the peer quantizers")
     ap.add_argument("--repeats", type=int, default=None, help="latency runs per row")
     ap.add_argument("--report-only", action="store_true",
                     help="rebuild BENCHMARKS.md and the plot from the last run's results, no rerun")
     args = ap.parse_args()
+    args.out = output_folder(args)
+    if args.out == ROOT / "out" / "benchmarks":
+        print(f"partial run: writing to {args.out} (the committed BENCHMARKS.md is untouched)")
     csv_path = args.out / "results.csv" if args.out != ROOT else ROOT / "benchmarks" / "results.csv"
     png = args.out / ("benchmarks" if args.out == ROOT else ".") / "accuracy_vs_bits.png"
     if args.report_only:
