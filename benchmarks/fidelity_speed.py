@@ -74,6 +74,14 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def noise_floor(probe: FidelityProbe, layers: list[tuple[str, int]]) -> float:
+    """Score of the float weights run through the segment sessions (``measure`` answers that
+    trial from the reference without running): what the sessions' own rounding adds."""
+    picks = [layers[0], layers[len(layers) // 2], layers[-1]]
+    return max(compare(probe._cache, probe._trial({n: probe.weight(n).copy()}), probe._outputs).score
+               for n, _ in picks)
+
+
 class Clock:
     """Wall and process CPU seconds since creation. The machine is shared: CPU seconds (all
     threads) divided by the 2 threads bound the wall time on 2 free cores; wall time under load
@@ -143,6 +151,11 @@ def main() -> None:
               f"{len(probe._segments)} segments); trials {trials} (sessions built on first use); "
               f"total {total.read()}; load average {os.getloadavg()[0]:.1f}")
         curves.append(curve)
+        if seed == 0:
+            floor = noise_floor(probe, layers)
+            low = min(curve[n][8] for n, _ in layers)
+            print(f"float weights forced through the trial path (first, middle, last layer): max score "
+                  f"{floor:.3g}; smallest 8-bit score {low:.3g}")
     if len(curves) == 2:
         for b in BITS:
             s = spearman(np.array([curves[0][n][b] for n, _ in layers]),
