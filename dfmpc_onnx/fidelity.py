@@ -243,6 +243,8 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[M
         elif kind == "rel_mse":
             err = sum(_sumsq(x.astype(np.float64) - y.astype(np.float64)) for x, y in zip(a, b, strict=True))
             norm = sum(_sumsq(x.astype(np.float64)) for x in a)
+            if not np.isfinite(err):  # a candidate that overflows is as far as it gets
+                err = float("inf")
             divergence[name] = float(err / norm) if norm > 0 else float(err)
         else:
             diff = sum(int(np.count_nonzero(x != y)) for x, y in zip(a, b, strict=True))

@@ -224,3 +224,12 @@ def test_unknown_weight_and_bad_shape_are_refused(conv_probe):
         probe.measure({"bn.s": np.ones(8, np.float32)})
     with pytest.raises(ValueError, match="shape"):
         probe.measure({"c1.w": np.ones((8, 3), np.float32)})
+
+
+def test_non_finite_candidates_are_infinitely_far():
+    from dfmpc_onnx.fidelity import compare
+
+    ref = [{"logits": np.ones((2, 3), np.float32), "map": np.ones((2, 4, 4), np.float32)}]
+    bad = [{"logits": np.full((2, 3), np.nan, np.float32), "map": np.full((2, 4, 4), np.inf, np.float32)}]
+    fid = compare(ref, bad, ["logits", "map"])
+    assert fid.divergence == {"logits": float("inf"), "map": float("inf")}
