@@ -342,7 +342,9 @@ def _split_batches(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> 
     missing = [name for name in declared if name not in inputs]
     if missing:
         raise ValueError(f"no value given for model input(s): {', '.join(missing)}")
-    feeds = {name: np.asarray(inputs[name]) for name in declared}
+    # Cast to the declared element type: float64 arrays from NumPy code would be refused by ORT.
+    feeds = {name: np.asarray(inputs[name], dtype=helper.tensor_dtype_to_np_dtype(
+        vi.type.tensor_type.elem_type)) for name, vi in declared.items()}
     runs = 1
     for name, vi in declared.items():
         b = fixed_batch(vi)

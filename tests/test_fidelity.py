@@ -233,3 +233,9 @@ def test_non_finite_candidates_are_infinitely_far():
     bad = [{"logits": np.full((2, 3), np.nan, np.float32), "map": np.full((2, 4, 4), np.inf, np.float32)}]
     fid = compare(ref, bad, ["logits", "map"])
     assert fid.divergence == {"logits": float("inf"), "map": float("inf")}
+
+
+def test_inputs_are_cast_to_the_declared_type(conv_probe):
+    model, inputs, probe = conv_probe
+    as64 = FidelityProbe(model, ["c2.w"], {"x": inputs["x"].astype(np.float64)})
+    np.testing.assert_array_equal(as64.reference["logits"], probe.reference["logits"])
