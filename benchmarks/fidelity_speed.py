@@ -13,6 +13,7 @@ every weight a graph input, for comparison.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -78,6 +79,26 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def noise_floor(probe: FidelityProbe, layers: list[tuple[str, int]]) -> float:
+    """Score of the float weights run through the segment sessions (``measure`` answers that
+    trial from the reference without running): what the sessions' own rounding adds."""
+    picks = [layers[0], layers[len(layers) // 2], layers[-1]]
+    return max(compare(probe._cache, probe._trial({n: probe.weight(n).copy()}), probe._outputs).score
+               for n, _ in picks)
+
+
+class Clock:
+    """Wall and process CPU seconds since creation. The machine is shared: CPU seconds (all
+    threads) divided by the 2 threads bound the wall time on 2 free cores; wall time under load
+    does not."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> str:
+        return f"{time.perf_counter() - self.wall:.1f} s wall / {time.process_time() - self.cpu:.1f} s CPU"
+
+
 def all_inputs_sweep(model: onnx.ModelProto, layers: list[tuple[str, int]], inputs: dict,
                      threads: int) -> tuple[float, float]:
     """The rejected design, timed: one session, every probed weight a graph input."""
@@ -93,15 +114,16 @@ def all_inputs_sweep(model: onnx.ModelProto, layers: list[tuple[str, int]], inpu
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     t0 = time.perf_counter()
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     build = time.perf_counter() - t0
     ref = [{"out": sess.run(None, {**inputs, **arrays})[0]}]
-    t0 = time.perf_counter()
+    clock = Clock()
     for name, axis in layers:
         for q in candidates(arrays[name], axis).values():
             compare(ref, [{"out": sess.run(None, {**inputs, **arrays, name: q})[0]}], ["out"])
-    return build, time.perf_counter() - t0
+    return build, clock.read()
 
 
 def main() -> None:
@@ -121,18 +143,24 @@ def main() -> None:
         inputs = synthetic_inputs(model, n=args.n, kind=args.kind, seed=seed)
         if args.mode == "inputs":
             build, trials = all_inputs_sweep(model, layers, inputs, args.threads)
-            print(f"seed {seed}: all-weights-as-inputs session build {build:.2f} s, 84 trials {trials:.1f} s")
+            print(f"seed {seed}: all-weights-as-inputs session build {build:.2f} s, trials {trials}")
             continue
-        t0 = time.perf_counter()
+        total = Clock()
         probe = FidelityProbe(model, [n for n, _ in layers], inputs, threads=args.threads)
-        build = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        build = total.read()
+        clock = Clock()
         curve = sweep(probe, layers)
-        trials = time.perf_counter() - t0
+        trials = clock.read()
         cache_mb = sum(v.nbytes for run in probe._cache for v in run.values()) / 2**20
-        print(f"seed {seed}: probe build {build:.2f} s (float run + {cache_mb:.0f} MiB cached activations), "
-              f"trials {trials:.1f} s, total {build + trials:.1f} s")
+        print(f"seed {seed}: probe build {build} (float run, {cache_mb:.0f} MiB cached activations, "
+              f"{len(probe._segments)} segments); trials {trials} (sessions built on first use); "
+              f"total {total.read()}; load average {os.getloadavg()[0]:.1f}")
         curves.append(curve)
+        if seed == 0:
+            floor = noise_floor(probe, layers)
+            low = min(curve[n][8] for n, _ in layers)
+            print(f"float weights forced through the trial path (first, middle, last layer): max score "
+                  f"{floor:.3g}; smallest 8-bit score {low:.3g}")
     if len(curves) == 2:
         for b in BITS:
             s = spearman(np.array([curves[0][n][b] for n, _ in layers]),

@@ -25,7 +25,7 @@ probe runs ``b`` rows at a time. Every other symbolic dimension must be given in
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -85,6 +85,23 @@ def resolve_shape(vi: onnx.ValueInfoProto, n: int,
     if isinstance(declared[0], int):
         return _stack(tuple(dims), n)
     return tuple(dims)
+
+
+def parse_input_shapes(specs: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """``--input-shape NAME=D0,D1,...`` (repeatable) as the ``shapes`` argument: the syntax the
+    errors above ask for, parsed in one place."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        name, sep, dims = spec.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or any(d <= 0 for d in shape):
+            raise OptionsError(f"--input-shape '{spec}': expected NAME=D0,D1,... with positive integers, "
+                               "e.g. input=1,3,224,224")
+        shapes[name] = shape
+    return shapes
 
 
 def synthetic_inputs(model: onnx.ModelProto, n: int = 16, kind: str = "gaussian", seed: int = 0,

@@ -229,3 +229,29 @@ def test_unknown_weight_and_bad_shape_are_refused(conv_probe):
         probe.measure({"bn.s": np.ones(8, np.float32)})
     with pytest.raises(ValueError, match="shape"):
         probe.measure({"c1.w": np.ones((8, 3), np.float32)})
+
+
+def test_non_finite_candidates_are_infinitely_far():
+    from dfmpc_onnx.fidelity import compare
+
+    ref = [{"logits": np.ones((2, 3), np.float32), "map": np.ones((2, 4, 4), np.float32)}]
+    bad = [{"logits": np.full((2, 3), np.nan, np.float32), "map": np.full((2, 4, 4), np.inf, np.float32)}]
+    fid = compare(ref, bad, ["logits", "map"])
+    assert fid.divergence == {"logits": float("inf"), "map": float("inf")}
+
+
+def test_inputs_are_cast_to_the_declared_type(conv_probe):
+    model, inputs, probe = conv_probe
+    as64 = FidelityProbe(model, ["c2.w"], {"x": inputs["x"].astype(np.float64)})
+    np.testing.assert_array_equal(as64.reference["logits"], probe.reference["logits"])
+
+
+def test_fewer_segments_than_layers_give_the_same_figures(conv_probe):
+    """With max_segments=1 every layer shares one segment (the variant feeds the float weights of
+    the layers not under trial): same divergence as one segment per layer."""
+    model, inputs, probe = conv_probe
+    coarse = FidelityProbe(model, list(CONV_AXES), inputs, max_segments=1)
+    assert len(coarse._segments) == 1 and len(probe._segments) == 3
+    for name, axis in CONV_AXES.items():
+        new = {name: q(probe.weight(name), 2, axis)}
+        assert coarse.measure(new).score == pytest.approx(probe.measure(new).score, rel=1e-4)

@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from dfmpc_onnx.errors import OptionsError
-from dfmpc_onnx.synthetic import KINDS, spatial_axes, synthetic_inputs
+from dfmpc_onnx.synthetic import KINDS, parse_input_shapes, spatial_axes, synthetic_inputs
 
 
 def _model(*inputs: onnx.ValueInfoProto) -> onnx.ModelProto:
@@ -117,3 +117,10 @@ def test_bad_options_are_options_errors():
         synthetic_inputs(IMAGE, value_range=(1.0, 0.0))
     with pytest.raises(OptionsError, match="at least 1"):
         synthetic_inputs(IMAGE, n=0)
+
+
+def test_input_shape_option_parses_and_refuses_nonsense():
+    assert parse_input_shapes(["tokens=2,7,8", "x=1x3x8x8"]) == {"tokens": (2, 7, 8), "x": (1, 3, 8, 8)}
+    for bad in ("tokens", "=1,2", "x=1,a", "x=0,3"):
+        with pytest.raises(OptionsError, match="--input-shape"):
+            parse_input_shapes([bad])
