@@ -27,8 +27,14 @@ import onnx
 from benchmarks.datasets import load_test_set
 from benchmarks.fidelity_speed import layer_weights, spearman
 from dfmpc_onnx.fidelity import FidelityProbe
-from dfmpc_onnx.quant import quantize
+from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
 from dfmpc_onnx.synthetic import synthetic_inputs
+
+
+def quantize(w, bits, axis):
+    """Per-channel max-abs rounding along ``axis`` (the converter's default grid)."""
+    return get_quantizer("maxabs").quantize(w, bits, WeightLayout(axis, 1 - axis if w.ndim == 2 else 1))
+
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
 BITS = (2, 3, 4)

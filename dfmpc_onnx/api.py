@@ -60,6 +60,9 @@ def _convert(model: onnx.ModelProto, options: ConvertOptions,
     """Run the passes on ``model`` (in place) and note what the output check will skip."""
     ctx = Context(options, progress=progress)
     ctx.report.options = asdict(options)
+    if options.synthetic == "distilled":
+        ctx.source_model = onnx.ModelProto()
+        ctx.source_model.CopyFrom(model)
     custom = custom_nodes(model)
     run_passes(conversion_passes(options), model, ctx)
     if custom:
@@ -103,6 +106,9 @@ def inspect_model(model_or_path: ModelLike, options: ConvertOptions | None = Non
     model = _load(model_or_path)
     ctx = Context(options, progress=progress)
     ctx.report.options = asdict(options)
+    if options.synthetic == "distilled":
+        ctx.source_model = onnx.ModelProto()
+        ctx.source_model.CopyFrom(model)
     run_passes(planning_passes(options), model, ctx)
     return ctx.report
 

@@ -14,6 +14,7 @@ import click
 
 from .errors import EXIT_CODES, DfmpcError, OptionsError
 from .options import ConvertOptions
+from .synthetic import parse_input_shapes
 
 EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
@@ -227,9 +228,7 @@ def _options(opts: dict) -> ConvertOptions:
     values["plan"] = read_plan(values.get("plan"))
     values["input_range"] = _parse_range(values.get("input_range"))
     shapes = values.get("input_shapes")
-    if shapes:
-        from .validate import parse_shape_option
-    values["input_shapes"] = parse_shape_option(shapes) if shapes else {}
+    values["input_shapes"] = parse_input_shapes(shapes) if shapes else {}
     return ConvertOptions(**values)
 
 

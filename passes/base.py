@@ -62,6 +62,9 @@ class Context:
     measured: set[str] = field(default_factory=set)  # layers whose correction a measurement chose
     fixed: set[str] = field(default_factory=set)  # layers whose bits the plan file fixed
     measurement: Measurement | None = None  # what measure-layers found (passes/measure.py)
+    # The model as given, kept only where a pass needs it whole (distilled inputs need the
+    # BatchNormalization nodes that normalise folds).
+    source_model: onnx.ModelProto | None = None
     container_format: str = ""  # the format emitted; "" until upgrade-opset decides (options')
     facts: set[str] = field(default_factory=set)  # what the passes run so far provided
     progress: Callable[[str], None] | None = None

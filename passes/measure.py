@@ -134,14 +134,27 @@ class MeasureLayers:
         return False
 
 
-def _build(model: onnx.ModelProto, ctx: Context) -> Measurement:
-    from dfmpc_onnx.fidelity import FidelityProbe
+def make_inputs(model: onnx.ModelProto, ctx: Context) -> dict[str, np.ndarray]:
+    """The synthetic inputs every measurement of this conversion runs on."""
+    o = ctx.options
+    if o.synthetic == "distilled":
+        from dfmpc_onnx.distill import distilled_inputs  # the optional extra; torch only here
+
+        ctx.say("distilling inputs from the BatchNormalization statistics (torch)")
+        return distilled_inputs(ctx.source_model or model, n=o.fidelity_samples, seed=o.seed,
+                                shapes=o.input_shapes or None)
     from dfmpc_onnx.synthetic import synthetic_inputs
 
+    return synthetic_inputs(model, n=o.fidelity_samples, kind=o.synthetic, seed=o.seed,
+                            mean=o.input_mean, std=o.input_std, value_range=o.input_range,
+                            shapes=o.input_shapes or None)
+
+
+def _build(model: onnx.ModelProto, ctx: Context) -> Measurement:
+    from dfmpc_onnx.fidelity import FidelityProbe
+
     o = ctx.options
-    inputs = synthetic_inputs(model, n=o.fidelity_samples, kind=o.synthetic, seed=o.seed,
-                              mean=o.input_mean, std=o.input_std, value_range=o.input_range,
-                              shapes=o.input_shapes or None)
+    inputs = make_inputs(model, ctx)
     index = GraphIndex(model.graph)
     nodes = {n.name: n for n in model.graph.node}
     names: list[str] = []
@@ -230,12 +243,8 @@ def _measure_once(model: onnx.ModelProto, repl: dict[str, np.ndarray], ctx: Cont
     from onnx import numpy_helper
 
     from dfmpc_onnx.fidelity import compare
-    from dfmpc_onnx.synthetic import synthetic_inputs
 
-    o = ctx.options
-    inputs = synthetic_inputs(model, n=o.fidelity_samples, kind=o.synthetic, seed=o.seed,
-                              mean=o.input_mean, std=o.input_std, value_range=o.input_range,
-                              shapes=o.input_shapes or None)
+    inputs = make_inputs(model, ctx)
     quant = onnx.ModelProto()
     quant.CopyFrom(model)
     for t in quant.graph.initializer:
