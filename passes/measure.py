@@ -56,7 +56,7 @@ class Measurement:
     def replacement(self, name: str, choice: LayerPlan, ctx: Context) -> dict[str, np.ndarray]:
         """Weight (and bias) arrays of layer ``name`` quantized as ``choice``."""
         return layer_replacement(self.layers[name], choice, ctx, self.inputs.get(name),
-                                 self.probe)
+                                 self.probe)[0]
 
     def plan_replacements(self, plan: dict[str, LayerPlan], ctx: Context) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -67,21 +67,22 @@ class Measurement:
 
 
 def layer_replacement(layer: LinearLayer, choice: LayerPlan, ctx: Context,
-                      inp: LayerInput | None, probe) -> dict[str, np.ndarray]:
+                      inp: LayerInput | None, probe) -> tuple[dict[str, np.ndarray], float]:
     """The arrays a probe swaps in for ``layer`` quantized as ``choice`` (the same rounding and
-    bias correction the quantize pass will apply)."""
+    bias correction the quantize pass will apply), and the bytes that choice stores."""
     w = probe.weight(layer.weight).astype(np.float64)
     fold = ctx.bn_fold.get(layer.name)
     qt = quantize_layer(layer, w, choice, ctx.options.granularity == "channel",
                         None if fold is None else fold.k)
     w_q = qt.dequantize()
     out = {layer.weight: w_q}
+    nbytes = qt.ideal_bytes(ctx.options.format, probe.weight(layer.weight).dtype.itemsize)
     if choice.correction == "bias" and layer.bias and inp is not None:
         b_f = probe.weight(layer.bias).astype(np.float64).reshape(-1)
         out[layer.bias] = corrected_bias(layer, layer.to_canonical(w),
                                          layer.to_canonical(w_q), b_f, inp).reshape(
             probe.weight(layer.bias).shape)
-    return out
+    return out, nbytes
 
 
 def _first_line(exc: BaseException) -> str:
@@ -125,7 +126,7 @@ class MeasureLayers:
                 layer, _ = as_linear_layer(nodes[name], index)
                 measurement.layers[name] = layer
                 ctx.say(f"measuring [{i}/{len(todo)}] {name}")
-                measurement.candidates[name] = _measure_layer(ctx, measurement, name, layer, index)
+                measurement.candidates[name] = _measure_layer(ctx, measurement, name, layer)
         except Exception as exc:  # noqa: BLE001 - a model we cannot measure still converts
             ctx.report.notes.append(f"could not measure the model ({_first_line(exc)}); fixed "
                                     "rules were used instead of measurements")
@@ -167,25 +168,14 @@ def _build(model: onnx.ModelProto, ctx: Context) -> Measurement:
                        o.fidelity_samples)
 
 
-def _nbytes(layer: LinearLayer, choice: LayerPlan, ctx: Context, probe, index: GraphIndex) -> float:
-    w = probe.weight(layer.weight)
-    fold = ctx.bn_fold.get(layer.name)
-    qt = quantize_layer(layer, w.astype(np.float64), choice, ctx.options.granularity == "channel",
-                        None if fold is None else fold.k)
-    return qt.ideal_bytes(ctx.options.format, w.dtype.itemsize)
-
-
-def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer,
-                   index: GraphIndex) -> list[Candidate]:
+def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) -> list[Candidate]:
     inp = m.inputs.get(name)
     can_correct = bool(layer.bias) and inp is not None and layer.op != "MatMul"
     cands: list[Candidate] = []
     w = m.probe.weight(layer.weight).astype(np.float64)
     for bits, grid in _candidate_choices(ctx, name, layer, w):
-        choice = LayerPlan(bits, grid, "none")
-        fid = m.probe.measure(m.replacement(name, choice, ctx))
-        cands.append(Candidate(bits, grid, "none", _nbytes(layer, choice, ctx, m.probe, index),
-                               fid.score))
+        arrays, nbytes = layer_replacement(layer, LayerPlan(bits, grid, "none"), ctx, inp, m.probe)
+        cands.append(Candidate(bits, grid, "none", nbytes, m.probe.measure(arrays).score))
     if can_correct:
         for bits in sorted({c.bits for c in cands}):
             if bits >= 8:
