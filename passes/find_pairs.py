@@ -89,7 +89,8 @@ class FindPairs:
             entry.reason = ""
             b_entry = ctx.report.layer(b.name)
             b_entry.partner, b_entry.activation, b_entry.reason = a.name, phi.label, ""
-        ctx.report.notes.append(f"{len(ctx.pairs)} pairs among {len(ctx.layers)} layers")
+        if ctx.options.method != "auto":  # the measured plan does not use pairs
+            ctx.report.notes.append(f"{len(ctx.pairs)} pairs among {len(ctx.layers)} layers")
         return False
 
 
