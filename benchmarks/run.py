@@ -494,12 +494,15 @@ def write_report(out: Path, rows: list[Row], r18: dict | None, args, wall: float
                   "ResNet-18 92.61 FP32 / 10.78 no compensation / 89.12 DF-MPC, ResNet-56 93.88 / "
                   "38.03 / 91.05, VGG-16 93.70 / 10.00 / 90.48.", ""] + paper + [""]
     auto = auto_table(rows)
+    default = ConvertOptions()
     if len(auto) > 2:
         lines += ["## The measured plan (`--method auto`, the default) against fixed plans", "",
                   "Each fixed pair plan beside the measured plan given the same budget of stored "
                   "bits (`--target-bits` = the fixed plan's stored bits: containers and scales "
                   "included), then the measured plan at its default (no target: the fewest bits of "
-                  "its ladder whose predicted top-1 agreement on 8 synthetic inputs stays >= 0.99) "
+                  "its ladder whose predicted top-1 agreement on "
+                  f"{default.fidelity_samples} {default.synthetic} synthetic inputs stays >= "
+                  f"{default.min_agreement:g}) "
                   "and at fixed targets. Top-1 on the held-out data, which the converter never "
                   "sees.", ""] + auto + [""]
     grids = grid_table(rows)
