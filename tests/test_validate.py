@@ -360,3 +360,20 @@ def test_output_stats_edge_cases() -> None:
     assert vec.cosine == pytest.approx(1.0) and vec.sqnr_db == pytest.approx(0.0)
     with pytest.raises(DfmpcError, match="shape"):
         output_stats("s", np.ones((2, 3)), np.ones((3, 2)))
+
+
+def test_validate_reports_the_divergence_convert_predicts_by_the_same_definition():
+    """KL of softmax for (batch, classes), relative squared error otherwise, written out here."""
+    from dfmpc_onnx.validate import output_stats
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((6, 5)), rng.standard_normal((6, 5))
+    pa = np.exp(a) / np.exp(a).sum(1, keepdims=True)
+    pb = np.exp(b) / np.exp(b).sum(1, keepdims=True)
+    kl = float(np.mean(np.sum(pa * (np.log(pa) - np.log(pb)), axis=1)))
+    s = output_stats("logits", a, b)
+    assert s.metric == "kl" and abs(s.divergence - kl) < 1e-9
+    assert output_stats("logits", a, a).divergence == 0.0
+    m = rng.standard_normal((2, 3, 4))
+    s = output_stats("map", m, m + 0.1)
+    assert s.metric == "rel_mse" and abs(s.divergence - (0.01 * m.size) / np.sum(m * m)) < 1e-9

@@ -55,6 +55,11 @@ def format_table(result: ValidationResult) -> str:
         )
     lines.append("")
     for stats in result.outputs:
+        if stats.divergence is not None:
+            which = f" ({_short_name(stats.name)})" if len(result.outputs) > 1 else ""
+            lines.append(f"{'diverge':<9} {_fmt_float(stats.divergence, '.2e')} {stats.metric}{which}:"
+                         " the figure `convert` predicts on synthetic inputs, here on these")
+    for stats in result.outputs:
         if stats.float_accuracy is None or stats.quant_accuracy is None:
             continue
         which = f"output {_short_name(stats.name)!r}, " if len(result.outputs) > 1 else ""

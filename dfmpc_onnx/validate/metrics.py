@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from dfmpc_onnx.fidelity import compare
+
 from ..errors import DfmpcError, OptionsError
 from .inputs import fmt_dims
 
@@ -38,6 +40,9 @@ class OutputStats:
         more than one class, where "top-1" means something.
     float_accuracy / quant_accuracy: fraction of rows whose argmax equals the label, when the
         inputs carried labels and the output is (batch, classes); None otherwise.
+    divergence / metric: the divergence the conversion report predicts on synthetic inputs, here
+        on these inputs, by the same definition (dfmpc_onnx.fidelity): KL of softmax ("kl") for
+        (batch, classes) outputs, relative squared error ("rel_mse") otherwise.
     """
 
     name: str
@@ -48,6 +53,8 @@ class OutputStats:
     top1_agreement: float | None
     float_accuracy: float | None = None
     quant_accuracy: float | None = None
+    divergence: float | None = None
+    metric: str = ""
 
 
 @dataclass
@@ -130,6 +137,7 @@ def output_stats(name: str, reference: np.ndarray, quantized: np.ndarray) -> Out
     top1: float | None = None
     if is_classification(ref):
         top1 = float(np.mean(np.argmax(ref, axis=-1) == np.argmax(quant, axis=-1)))
+    fid = compare([{name: np.asarray(reference)}], [{name: np.asarray(quantized)}], [name])
     return OutputStats(
         name=name,
         cosine=cosine,
@@ -137,6 +145,8 @@ def output_stats(name: str, reference: np.ndarray, quantized: np.ndarray) -> Out
         max_abs_error=float(abs_err.max()),
         mean_abs_error=float(abs_err.mean()),
         top1_agreement=top1,
+        divergence=fid.divergence[name],
+        metric=fid.metric[name],
     )
 
 
