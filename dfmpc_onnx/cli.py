@@ -243,24 +243,35 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
 
 
 @main.command(epilog=EXIT_HELP)
-@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("model", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("-o", "--output", required=True, type=click.Path(),
-              help="Where to write the quantized model (written atomically; never the input).")
+              help="Where to write the quantized model (written atomically; never the input). "
+                   "With several models or a directory: a folder, which gets <name>.q.onnx for "
+                   "each and summary.json.")
+@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Several models: convert this many at once, each in its own process.")
 @conversion_options
 @click.option("--report", "report_file", type=click.Path(dir_okay=False),
               help="Also write the full report as JSON to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @click.pass_context
-def convert(ctx: click.Context, model: str, output: str, report_file: str | None, as_json: bool,
-            quiet: bool, **opts) -> None:
+def convert(ctx: click.Context, model: tuple[str, ...], output: str, jobs: int,
+            report_file: str | None, as_json: bool, quiet: bool, **opts) -> None:
     """Quantize MODEL (float ONNX) into a mixed-precision QDQ model.
 
     Weight-only: activations stay float. Run the result with the ONNX Runtime session config
     entry session.disable_quant_qdq=1 so the weights are dequantized once at load and the
-    model runs at float speed.
+    model runs at float speed. Several MODELs, or a folder of them, convert into the folder -o
+    names; one failure never stops the others, and the exit code is that of the first failure.
     """
     from .api import convert_file
+
+    if len(model) > 1 or Path(model[0]).is_dir():
+        _run(ctx.obj["debug"], lambda: _convert_many(list(model), output, jobs, quiet, as_json,
+                                                     opts))
+        return
+    model = model[0]
 
     def go() -> None:
         options = _options(opts)
@@ -277,6 +288,26 @@ def convert(ctx: click.Context, model: str, output: str, report_file: str | None
             click.echo(f"wrote {output} in {report.seconds:.2f}s")
 
     _run(ctx.obj["debug"], go)
+
+
+def _convert_many(models: list[str], output: str, jobs: int, quiet: bool, as_json: bool,
+                  opts: dict) -> None:
+    from .batch import collect_sources, convert_many, write_summary
+
+    options = _options(opts)
+    out = Path(output)
+    if (out.exists() and not out.is_dir()) or out.suffix == ".onnx":
+        raise OptionsError(f"{out}: several models (or a folder of them) convert into a folder: "
+                           "give a folder for -o, not a model file name")
+    sources = collect_sources(models)
+    progress = Progress(quiet)
+    results = convert_many(sources, out, options, jobs, progress)
+    progress.done()
+    table = write_summary(results, out)
+    click.echo((out / "summary.json").read_text() if as_json else table)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        sys.exit(failed[0].exit_code)
 
 
 @main.command(epilog=EXIT_HELP)

@@ -83,7 +83,8 @@ def _plan(src: Path, content: bytes | str) -> tuple[Path, Path]:
 # case id -> (build(src dir, out dir) -> argv after "convert", exit code, words the message must hold)
 CASES: dict[str, tuple[Callable[[Path, Path], list], int, list[str]]] = {
     "missing path": (lambda s, o: [s / "nope.onnx", "-o", o / "q.onnx"], 3, ["no such file"]),
-    "directory": (lambda s, o: [s, "-o", o / "q.onnx"], 3, ["is a directory"]),
+    # A folder converts every model in it into the folder -o names: a model file name is refused.
+    "directory": (lambda s, o: [s, "-o", o / "q.onnx"], 2, ["convert into a folder"]),
     "empty file": (lambda s, o: [s / "e.onnx", "-o", o / "q.onnx"], 3, ["empty"]),
     "truncated file": (lambda s, o: [s / "t.onnx", "-o", o / "q.onnx"], 3, ["truncated"]),
     "random bytes": (lambda s, o: [s / "r.onnx", "-o", o / "q.onnx"], 3, ["not an ONNX model"]),
