@@ -40,7 +40,7 @@ class ChoosePlan:
         if m is None or not m.candidates:
             _fallback(ctx)
         elif ctx.options.method == "auto":
-            _allocate(ctx, m)
+            _allocate(ctx, m)  # also clears the pairs: the measured plan has none
         else:
             _choose_corrections(ctx, m)
         for name, plan in ctx.plan.items():
@@ -62,10 +62,21 @@ def _fallback(ctx: Context) -> None:
         if correction == "auto":
             correction = "bias"  # the quantize pass applies it only where statistics are trusted
         ctx.plan[name] = LayerPlan(bits, plan.quantizer, correction)
+    if o.method == "auto":
+        _unpair(ctx)
     if o.method == "auto" and any(n not in ctx.fixed for n in ctx.plan):
         ctx.report.notes.append(
             "no measurement, so no automatic plan: every layer at 8 bits. Give the input shape "
             "(--input-shape) or choose a fixed plan (--method pairs --low-bits 4) for a smaller model")
+
+
+def _unpair(ctx: Context) -> None:
+    """The measured plan has no pairs (they were only a candidate): no pair correction follows,
+    and the report shows every quantized layer on its own."""
+    ctx.pairs = []
+    for name in ctx.plan:
+        entry = ctx.report.layer(name)
+        entry.role, entry.partner = "single", None
 
 
 def _fid_ok(fid, min_agreement: float) -> bool:
@@ -152,6 +163,7 @@ def _allocate(ctx: Context, m: Measurement) -> None:
                                     "grids need; every layer at 8 bits instead")
     ctx.plan.update(chosen)
     ctx.measured |= {n for n in names if ctx.plan[n].correction == "bias"}
+    _unpair(ctx)
     ctx.report.notes.append(
         "automatic plan: bits, grid and correction per layer chosen by measuring the network's "
         f"output divergence on {m.samples} synthetic {m.kind} inputs"

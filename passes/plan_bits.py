@@ -38,8 +38,7 @@ class PlanBits:
             raise OptionsError(
                 f"plan names {len(unknown)} layer(s) not in the model: {', '.join(hints)}; "
                 "run 'dfmpc-onnx inspect MODEL' to list layer names")
-        if o.method == "auto":
-            ctx.pairs = []  # bits come from measurement; pair corrections are not candidates
+        # --method auto: bits come from measurement (choose-plan), the pairs only as one candidate.
         a_layers = {p.a for p in ctx.pairs}
         for name in ctx.layers:
             bits = o.low_bits if name in a_layers else o.high_bits
