@@ -86,3 +86,14 @@ def test_cli_target_bits_input_shape_and_poor_fidelity_warning(tmp_path):
                              "--low-bits", "2", "--high-bits", "2", "--correction", "none"])
     assert r.exit_code == 0
     assert "warning: poor predicted fidelity" in r.stderr
+
+
+def test_statistics_the_synthetic_inputs_cannot_refute_are_not_candidates():
+    """BN folded: statistics propagated from the assumed input describe the synthetic inputs
+    themselves, so no measured plan corrects biases from them (unless --propagated-stats)."""
+    from test_quant_emit import fold_bn_in_numpy
+
+    folded = fold_bn_in_numpy(conv_net(seed=5, c=16, bn=True))
+    for options in (ConvertOptions(target_bits=3), ConvertOptions(method="pairs")):
+        _, rep = convert(folded, options)
+        assert all(e.correction in (None, "none") for e in rep.layers), options
