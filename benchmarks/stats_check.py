@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import dfmpc_onnx.passes.quantize_compensate as qc
@@ -22,7 +23,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from dfmpc_onnx import ConvertOptions, convert, convert_file
+from dfmpc_onnx import ConvertOptions, convert, convert_file, inspect_model
 
 from .datasets import EXAMPLES, load_test_set
 
@@ -30,19 +31,19 @@ from .datasets import EXAMPLES, load_test_set
 def predicted_input_stats(model_path: str, options: ConvertOptions) -> dict[str, tuple]:
     """layer -> (input tensor, mean_f, var_f, source) as the quantize pass sees them."""
     seen: dict[str, tuple] = {}
-    original = qc._Walker._layer
+    original = qc._Walker._input
 
     def record(walker, node):  # noqa: ANN001 - the pass's own types
-        s = walker.stats.get(node.input[0])
-        if s is not None:
-            seen[node.name] = (node.input[0], s.mean_f.copy(), s.var_f.copy(), s.source)
-        return original(walker, node)
+        out = original(walker, node)
+        s = out[1].stats
+        seen[node.name] = (node.input[0], s.mean_f.copy(), s.var_f.copy(), s.source)
+        return out
 
-    qc._Walker._layer = record
+    qc._Walker._input = record
     try:
         convert(model_path, options)
     finally:
-        qc._Walker._layer = original
+        qc._Walker._input = original
     return seen
 
 
@@ -51,25 +52,13 @@ def top1_without_bc(path, options: ConvertOptions, substring: str) -> tuple[floa
     from .run import top1
 
     x, y = load_test_set(path)
-    original = qc._Walker._layer
-
-    def no_bc(walker, node):  # noqa: ANN001
-        keep = walker.bias_correction
-        walker.bias_correction = keep and substring not in node.name
-        try:
-            return original(walker, node)
-        finally:
-            walker.bias_correction = keep
-
+    names = [e.name for e in inspect_model(path, options).layers if substring in e.name and e.bits]
+    without = replace(options, plan={**options.plan, **{n: {"correction": "none"} for n in names}})
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "q.onnx"
         convert_file(path, out, options)
         base = top1(out, x, y)
-        qc._Walker._layer = no_bc
-        try:
-            convert_file(path, out, options)
-        finally:
-            qc._Walker._layer = original
+        convert_file(path, out, without)
         return base, top1(out, x, y)
 
 
@@ -83,7 +72,8 @@ def main() -> None:
     args = ap.parse_args()
     path = EXAMPLES / "models" / f"{args.model}.onnx"
     if args.without_bc:
-        opts = ConvertOptions(low_bits=args.low_bits, granularity=args.granularity)
+        opts = ConvertOptions(low_bits=args.low_bits, granularity=args.granularity,
+                              correction="bias")
         base, ablated = top1_without_bc(path, opts, args.without_bc)
         print(f"top-1 {args.low_bits}/8 {args.granularity}: default {100 * base:.1f}%, without bias "
               f"correction on layers containing {args.without_bc!r}: {100 * ablated:.1f}%")
