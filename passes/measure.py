@@ -101,7 +101,8 @@ def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarra
         choices.append((bits, "maxabs"))
         others = [g for g in grids if g != "maxabs"]
         if others:
-            err = {g: float(np.sum((quantize_layer(layer, w, LayerPlan(bits, g, "none"), True)
+            per_channel = ctx.options.granularity == "channel"
+            err = {g: float(np.sum((quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel)
                                     .dequantize() - w) ** 2)) for g in others}
             choices.append((bits, min(others, key=lambda g: err[g])))
     return choices

@@ -234,8 +234,6 @@ class _Walker:
             ctx.new_bias[node.name] = b_q
         ctx.quantized[node.name] = qt
         entry.quantizer, entry.correction = qt.quantizer, plan.correction
-        entry.stored_bits = qt.ideal_bytes(o.format, _itemsize(self.index, layer.weight)) * 8 / max(
-            entry.params, 1)
         out = through_linear(w_f, w_q, b_f, b_q, layer.group, s_in, cover)
         self._set(node.output[0], out, channel_axis(layer))
         if pair is not None and ctx.plan[pair.b].correction in COMPENSATIONS and (
@@ -279,15 +277,20 @@ def _itemsize(index: GraphIndex, weight: str) -> int:
 
 def count_bytes(graph: onnx.GraphProto, ctx: Context) -> None:
     """Float and ideal weight bytes, the one definition ``inspect`` and ``convert`` share: every
-    initializer at its size, except each quantized weight at its QuantizedTensor's ideal bytes."""
+    initializer at its size, except each quantized weight at its QuantizedTensor's ideal bytes
+    (also each layer's stored bits per weight, what --target-bits counts)."""
     index = GraphIndex(graph)
     nodes = {n.name: n for n in graph.node}
     replaced = {nodes[name].input[1] for name in ctx.quantized}
     total = sum(tensor_bytes(t) for t in graph.initializer)
     kept = sum(tensor_bytes(t) for t in graph.initializer if t.name not in replaced)
     fmt = ctx.container_format or ctx.options.format
-    quant = sum(qt.ideal_bytes(fmt, _itemsize(index, nodes[name].input[1]))
-                for name, qt in ctx.quantized.items())
+    quant = 0.0
+    for name, qt in ctx.quantized.items():
+        nbytes = qt.ideal_bytes(fmt, _itemsize(index, nodes[name].input[1]))
+        entry = ctx.report.layer(name)
+        entry.stored_bits = nbytes * 8 / max(entry.params, 1)
+        quant += nbytes
     ctx.report.float_weight_bytes = total
     ctx.report.ideal_weight_bytes = int(round(kept + quant))
 
