@@ -15,6 +15,8 @@ from .quantizers import QUANTIZERS
 VALID_BITS = range(2, 9)
 METHODS = ("auto", "pairs", "paper")
 CORRECTIONS = ("auto", "bias", "none", "paper", "energy", "ls-diag", "ls-full")
+# --method auto without --target-bits: the budgets tried, smallest first (stored bits per weight).
+AUTO_BUDGETS = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
 SYNTHETIC_KINDS = ("smooth", "mixed", "gaussian", "uniform", "distilled")
 GRANULARITIES = ("channel", "tensor")
 FORMATS = ("packed", "int8")
@@ -54,8 +56,9 @@ class ConvertOptions:
         "--correction none gives the same plan without compensation.", METHODS)
     target_bits: float | None = _opt(
         None, "--method auto: the most stored bits per weight (containers and scales included) "
-        "the plan may use, e.g. 4. Default: the fewest of 2.5, 3, 3.5, 4, 4.5, 5, 6 whose plan keeps "
-        "--min-agreement.")
+        "the plan may use, e.g. 4. Default: the fewest of "
+        + ", ".join(f"{b:g}" for b in AUTO_BUDGETS)
+        + " whose plan keeps --min-agreement (else 8 bits everywhere).")
     min_agreement: float = _opt(
         0.99, "--method auto without --target-bits: the predicted top-1 agreement with the float "
         "model, on the synthetic inputs, the plan must keep (for outputs that are not class "

@@ -22,12 +22,11 @@ from __future__ import annotations
 import onnx
 
 from dfmpc_onnx.allocate import Candidate, allocate
+from dfmpc_onnx.options import AUTO_BUDGETS as LADDER
 from dfmpc_onnx.options import LayerPlan
 
 from .base import Context
 from .measure import Measurement
-
-LADDER = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
 
 
 class ChoosePlan:
