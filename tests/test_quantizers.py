@@ -17,7 +17,7 @@ W = RNG.standard_normal((6, 40, 3)) * RNG.uniform(0.2, 3.0, (6, 1, 1))
 LAYOUT = WeightLayout(0, 1)
 
 
-@pytest.mark.parametrize(("name", "bits"), itertools.product(sorted(QUANTIZERS), [2, 3, 4, 8]))
+@pytest.mark.parametrize(("name", "bits"), list(itertools.product(sorted(QUANTIZERS), [2, 3, 4, 8])))
 def test_integers_on_the_grid_and_dequantize_consistent(name, bits):
     qt = get_quantizer(name).quantize(W, bits, LAYOUT)
     lo, hi = qt.grid
