@@ -32,6 +32,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import re
 import signal
 import sys
 import tempfile
@@ -53,6 +54,7 @@ CONVERT_TIMEOUT_S = 300
 JOB_TIMEOUT_S = EXPORT_TIMEOUT_S + 2 * CONVERT_TIMEOUT_S + 120
 COSINE_BATCH = 2
 COSINE_MIN = 0.999
+CALIBRATION_BATCH = 8
 SEED = 0
 COMMAND = ("for p in 1 2 3 4; do PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 19 /work/venv-zoo/bin/python "
            "-m benchmarks.zoo --phase $p; done; PYTHONPATH=$PWD /work/venv-zoo/bin/python -m benchmarks.zoo "
@@ -254,8 +256,9 @@ ARCHS: list[Arch] = [
     Arch("densenet121", "torchvision", _tv("densenet121")),
     Arch("inception_v3", "torchvision", _tv("inception_v3", aux_logits=False, init_weights=True), 96),
     Arch("googlenet", "torchvision", _tv("googlenet", aux_logits=False, init_weights=True)),
-    Arch("vgg16_bn", "torchvision", _tv("vgg16_bn")),
-    Arch("alexnet", "torchvision", _tv("alexnet")),
+    # 224: the TorchScript exporter takes adaptive_avg_pool2d only where 7x7 (6x6) divides the map
+    Arch("vgg16_bn", "torchvision", _tv("vgg16_bn"), 224),
+    Arch("alexnet", "torchvision", _tv("alexnet"), 224),
     Arch("convnext_tiny", "torchvision", _tv("convnext_tiny")),
     Arch("vit_base_patch16", "timm", _timm("vit_base_patch16_224", img_size=64)),
     Arch("deit_small_patch16", "timm", _timm("deit_small_patch16_224", img_size=64)),
@@ -264,7 +267,8 @@ ARCHS: list[Arch] = [
     Arch("maxvit_tiny", "torchvision", _tv("maxvit_t"), 224),
     Arch("coatnet_0", "timm", _timm("coatnet_0_rw_224", img_size=64)),
     Arch("mobilevit_s", "timm", _timm("mobilevit_s"), 64),
-    Arch("efficientformer_l1", "timm", _timm("efficientformer_l1", img_size=64)),
+    # 224: its attention biases are sized for a 7x7 last stage, img_size does not change them
+    Arch("efficientformer_l1", "timm", _timm("efficientformer_l1"), 224),
     Arch("ghostnet_100", "timm", _timm("ghostnet_100")),
     Arch("repvgg_a0", "timm", _timm("repvgg_a0")),
     Arch("deeplabv3_mobilenet_v3", "torchvision", _segmenter("deeplabv3_mobilenet_v3_large")),
@@ -365,12 +369,16 @@ class Row:
     layers: int = 0
     layers_float: int = 0
     float_reasons: str = ""
+    unpaired_reasons: str = ""
     params_in_pairs: int = 0
     params_linear: int = 0
     pct_in_pairs: float = 0.0
     cos_default: float = math.nan
     exit_88: str = ""
     cos_88: float = math.nan
+    sqnr_88: float = math.nan
+    cos_ref88: float = math.nan
+    input_dependence: float = math.nan
     error_88: str = ""
 
 
@@ -384,18 +392,74 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _reason_key(reason: str) -> str:
-    """Group float reasons by their first clause: names inside reasons differ per layer."""
-    return reason.split(":")[0].split(";")[0].split("(")[0].strip()[:60]
+    """Group reasons by their first clause without node names: names differ per layer."""
+    text = re.sub(r"'[^']*'", "", reason).split(", not")[0].split(":")[0].split(";")[0]
+    return " ".join(text.split())[:60]
 
 
-def _cosine(src: Path, out: Path) -> float:
-    """Smallest cosine over the outputs of the two models on seeded standard-normal inputs."""
+def _compare(src: Path, out: Path) -> tuple[float, float]:
+    """Smallest cosine and SQNR (dB) over the outputs of the two models on seeded standard-normal
+    inputs. SQNR too: random-weight logits can share a large common component that keeps the
+    cosine near 1 whatever the error."""
     from dfmpc_onnx.validate import make_session, output_stats, random_inputs
 
     ref_s, q_s = make_session(src, threads=1), make_session(out, threads=1)
     feeds = random_inputs(ref_s, COSINE_BATCH, SEED)
     ref, got = ref_s.run(None, feeds), q_s.run(None, feeds)
-    return min(output_stats(str(i), a, b).cosine for i, (a, b) in enumerate(zip(ref, got, strict=True)))
+    stats = [output_stats(str(i), a, b) for i, (a, b) in enumerate(zip(ref, got, strict=True))]
+    return min(s.cosine for s in stats), min(s.sqnr_db for s in stats)
+
+
+def calibrate_bn(model: object, size: int) -> None:
+    """Set every BatchNorm's running statistics from one train-mode pass over seeded random inputs.
+
+    Freshly built BN (mean 0, var 1) leaves activations to shrink or grow layer after layer: in
+    GoogLeNet and the MobileNetV3 segmenters the float output then does not depend on the input at
+    all, and every cosine is 1 whatever the converter does. Calibrated BN normalizes every layer, as
+    in a trained network, so the folded weights and the kept BN statistics are realistic too."""
+    import torch
+
+    bns = [m for m in model.modules()  # type: ignore[attr-defined]
+           if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    gen = torch.Generator().manual_seed(SEED + 1)
+    with torch.no_grad():
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average: one pass sets the statistics outright
+        model.train()  # type: ignore[attr-defined]
+        model(torch.randn(CALIBRATION_BATCH, 3, size, size, generator=gen))  # type: ignore[operator]
+        model.eval()  # type: ignore[attr-defined]
+
+
+def reference_88(model: object, size: int) -> tuple[float, float]:
+    """The cosine that plain symmetric per-output-channel 8-bit rounding of every Conv2d/Linear
+    weight gives in torch itself, on the same inputs as ``_compare``: the yardstick that tells a
+    converter fault from what 8-bit weights do to a deep random network."""
+    import copy
+
+    import torch
+
+    quant = copy.deepcopy(model)
+    with torch.no_grad():
+        for mod in quant.modules():  # type: ignore[attr-defined]
+            if isinstance(mod, torch.nn.Conv2d | torch.nn.Linear):
+                w = mod.weight
+                scale = (w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127).view(-1, *[1] * (w.dim() - 1))
+                w.copy_(torch.round(w / scale).clamp(-127, 127) * scale)
+        x = np.random.default_rng(SEED).standard_normal((COSINE_BATCH, 3, size, size)).astype(np.float32)
+        want, got = model(torch.from_numpy(x)), quant(torch.from_numpy(x))  # type: ignore[operator]
+    pairs = list(zip(want, got, strict=True)) if isinstance(want, tuple) else [(want, got)]
+    cosines = []
+    for a, b in pairs:
+        a, b = a.double().flatten(), b.double().flatten()
+        cosines.append(float(a @ b / (a.norm() * b.norm())))
+    # How much the float output changes between the two inputs, relative to its size: near 0, the
+    # output ignores the input and no cosine means anything.
+    first = pairs[0][0].double()
+    dependence = float((first[0] - first[1]).norm() / first[0].norm().clamp_min(1e-30))
+    return min(cosines), dependence
 
 
 def _convert(src: Path, dst: Path, options: object) -> tuple[str, str, object]:
@@ -428,10 +492,17 @@ def run_one(arch: Arch, how: Export, work: Path) -> Row:
     torch.manual_seed(SEED)
     np.random.seed(SEED)
     model = arch.build().eval()
+    calibrate_bn(model, arch.size)
     params = sum(p.numel() for p in model.parameters())
     row = Row(arch.name, arch.source, f"1x3x{arch.size}x{arch.size}", round(params / 1e6, 2),
               how.tag, how.exporter, how.opset, how.bn)
     x = torch.randn(1, 3, arch.size, arch.size)
+    if how == PHASES[1][0]:  # once per architecture is enough: it does not depend on the export
+        try:
+            cos, dependence = reference_88(model, arch.size)
+            row.cos_ref88, row.input_dependence = round(cos, 6), round(dependence, 3)
+        except Exception as exc:
+            print(f"{arch.name}: reference failed: {_first_line(exc)}", file=sys.stderr)
     src = work / f"{arch.name}.{how.tag}.onnx"
     start = time.perf_counter()
     try:
@@ -467,11 +538,14 @@ def run_one(arch: Arch, how: Export, work: Path) -> Row:
         row.layers_float = len(floats)
         reasons = Counter(_reason_key(e.reason) for e in floats)
         row.float_reasons = "; ".join(f"{n}x {r}" for r, n in reasons.most_common())
+        singles = Counter(_reason_key(e.reason) or "first/last or no reason given"
+                          for e in report.layers if e.role == "single")
+        row.unpaired_reasons = "; ".join(f"{n}x {r}" for r, n in singles.most_common())
         row.params_in_pairs = sum(e.params for e in report.layers if e.role in ("A", "B"))
         row.params_linear = sum(e.params for e in report.layers)
         row.pct_in_pairs = round(100 * row.params_in_pairs / max(row.params_linear, 1), 1)
         try:
-            row.cos_default = round(_cosine(src, dst), 5)
+            row.cos_default = round(_compare(src, dst)[0], 5)
         except Exception as exc:
             row.convert_error = f"cosine: {_first_line(exc)}"
         dst.unlink(missing_ok=True)
@@ -479,7 +553,8 @@ def run_one(arch: Arch, how: Export, work: Path) -> Row:
     row.exit_88, row.error_88, report = _convert(src, dst, ConvertOptions(low_bits=8, high_bits=8))
     if report is not None:
         try:
-            row.cos_88 = round(_cosine(src, dst), 6)
+            cos, sqnr = _compare(src, dst)
+            row.cos_88, row.sqnr_88 = round(cos, 6), round(sqnr, 1)
         except Exception as exc:
             row.error_88 = f"cosine: {_first_line(exc)}"
     return row
@@ -534,6 +609,13 @@ def read_rows() -> list[dict[str, str]]:
 
 
 def append_row(row: Row) -> None:
+    """Append one row; a CSV written before a column was added is rewritten with the new header."""
+    old = read_rows()
+    if old and list(old[0]) != COLUMNS:
+        with RESULTS.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, COLUMNS, restval="")
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in old)
     new = not RESULTS.exists()
     with RESULTS.open("a", newline="") as fh:
         writer = csv.DictWriter(fh, COLUMNS)
@@ -588,74 +670,137 @@ def _status(r: dict[str, str]) -> str:
     return "ok"
 
 
+def _num(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
+
+
+def _reference_note(r: dict[str, str], ref: dict[str, float]) -> str:
+    """For a low 8/8 cosine: the torch reference's cosine, which says whether rounding alone
+    explains it."""
+    want = ref.get(r["arch"], math.nan)
+    return "" if math.isnan(want) else f" (torch 8-bit rounding: {want:.6f})"
+
+
 def write_table(command: str) -> None:
-    """ZOO.md from the CSV: one summary line per export, then one line per architecture."""
+    """ZOO.md from the CSV: a summary per export, one overview line per architecture (at the
+    first export of phase 1), pairs across exports, then every failure with its first line."""
     rows = read_rows()
-    by_export: dict[str, list[dict[str, str]]] = {}
-    for r in rows:
-        by_export.setdefault(r["export"], []).append(r)
     order = [e.tag for p in sorted(PHASES) for e in PHASES[p]]
+    tags = [t for t in order if any(r["export"] == t for r in rows)]
+    tags += sorted({r["export"] for r in rows} - set(tags))
+    archs = list(dict.fromkeys(r["arch"] for r in rows))
+    cell = {(r["arch"], r["export"]): r for r in rows}
+    ref = {r["arch"]: _num(r.get("cos_ref88", "")) for r in rows if r["export"] == order[0]}
     lines = [
         "# Zoo: real architectures through dfmpc-onnx",
         "",
-        "Made by `benchmarks/zoo.py` (issue 10 section 2); every figure here is in "
-        "`benchmarks/zoo_results.csv`, written by the same run.",
+        "Generated by `benchmarks/zoo.py --table` from `benchmarks/zoo_results.csv` (issue 10 section "
+        "2); every figure below is in that CSV, written by the command below. Rerunning appends only "
+        "the rows missing from the CSV; delete it to start over.",
         "",
         f"- Command: `{command}`",
-        f"- Date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Machine: {_machine()}",
+        f"- Table written: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Machine: {_machine()}, shared with other jobs; times are wall seconds under `nice -n 19` "
+        "with OMP_NUM_THREADS=1 and only indicate cost.",
         f"- Versions: {_versions()}",
-        "- Weights: seeded random (torch.manual_seed(0)); inputs for the cosines: seeded "
-        f"standard normal, batch {COSINE_BATCH}, through ONNX Runtime (CPU).",
-        f"- Time boxes: export {EXPORT_TIMEOUT_S} s, each conversion {CONVERT_TIMEOUT_S} s.",
-        "- Columns: `convert` is the exit code of `convert_file` at default options (2/8 bits, "
-        "which includes the full onnx.checker and an ONNX Runtime load); `pairs`; float layers "
-        "of all Conv/ConvTranspose/Gemm/MatMul layers; `in pairs` = weights of paired layers / "
-        "weights of all those layers; `cos 2/8` and `cos 8/8` = smallest output cosine vs the "
-        f"float model (8/8 must be >= {COSINE_MIN}).",
+        "- Models: torchvision and timm definitions (detector and U-Net: modules in the script built "
+        "from torchvision parts), seeded random weights (torch.manual_seed(0)), eval mode, dynamic "
+        "batch axis; segmenters export their `out` tensor. Exports: `ts` = TorchScript exporter "
+        "(`dynamo=False`), `dynamo` = `dynamo=True`; `folded` = default eval export (BN folded into "
+        "the Conv), `kept` = `training=TrainingMode.PRESERVE` (BatchNormalization kept).",
+        f"- Conversion: `dfmpc_onnx.convert_file` at default options (2/8 bits), which includes the full "
+        f"onnx.checker and an ONNX Runtime load of the output; then again at 8/8. Cosine and SQNR: "
+        f"smallest over the outputs, float vs converted model in ONNX Runtime (CPU) on seeded standard "
+        f"normal inputs, batch {COSINE_BATCH}; 8/8 should reach {COSINE_MIN}. `torch ref` = the cosine "
+        "that plain symmetric per-channel 8-bit rounding of every Conv2d/Linear weight gives in torch "
+        "itself on the same inputs: where 8/8 is low and the reference is just as low, rounding alone "
+        "explains it.",
+        f"- Time boxes: export {EXPORT_TIMEOUT_S} s, each conversion {CONVERT_TIMEOUT_S} s, a whole "
+        f"job {JOB_TIMEOUT_S} s.",
+        "- Reproduce one model: `python -m benchmarks.zoo --only ARCH --save TAG --out DIR` writes "
+        "the export, then `dfmpc-onnx convert DIR/ARCH.TAG.onnx out.onnx`.",
         "",
         "## Summary per export",
         "",
-        "| export | archs | exported | converted | 8/8 cosine >= 0.999 | failures |",
+        "| export | archs | exported | converted (exit 0) | 8/8 cosine >= 0.999 | not ok |",
         "|---|---|---|---|---|---|",
     ]
-    for tag in order + sorted(set(by_export) - set(order)):
-        group = by_export.get(tag)
-        if not group:
-            continue
+    for tag in tags:
+        group = [r for r in rows if r["export"] == tag]
         exported = sum(r["export_ok"] == "ok" for r in group)
         converted = sum(r["export_ok"] == "ok" and r["convert_exit"] == "0" for r in group)
         good = sum(_status(r) == "ok" for r in group)
         bad = Counter(_status(r) for r in group if _status(r) != "ok")
         lines.append(f"| {tag} | {len(group)} | {exported} | {converted} | {good} | "
                      f"{', '.join(f'{n}x {s}' for s, n in bad.most_common())} |")
-    for tag in order + sorted(set(by_export) - set(order)):
-        group = by_export.get(tag)
-        if not group:
+
+    first = order[0]
+    lines += ["", f"## Architectures ({first})", "",
+              "Layers: Conv/Gemm/MatMul nodes in the export. Float layers: how many of the report's "
+              "layers stay float, and why (grouped by the reason's first words). In pairs: weights of "
+              "the layers in a pair / weights of every Conv/ConvTranspose/Gemm/MatMul.",
+              "",
+              "| arch | source | params M | input | layers | convert | s | pairs | in pairs | "
+              "float layers (why) | cos 2/8 | cos 8/8 | SQNR 8/8 dB | torch ref 8/8 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for arch in archs:
+        r = cell.get((arch, first))
+        if r is None:
             continue
-        lines += ["", f"## {tag}", "",
-                  "| arch | params M | input | export s | Conv/Gemm/MatMul | convert | s | pairs | "
-                  "float layers (why) | in pairs | cos 2/8 | cos 8/8 |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in group:
-            if r["export_ok"] != "ok":
-                lines.append(f"| {r['arch']} | {r['params_m']} | {r['input']} | {r['export_s']} | | "
-                             f"export {r['export_ok']}: {r['export_error'][:120]} | | | | | | |")
-                continue
-            conv = r["convert_exit"] if r["convert_exit"] == "0" else (
-                f"exit {r['convert_exit']}: {r['convert_error'][:120]}")
-            why = f"{r['layers_float']}/{r['layers']}"
-            if r["float_reasons"]:
-                why += f" ({r['float_reasons'][:160]})"
-            in_pairs = (f"{_f(r['pct_in_pairs'], '.1f')}% of {int(r['params_linear']) / 1e6:.2f} M"
-                        if r["convert_exit"] == "0" else "")
-            cos88 = _f(r["cos_88"], ".5f") if r["exit_88"] == "0" else (
-                f"exit {r['exit_88']}: {r['error_88'][:80]}")
-            lines.append(f"| {r['arch']} | {r['params_m']} | {r['input']} | {r['export_s']} | "
-                         f"{r['conv']}/{r['gemm']}/{r['matmul']} | {conv} | {r['convert_s']} | "
-                         f"{r['pairs'] if r['convert_exit'] == '0' else ''} | "
-                         f"{why if r['convert_exit'] == '0' else ''} | {in_pairs} | "
-                         f"{_f(r['cos_default'], '.4f')} | {cos88} |")
+        if r["export_ok"] != "ok":
+            lines.append(f"| {arch} | {r['source']} | {r['params_m']} | {r['input']} | | export "
+                         f"{r['export_ok']}: {r['export_error'][:100]} | | | | | | | | |")
+            continue
+        head = (f"| {arch} | {r['source']} | {r['params_m']} | {r['input']} | "
+                f"{r['conv']}/{r['gemm']}/{r['matmul']} | ")
+        if r["convert_exit"] != "0":
+            lines.append(head + f"exit {r['convert_exit']}: {r['convert_error'][:100]} | "
+                         f"{r['convert_s']} | | | | | | | {_f(r.get('cos_ref88', ''), '.6f')} |")
+            continue
+        why = f"{r['layers_float']}/{r['layers']}" + (f": {r['float_reasons'][:150]}"
+                                                     if r["float_reasons"] else "")
+        cos88 = _f(r["cos_88"], ".6f") if r["exit_88"] == "0" else f"exit {r['exit_88']}"
+        lines.append(head + f"ok | {r['convert_s']} | {r['pairs']} | {_f(r['pct_in_pairs'], '.1f')}% "
+                     f"of {int(r['params_linear']) / 1e6:.2f} M | {why} | {_f(r['cos_default'], '.4f')} | "
+                     f"{cos88} | {_f(r.get('sqnr_88', ''), '.1f')} | {_f(r.get('cos_ref88', ''), '.6f')} |")
+
+    lines += ["", "## Pairs and weights in pairs across exports", "",
+              "Each cell: pairs / % of weights in pairs, or what went wrong (`exp` = export failed, "
+              "`exit N` = convert exit code, `cos` = 8/8 cosine below 0.999).", "",
+              "| arch | " + " | ".join(tags) + " |", "|---|" + "---|" * len(tags)]
+    for arch in archs:
+        cells = []
+        for tag in tags:
+            r = cell.get((arch, tag))
+            if r is None:
+                cells.append("")
+            elif r["export_ok"] != "ok":
+                cells.append("exp " + r["export_ok"])
+            elif r["convert_exit"] != "0":
+                cells.append(f"exit {r['convert_exit']}")
+            else:
+                flag = "" if _status(r) == "ok" else f" ({_status(r).replace('8/8 cosine low', 'cos')})"
+                cells.append(f"{r['pairs']} / {_f(r['pct_in_pairs'], '.0f')}%{flag}")
+        lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+
+    bad_rows = [r for r in rows if _status(r) != "ok"]
+    lines += ["", "## Everything not ok", "",
+              "| arch | export | status | first line |", "|---|---|---|---|"]
+    for r in bad_rows:
+        status = _status(r)
+        if status.startswith("export"):
+            text = r["export_error"]
+        elif status.startswith("exit"):
+            text = r["convert_error"]
+        elif status.startswith("8/8 exit"):
+            text = r["error_88"]
+        else:
+            text = f"cosine {_f(r['cos_88'], '.6f')}{_reference_note(r, ref)}"
+        text = text.replace("|", "/").replace("\n", " ")[:220]
+        lines.append(f"| {r['arch']} | {r['export']} | {status} | {text} |")
     TABLE.write_text("\n".join(lines) + "\n")
 
 
@@ -842,6 +987,26 @@ def _randomize_bn(module: object) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def save_exports(names: list[str], tag: str, out: Path) -> int:
+    """Write the export of ``tag`` for each named architecture, built exactly as a zoo row builds it."""
+    import torch
+
+    how = next((e for p in PHASES.values() for e in p if e.tag == tag), None)
+    if how is None:
+        print(f"unknown export {tag!r}; one of {[e.tag for p in PHASES.values() for e in p]}")
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    for arch in (a for a in ARCHS if a.name in names):
+        torch.manual_seed(SEED)
+        np.random.seed(SEED)
+        model = arch.build().eval()
+        calibrate_bn(model, arch.size)
+        path = out / f"{arch.name}.{tag}.onnx"
+        export_model(model, torch.randn(1, 3, arch.size, arch.size), path, how)
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--phase", type=int, action="append", choices=sorted(PHASES),
@@ -850,6 +1015,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", action="store_true", help="rewrite ZOO.md from the CSV")
     ap.add_argument("--fixtures", type=Path, help="write the tiny CI exports to this folder and exit")
     ap.add_argument("--list", action="store_true", help="list the architectures and exit")
+    ap.add_argument("--save", metavar="TAG", help="only export the --only architectures with this "
+                    "export (e.g. ts17-folded) into --out, to reproduce a row by hand")
+    ap.add_argument("--out", type=Path, default=Path("."), help="folder for --save")
     args = ap.parse_args(argv)
     if args.list:
         for a in ARCHS:
@@ -858,6 +1026,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.fixtures:
         write_fixtures(args.fixtures)
         return 0
+    if args.save:
+        return save_exports(args.only or [], args.save, args.out)
     import timm  # noqa: F401  imported once here, before forking, so children start fast
     import torch
     import torchvision  # noqa: F401
