@@ -1,0 +1,1126 @@
+"""The zoo: real architectures exported the way users export them, each converted at default options.
+
+Issue 10 section 2. Every architecture comes from its torchvision or timm definition (or, for the
+detector and U-Net, a small module built here from torchvision parts), with seeded random weights:
+this measures graph shapes, not accuracy. Each is exported with ``torch.onnx.export`` as a user
+would (TorchScript exporter at opsets 11/13/17/20, BN folded by the default eval export or kept with
+``TrainingMode.PRESERVE``; ``dynamo=True`` at the opsets it takes), always with a dynamic batch
+axis, then converted with ``dfmpc_onnx.convert_file`` at default options and again at 8/8, whose
+output is compared with the float model's in ONNX Runtime on seeded random inputs.
+
+Each (architecture, export) runs in a forked child so that one hang or crash costs one row; export
+and each conversion are time-boxed. Rows are appended to ``benchmarks/zoo_results.csv`` as they
+finish, and a rerun skips the rows already there, so the matrix fills progressively::
+
+    PYTHONPATH=$PWD nice -n 19 env OMP_NUM_THREADS=1 /work/venv-zoo/bin/python -m benchmarks.zoo \
+        --phase 1            # every architecture at opset 17, TorchScript, BN folded
+    ... --phase 2            # TorchScript, BN folded, opsets 11, 13, 20
+    ... --phase 3            # TorchScript, BN kept, opset 17
+    ... --phase 4            # dynamo=True, opset 18 (its own)
+    ... --phase 5 / 6        # BN kept at 11, 13, 20; dynamo at 20 and 17
+    ... --table              # rewrite ZOO.md from the CSV
+
+``--fixtures tests/data/zoo`` writes the tiny CI models that ``tests/test_zoo_subset.py`` converts
+(no torch needed there). Needs torch, torchvision and timm; the converter itself never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import math
+import multiprocessing as mp
+import os
+import platform
+import re
+import signal
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "zoo_results.csv"
+TABLE = ROOT / "ZOO.md"
+EXPORT_TIMEOUT_S = 120
+CONVERT_TIMEOUT_S = 300
+JOB_TIMEOUT_S = EXPORT_TIMEOUT_S + 2 * CONVERT_TIMEOUT_S + 120
+COSINE_BATCH = 2
+COSINE_MIN = 0.999
+CALIBRATION_BATCH = 8
+SEED = 0
+COMMAND = ("for p in 1 2 3 4 5 6; do PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 19 /work/venv-zoo/bin/python "
+           "-m benchmarks.zoo --phase $p; done; PYTHONPATH=$PWD /work/venv-zoo/bin/python -m benchmarks.zoo "
+           "--table")
+
+
+# --------------------------------------------------------------------------------------------
+# Architectures
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture: how to build it (seeded by the caller) and the input side it runs at."""
+
+    name: str
+    source: str  # where the definition comes from
+    build: Callable[[], object]
+    size: int = 64
+
+
+def _tv(fn: str, **kw: object) -> Callable[[], object]:
+    def build() -> object:
+        import torchvision.models as tvm
+
+        return getattr(tvm, fn)(weights=None, **kw)
+
+    return build
+
+
+def _timm(name: str, **kw: object) -> Callable[[], object]:
+    def build() -> object:
+        import timm
+
+        return timm.create_model(name, pretrained=False, **kw)
+
+    return build
+
+
+def _segmenter(fn: str, **kw: object) -> Callable[[], object]:
+    """torchvision segmenters return a dict; users export ``out`` alone through a small wrapper."""
+
+    def build() -> object:
+        import torch
+        import torchvision.models.segmentation as seg
+
+        class OutOnly(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = getattr(seg, fn)(weights=None, weights_backbone=None, **kw)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.net(x)["out"]
+
+        return OutOnly()
+
+    return build
+
+
+def _unet() -> object:
+    """A classic U-Net (Ronneberger et al.): double 3x3 conv+BN+ReLU, max-pool down, transposed
+    conv up, skip Concat; widths 32..256 to keep it CPU-sized."""
+    import torch
+    from torch import nn
+
+    def double(cin: int, cout: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                             nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    class UNet(nn.Module):
+        def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), classes: int = 5) -> None:
+            super().__init__()
+            self.downs = nn.ModuleList()
+            cin = 3
+            for w in widths:
+                self.downs.append(double(cin, w))
+                cin = w
+            self.ups = nn.ModuleList()
+            self.up_convs = nn.ModuleList()
+            for w in reversed(widths[:-1]):
+                self.ups.append(nn.ConvTranspose2d(cin, w, 2, stride=2))
+                self.up_convs.append(double(2 * w, w))
+                cin = w
+            self.head = nn.Conv2d(cin, classes, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            skips = []
+            for i, down in enumerate(self.downs):
+                x = down(x)
+                if i < len(self.downs) - 1:
+                    skips.append(x)
+                    x = nn.functional.max_pool2d(x, 2)
+            for up, conv in zip(self.ups, self.up_convs, strict=True):
+                x = conv(torch.cat([up(x), skips.pop()], dim=1))
+            return self.head(x)
+
+    return UNet()
+
+
+def _ssdlite() -> object:
+    """SSDLite-style detector: torchvision's MobileNetV3-Large features, two extra strided
+    depthwise-separable stages, and per-scale depthwise-separable class and box heads, outputs
+    concatenated over anchors as SSD does (no box decoding or NMS: those are post-processing)."""
+    import torch
+    import torchvision.models as tvm
+    from torch import nn
+
+    def sep(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+                             nn.BatchNorm2d(cin), nn.ReLU6(inplace=True),
+                             nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout),
+                             nn.ReLU6(inplace=True))
+
+    class SSDLite(nn.Module):
+        def __init__(self, classes: int = 21, anchors: int = 6) -> None:
+            super().__init__()
+            feats = tvm.mobilenet_v3_large(weights=None).features
+            self.stage1, self.stage2 = feats[:13], feats[13:]  # stride 16 (112 ch) and 32 (960 ch)
+            self.extra = nn.ModuleList([sep(960, 512, 2), sep(512, 256, 2)])
+            chans = (112, 960, 512, 256)
+            self.cls = nn.ModuleList([nn.Sequential(
+                nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU6(),
+                nn.Conv2d(c, anchors * classes, 1)) for c in chans])
+            self.box = nn.ModuleList([nn.Sequential(
+                nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU6(),
+                nn.Conv2d(c, anchors * 4, 1)) for c in chans])
+            self.classes = classes
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            f1 = self.stage1(x)
+            fs = [f1, self.stage2(f1)]
+            for extra in self.extra:
+                fs.append(extra(fs[-1]))
+            n = x.shape[0]
+            scores = [h(f).permute(0, 2, 3, 1).reshape(n, -1, self.classes)
+                      for h, f in zip(self.cls, fs, strict=True)]
+            boxes = [h(f).permute(0, 2, 3, 1).reshape(n, -1, 4) for h, f in zip(self.box, fs, strict=True)]
+            return torch.cat(scores, 1), torch.cat(boxes, 1)
+
+    return SSDLite()
+
+
+def _retinanet() -> object:
+    """RetinaNet-style detector: ResNet-18 body, torchvision's FeaturePyramidNetwork (P3-P5 plus a
+    P6 max-pool level), and the shared 4x(conv+ReLU) class and box subnets of Lin et al."""
+    import torch
+    import torchvision.models as tvm
+    from torch import nn
+    from torchvision.ops import FeaturePyramidNetwork
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+    class RetinaNetLike(nn.Module):
+        def __init__(self, classes: int = 20, anchors: int = 9, width: int = 128) -> None:
+            super().__init__()
+            r = tvm.resnet18(weights=None)
+            self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1)
+            self.c3, self.c4, self.c5 = r.layer2, r.layer3, r.layer4
+            self.fpn = FeaturePyramidNetwork([128, 256, 512], width, extra_blocks=LastLevelMaxPool())
+
+            def subnet(out: int) -> nn.Sequential:
+                layers: list[nn.Module] = []
+                for _ in range(4):
+                    layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+                return nn.Sequential(*layers, nn.Conv2d(width, out, 3, padding=1))
+
+            self.cls, self.box = subnet(anchors * classes), subnet(anchors * 4)
+            self.classes = classes
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            c3 = self.c3(self.stem(x))
+            c4 = self.c4(c3)
+            c5 = self.c5(c4)
+            feats = list(self.fpn({"c3": c3, "c4": c4, "c5": c5}).values())
+            n = x.shape[0]
+            scores = torch.cat([self.cls(f).permute(0, 2, 3, 1).reshape(n, -1, self.classes)
+                                for f in feats], 1)
+            boxes = torch.cat([self.box(f).permute(0, 2, 3, 1).reshape(n, -1, 4) for f in feats], 1)
+            return scores, boxes
+
+    return RetinaNetLike()
+
+
+ARCHS: list[Arch] = [
+    Arch("resnet18", "torchvision", _tv("resnet18")),
+    Arch("resnet50", "torchvision", _tv("resnet50")),
+    Arch("resnext50_32x4d", "torchvision", _tv("resnext50_32x4d")),
+    Arch("wide_resnet50_2", "torchvision", _tv("wide_resnet50_2")),
+    Arch("mobilenet_v2", "torchvision", _tv("mobilenet_v2")),
+    Arch("mobilenet_v3_large", "torchvision", _tv("mobilenet_v3_large")),
+    Arch("mobilenet_v3_small", "torchvision", _tv("mobilenet_v3_small")),
+    Arch("efficientnet_b0", "torchvision", _tv("efficientnet_b0")),
+    Arch("efficientnet_v2_s", "torchvision", _tv("efficientnet_v2_s")),
+    Arch("regnet_y_400mf", "torchvision", _tv("regnet_y_400mf")),
+    Arch("regnet_x_400mf", "torchvision", _tv("regnet_x_400mf")),
+    Arch("mnasnet1_0", "torchvision", _tv("mnasnet1_0")),
+    Arch("shufflenet_v2_x1_0", "torchvision", _tv("shufflenet_v2_x1_0")),
+    Arch("squeezenet1_1", "torchvision", _tv("squeezenet1_1")),
+    Arch("densenet121", "torchvision", _tv("densenet121")),
+    Arch("inception_v3", "torchvision", _tv("inception_v3", aux_logits=False, init_weights=True), 96),
+    Arch("googlenet", "torchvision", _tv("googlenet", aux_logits=False, init_weights=True)),
+    # 224: the TorchScript exporter takes adaptive_avg_pool2d only where 7x7 (6x6) divides the map
+    Arch("vgg16_bn", "torchvision", _tv("vgg16_bn"), 224),
+    Arch("alexnet", "torchvision", _tv("alexnet"), 224),
+    Arch("convnext_tiny", "torchvision", _tv("convnext_tiny")),
+    Arch("vit_base_patch16", "timm", _timm("vit_base_patch16_224", img_size=64)),
+    Arch("deit_small_patch16", "timm", _timm("deit_small_patch16_224", img_size=64)),
+    Arch("swin_tiny_patch4", "timm", _timm("swin_tiny_patch4_window7_224", img_size=128, window_size=4),
+         128),
+    Arch("maxvit_tiny", "torchvision", _tv("maxvit_t"), 224),
+    Arch("coatnet_0", "timm", _timm("coatnet_0_rw_224", img_size=64)),
+    Arch("mobilevit_s", "timm", _timm("mobilevit_s"), 64),
+    # 224: its attention biases are sized for a 7x7 last stage, img_size does not change them
+    Arch("efficientformer_l1", "timm", _timm("efficientformer_l1"), 224),
+    Arch("ghostnet_100", "timm", _timm("ghostnet_100")),
+    Arch("repvgg_a0", "timm", _timm("repvgg_a0")),
+    Arch("deeplabv3_mobilenet_v3", "torchvision", _segmenter("deeplabv3_mobilenet_v3_large")),
+    Arch("fcn_resnet50", "torchvision", _segmenter("fcn_resnet50")),
+    Arch("lraspp_mobilenet_v3", "torchvision", _segmenter("lraspp_mobilenet_v3_large")),
+    Arch("unet", "local (U-Net)", _unet),
+    Arch("ssdlite_mobilenet_v3", "local (torchvision backbone)", _ssdlite, 128),
+    Arch("retinanet_resnet18_fpn", "local (torchvision backbone+FPN)", _retinanet, 128),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Exports
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Export:
+    """One way of exporting: exporter ("ts" = TorchScript, "dynamo"), opset, BN folded or kept."""
+
+    exporter: str
+    opset: int
+    bn: str  # "folded" (default eval export) or "kept" (TrainingMode.PRESERVE)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.exporter}{self.opset}-{self.bn}"
+
+
+# In the order the matrix is filled, so that a partial run is useful: each phase is one or a few
+# columns. Phases 5 and 6 complete the matrix where time allows.
+PHASES: dict[int, list[Export]] = {
+    1: [Export("ts", 17, "folded")],
+    2: [Export("ts", o, "folded") for o in (11, 13, 20)],
+    3: [Export("ts", 17, "kept")],
+    4: [Export("dynamo", 18, "folded")],
+    5: [Export("ts", o, "kept") for o in (11, 13, 20)],
+    6: [Export("dynamo", o, "folded") for o in (20, 17)],
+}
+
+
+class Timeout(Exception):
+    """Raised by SIGALRM inside a time-boxed step."""
+
+
+def _alarm(seconds: int) -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise Timeout(f"over {seconds} s")
+
+    signal.signal(signal.SIGALRM, handler)
+    signal.alarm(seconds)
+
+
+def export_model(model: object, x: object, path: Path, how: Export) -> None:
+    """``torch.onnx.export`` with the arguments users write: names, dynamic batch, an opset."""
+    import torch
+
+    kwargs: dict[str, object] = dict(
+        input_names=["input"], opset_version=how.opset,
+        dynamic_axes={"input": {0: "batch"}},
+    )
+    if how.exporter == "ts":
+        kwargs["dynamo"] = False
+        if how.bn == "kept":
+            kwargs["training"] = torch.onnx.TrainingMode.PRESERVE
+    else:
+        kwargs["dynamo"] = True
+        kwargs["external_data"] = False
+        kwargs["verbose"] = False
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# One row
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    arch: str
+    source: str
+    input: str
+    params_m: float
+    export: str
+    exporter: str
+    opset: int
+    bn: str
+    export_ok: str = ""
+    export_s: float = 0.0
+    export_error: str = ""
+    onnx_mb: float = 0.0
+    conv: int = 0
+    gemm: int = 0
+    matmul: int = 0
+    convert_exit: str = ""
+    convert_s: float = 0.0
+    convert_error: str = ""
+    opset_out: int = 0
+    pairs: int = 0
+    layers: int = 0
+    layers_float: int = 0
+    float_reasons: str = ""
+    unpaired_reasons: str = ""
+    params_in_pairs: int = 0
+    params_linear: int = 0
+    pct_in_pairs: float = 0.0
+    cos_default: float = math.nan
+    exit_88: str = ""
+    cos_88: float = math.nan
+    sqnr_88: float = math.nan
+    cos_ref88: float = math.nan
+    input_dependence: float = math.nan
+    error_88: str = ""
+
+
+COLUMNS = [f.name for f in fields(Row)]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def _reason_key(reason: str) -> str:
+    """Group reasons by their first clause without node names: names differ per layer."""
+    text = re.sub(r"'[^']*'", "", reason).split(", not")[0].split(":")[0].split(";")[0]
+    return " ".join(text.split())[:60]
+
+
+def _compare(src: Path, out: Path) -> tuple[float, float]:
+    """Smallest cosine and SQNR (dB) over the outputs of the two models on seeded standard-normal
+    inputs. SQNR too: random-weight logits can share a large common component that keeps the
+    cosine near 1 whatever the error."""
+    from dfmpc_onnx.validate import make_session, output_stats, random_inputs
+
+    ref_s, q_s = make_session(src, threads=1), make_session(out, threads=1)
+    feeds = random_inputs(ref_s, COSINE_BATCH, SEED)
+    ref, got = ref_s.run(None, feeds), q_s.run(None, feeds)
+    stats = [output_stats(str(i), a, b) for i, (a, b) in enumerate(zip(ref, got, strict=True))]
+    return min(s.cosine for s in stats), min(s.sqnr_db for s in stats)
+
+
+def calibrate_bn(model: object, size: int) -> None:
+    """Set every BatchNorm's running statistics from one train-mode pass over seeded random inputs.
+
+    Freshly built BN (mean 0, var 1) leaves activations to shrink or grow layer after layer: in
+    GoogLeNet and the MobileNetV3 segmenters the float output then does not depend on the input at
+    all, and every cosine is 1 whatever the converter does. Calibrated BN normalizes every layer, as
+    in a trained network, so the folded weights and the kept BN statistics are realistic too."""
+    import torch
+
+    bns = [m for m in model.modules()  # type: ignore[attr-defined]
+           if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    gen = torch.Generator().manual_seed(SEED + 1)
+    with torch.no_grad():
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average: one pass sets the statistics outright
+        model.train()  # type: ignore[attr-defined]
+        model(torch.randn(CALIBRATION_BATCH, 3, size, size, generator=gen))  # type: ignore[operator]
+        model.eval()  # type: ignore[attr-defined]
+
+
+def unpaired_reasons(src: Path) -> str:
+    """Why layers stay single, grouped. From ``inspect_model`` (the analyses only): after a
+    conversion a single layer's reason says why it was not bias-corrected instead."""
+    from dfmpc_onnx.api import inspect_model
+
+    layers = inspect_model(src).layers
+    ends = {layers[0].name, layers[-1].name} if layers else set()
+    singles = Counter(_reason_key(e.reason) or ("first/last layer" if e.name in ends else "no reason given")
+                      for e in layers if e.role == "single")
+    return "; ".join(f"{n}x {r}" for r, n in singles.most_common())
+
+
+def reference_88(model: object, size: int) -> tuple[float, float]:
+    """The cosine that plain symmetric per-output-channel 8-bit rounding of every Conv2d/Linear
+    weight gives in torch itself, on the same inputs as ``_compare``: the yardstick that tells a
+    converter fault from what 8-bit weights do to a deep random network."""
+    import copy
+
+    import torch
+
+    quant = copy.deepcopy(model)
+    with torch.no_grad():
+        for mod in quant.modules():  # type: ignore[attr-defined]
+            if isinstance(mod, torch.nn.Conv2d | torch.nn.Linear):
+                w = mod.weight
+                scale = (w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127).view(-1, *[1] * (w.dim() - 1))
+                w.copy_(torch.round(w / scale).clamp(-127, 127) * scale)
+        x = np.random.default_rng(SEED).standard_normal((COSINE_BATCH, 3, size, size)).astype(np.float32)
+        want, got = model(torch.from_numpy(x)), quant(torch.from_numpy(x))  # type: ignore[operator]
+    pairs = list(zip(want, got, strict=True)) if isinstance(want, tuple) else [(want, got)]
+    cosines = []
+    for a, b in pairs:
+        a, b = a.double().flatten(), b.double().flatten()
+        cosines.append(float(a @ b / (a.norm() * b.norm())))
+    # How much the float output changes between the two inputs, relative to its size: near 0, the
+    # output ignores the input and no cosine means anything.
+    first = pairs[0][0].double()
+    dependence = float((first[0] - first[1]).norm() / first[0].norm().clamp_min(1e-30))
+    return min(cosines), dependence
+
+
+def _convert(src: Path, dst: Path, options: object) -> tuple[str, str, object]:
+    """convert_file time-boxed: (exit code as the CLI would give it, first error line, report)."""
+    from dfmpc_onnx import convert_file
+    from dfmpc_onnx.errors import DfmpcError
+
+    try:
+        _alarm(CONVERT_TIMEOUT_S)
+        report = convert_file(src, dst, options)
+        signal.alarm(0)
+        return "0", "", report
+    except Timeout as exc:
+        return "timeout", f"convert {exc}", None
+    except DfmpcError as exc:
+        return str(exc.exit_code), _first_line(exc), None
+    except Exception as exc:  # a bug in the converter: the CLI says exit 1
+        return "1", _first_line(exc), None
+    finally:
+        signal.alarm(0)
+
+
+def run_one(arch: Arch, how: Export, work: Path) -> Row:
+    """Build, export, convert at default and at 8/8, compare: one CSV row. Runs in a child."""
+    import onnx
+    import torch
+
+    from dfmpc_onnx import ConvertOptions
+
+    torch.manual_seed(SEED)
+    np.random.seed(SEED)
+    model = arch.build().eval()
+    calibrate_bn(model, arch.size)
+    params = sum(p.numel() for p in model.parameters())
+    row = Row(arch.name, arch.source, f"1x3x{arch.size}x{arch.size}", round(params / 1e6, 2),
+              how.tag, how.exporter, how.opset, how.bn)
+    x = torch.randn(1, 3, arch.size, arch.size)
+    if how == PHASES[1][0]:  # once per architecture is enough: it does not depend on the export
+        try:
+            cos, dependence = reference_88(model, arch.size)
+            row.cos_ref88, row.input_dependence = round(cos, 6), round(dependence, 3)
+        except Exception as exc:
+            print(f"{arch.name}: reference failed: {_first_line(exc)}", file=sys.stderr)
+    src = work / f"{arch.name}.{how.tag}.onnx"
+    start = time.perf_counter()
+    try:
+        _alarm(EXPORT_TIMEOUT_S)
+        export_model(model, x, src, how)
+        signal.alarm(0)
+        row.export_ok = "ok"
+    except Timeout as exc:
+        row.export_ok, row.export_error = "timeout", f"export {exc}"
+    except Exception as exc:
+        row.export_ok, row.export_error = "failed", _first_line(exc)
+    finally:
+        signal.alarm(0)
+        row.export_s = round(time.perf_counter() - start, 1)
+    del model
+    if row.export_ok != "ok":
+        return row
+    row.onnx_mb = round(sum(p.stat().st_size for p in work.iterdir()) / 2**20, 1)
+    ops = Counter(n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node)
+    row.conv, row.gemm, row.matmul = ops["Conv"], ops["Gemm"], ops["MatMul"]
+    if how.bn == "kept" and not ops["BatchNormalization"]:
+        row.export_error = "no BatchNormalization left in the export"
+
+    dst = work / "q.onnx"
+    start = time.perf_counter()
+    row.convert_exit, row.convert_error, report = _convert(src, dst, ConvertOptions())
+    row.convert_s = round(time.perf_counter() - start, 1)
+    if report is not None:
+        row.opset_out = report.opset_out
+        row.pairs = len(report.pairs)
+        row.layers = len(report.layers)
+        floats = [e for e in report.layers if e.role == "float"]
+        row.layers_float = len(floats)
+        reasons = Counter(_reason_key(e.reason) for e in floats)
+        row.float_reasons = "; ".join(f"{n}x {r}" for r, n in reasons.most_common())
+        row.unpaired_reasons = unpaired_reasons(src)
+        row.params_in_pairs = sum(e.params for e in report.layers if e.role in ("A", "B"))
+        row.params_linear = sum(e.params for e in report.layers)
+        row.pct_in_pairs = round(100 * row.params_in_pairs / max(row.params_linear, 1), 1)
+        try:
+            row.cos_default = round(_compare(src, dst)[0], 5)
+        except Exception as exc:
+            row.convert_error = f"cosine: {_first_line(exc)}"
+        dst.unlink(missing_ok=True)
+
+    row.exit_88, row.error_88, report = _convert(src, dst, ConvertOptions(low_bits=8, high_bits=8))
+    if report is not None:
+        try:
+            cos, sqnr = _compare(src, dst)
+            row.cos_88, row.sqnr_88 = round(cos, 6), round(sqnr, 1)
+        except Exception as exc:
+            row.error_88 = f"cosine: {_first_line(exc)}"
+    return row
+
+
+def _child(arch: Arch, how: Export, conn: object) -> None:
+    with tempfile.TemporaryDirectory(prefix="zoo-") as tmp:
+        try:
+            row = run_one(arch, how, Path(tmp))
+        except BaseException as exc:  # report it as a row: the parent must not lose the job
+            row = Row(arch.name, arch.source, "", 0.0, how.tag, how.exporter, how.opset, how.bn,
+                      export_ok="crashed", export_error=_first_line(exc))
+            traceback.print_exc()
+        conn.send(row)  # type: ignore[attr-defined]
+
+
+def run_job(arch: Arch, how: Export) -> Row:
+    """Run one job in a forked child with a hard time limit (a hang inside C++ ignores SIGALRM)."""
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(arch, how, child))
+    proc.start()
+    child.close()
+    row = None
+    if parent.poll(JOB_TIMEOUT_S):
+        try:
+            row = parent.recv()
+        except EOFError:
+            row = None
+    proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    if row is None:
+        why = f"killed after {JOB_TIMEOUT_S} s" if proc.exitcode in (None, -9) else (
+            f"child died (exit {proc.exitcode})")
+        row = Row(arch.name, arch.source, "", 0.0, how.tag, how.exporter, how.opset, how.bn,
+                  export_ok="crashed", export_error=why)
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# CSV and table
+# --------------------------------------------------------------------------------------------
+
+
+def read_rows() -> list[dict[str, str]]:
+    if not RESULTS.exists():
+        return []
+    with RESULTS.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    seen: set[tuple[str, str]] = set()  # two runs filling the same column: the first row counts
+    unique = []
+    for r in rows:
+        if (r["arch"], r["export"]) not in seen:
+            seen.add((r["arch"], r["export"]))
+            unique.append(r)
+    return unique
+
+
+def append_row(row: Row) -> None:
+    """Append one row; a CSV written before a column was added is rewritten with the new header."""
+    old = read_rows()
+    if old and list(old[0]) != COLUMNS:
+        with RESULTS.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, COLUMNS, restval="")
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in old)
+    new = not RESULTS.exists()
+    with RESULTS.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: getattr(row, k) for k in COLUMNS})
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores"
+
+
+def _versions() -> str:
+    import onnx
+    import onnxruntime
+
+    parts = [f"onnx {onnx.__version__}", f"onnxruntime {onnxruntime.__version__}"]
+    for mod in ("torch", "torchvision", "timm", "onnxscript"):
+        try:
+            parts.append(f"{mod} {__import__(mod).__version__}")
+        except ImportError:
+            pass
+    return ", ".join(parts)
+
+
+def _f(value: str, spec: str) -> str:
+    try:
+        v = float(value)
+    except ValueError:
+        return value
+    return "" if math.isnan(v) else format(v, spec)
+
+
+def _matches_reference(cos: float, ref: float) -> bool:
+    """The converter's 8/8 cosine is as good as plain per-channel 8-bit rounding in torch (within
+    5% of the reference's own distance from 1, plus float noise)."""
+    return not math.isnan(ref) and 1 - cos <= 1.05 * (1 - ref) + 1e-6
+
+
+def _status(r: dict[str, str], ref: dict[str, float]) -> str:
+    """ok; "8/8 = torch rounding" when the cosine is below 0.999 exactly as far as plain rounding
+    puts it (the network's sensitivity, not the converter); otherwise what failed."""
+    if r["export_ok"] != "ok":
+        return f"export {r['export_ok']}"
+    if r["convert_exit"] != "0":
+        return f"exit {r['convert_exit']}"
+    if r["exit_88"] != "0":
+        return f"8/8 exit {r['exit_88']}"
+    cos = _num(r["cos_88"])
+    if cos >= COSINE_MIN:
+        return "ok"
+    if _matches_reference(cos, ref.get(r["arch"], math.nan)):
+        return "8/8 = torch rounding"
+    return "8/8 cosine low"
+
+
+def _num(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
+
+
+def _reference_note(r: dict[str, str], ref: dict[str, float]) -> str:
+    """For a low 8/8 cosine: the torch reference's cosine, which says whether rounding alone
+    explains it."""
+    want = ref.get(r["arch"], math.nan)
+    return "" if math.isnan(want) else f" (torch 8-bit rounding: {want:.6f})"
+
+
+def write_table(command: str) -> None:
+    """ZOO.md from the CSV: a summary per export, one overview line per architecture (at the
+    first export of phase 1), pairs across exports, then every failure with its first line."""
+    rows = read_rows()
+    order = [e.tag for p in sorted(PHASES) for e in PHASES[p]]
+    tags = [t for t in order if any(r["export"] == t for r in rows)]
+    tags += sorted({r["export"] for r in rows} - set(tags))
+    archs = list(dict.fromkeys(r["arch"] for r in rows))
+    cell = {(r["arch"], r["export"]): r for r in rows}
+    ref = {r["arch"]: _num(r.get("cos_ref88", "")) for r in rows if r["export"] == order[0]}
+    lines = [
+        "# Zoo: real architectures through dfmpc-onnx",
+        "",
+        "Generated by `benchmarks/zoo.py --table` from `benchmarks/zoo_results.csv` (issue 10 section "
+        "2); every figure below is in that CSV, written by the command below. Rerunning appends only "
+        "the rows missing from the CSV; delete it to start over.",
+        "",
+        f"- Command: `{command}`",
+        f"- Table written: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Machine: {_machine()}, shared with other jobs; times are wall seconds under `nice -n 19` "
+        "with OMP_NUM_THREADS=1 and only indicate cost.",
+        f"- Versions: {_versions()}",
+        "- Models: torchvision and timm definitions (detector and U-Net: modules in the script built "
+        "from torchvision parts), seeded random weights (torch.manual_seed(0)), BatchNorm statistics "
+        f"set by one train-mode pass over {CALIBRATION_BATCH} seeded random inputs, eval mode, "
+        "dynamic batch axis; segmenters export their `out` tensor. Random networks with normalized "
+        "layers amplify small weight errors far more than trained ones, so the cosines below measure "
+        "that sensitivity as much as the converter: the torch reference column separates the two. "
+        "Exports: `ts` = TorchScript exporter "
+        "(`dynamo=False`), `dynamo` = `dynamo=True`; `folded` = default eval export (BN folded into "
+        "the Conv), `kept` = `training=TrainingMode.PRESERVE` (BatchNormalization kept).",
+        f"- Conversion: `dfmpc_onnx.convert_file` at default options (2/8 bits), which includes the full "
+        f"onnx.checker and an ONNX Runtime load of the output; then again at 8/8. Cosine and SQNR: "
+        f"smallest over the outputs, float vs converted model in ONNX Runtime (CPU) on seeded standard "
+        f"normal inputs, batch {COSINE_BATCH}; 8/8 should reach {COSINE_MIN}. `torch ref` = the cosine "
+        "that plain symmetric per-channel 8-bit rounding of every Conv2d/Linear weight gives in torch "
+        "itself on the same inputs: where 8/8 is low and the reference is just as low, rounding alone "
+        "explains it.",
+        f"- Time boxes: export {EXPORT_TIMEOUT_S} s, each conversion {CONVERT_TIMEOUT_S} s, a whole "
+        f"job {JOB_TIMEOUT_S} s.",
+        "- Reproduce one model: `python -m benchmarks.zoo --only ARCH --save TAG --out DIR` writes "
+        "the export, then `dfmpc-onnx convert DIR/ARCH.TAG.onnx -o out.onnx`.",
+        "",
+        "## Summary per export",
+        "",
+        "| export | archs | exported | converted (exit 0) | 8/8 cosine >= 0.999 | 8/8 below, = torch "
+        "rounding | not ok |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for tag in tags:
+        group = [r for r in rows if r["export"] == tag]
+        exported = sum(r["export_ok"] == "ok" for r in group)
+        converted = sum(r["export_ok"] == "ok" and r["convert_exit"] == "0" for r in group)
+        good = sum(_status(r, ref) == "ok" for r in group)
+        as_ref = sum(_status(r, ref) == "8/8 = torch rounding" for r in group)
+        bad = Counter(_status(r, ref) for r in group
+                      if _status(r, ref) not in ("ok", "8/8 = torch rounding"))
+        lines.append(f"| {tag} | {len(group)} | {exported} | {converted} | {good} | {as_ref} | "
+                     f"{', '.join(f'{n}x {s}' for s, n in bad.most_common())} |")
+
+    first = order[0]
+    lines += ["", f"## Architectures ({first})", "",
+              "Layers: Conv/Gemm/MatMul nodes in the export. Float layers: how many of the report's "
+              "layers stay float, and why (grouped by the reason's first words). In pairs: weights of "
+              "the layers in a pair / weights of every Conv/ConvTranspose/Gemm/MatMul.",
+              "",
+              "| arch | source | params M | input | layers | convert | s | pairs | in pairs | "
+              "float layers (why) | unpaired layers (why) | cos 2/8 | cos 8/8 | SQNR 8/8 dB | "
+              "torch ref 8/8 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for arch in archs:
+        r = cell.get((arch, first))
+        if r is None:
+            continue
+        if r["export_ok"] != "ok":
+            lines.append(f"| {arch} | {r['source']} | {r['params_m']} | {r['input']} | | export "
+                         f"{r['export_ok']}: {r['export_error'][:100]} | | | | | | | | | |")
+            continue
+        head = (f"| {arch} | {r['source']} | {r['params_m']} | {r['input']} | "
+                f"{r['conv']}/{r['gemm']}/{r['matmul']} | ")
+        if r["convert_exit"] != "0":
+            lines.append(head + f"exit {r['convert_exit']}: {r['convert_error'][:100]} | "
+                         f"{r['convert_s']} | | | | | | | | {_f(r.get('cos_ref88', ''), '.6f')} |")
+            continue
+        why = f"{r['layers_float']}/{r['layers']}" + (f": {r['float_reasons'][:150]}"
+                                                     if r["float_reasons"] else "")
+        cos88 = _f(r["cos_88"], ".6f") if r["exit_88"] == "0" else f"exit {r['exit_88']}"
+        lines.append(head + f"ok | {r['convert_s']} | {r['pairs']} | {_f(r['pct_in_pairs'], '.1f')}% "
+                     f"of {int(r['params_linear']) / 1e6:.2f} M | {why} | "
+                     f"{r.get('unpaired_reasons', '')[:200]} | {_f(r['cos_default'], '.4f')} | "
+                     f"{cos88} | {_f(r.get('sqnr_88', ''), '.1f')} | {_f(r.get('cos_ref88', ''), '.6f')} |")
+
+    lines += ["", "## Pairs and weights in pairs across exports", "",
+              "Each cell: pairs / % of weights in pairs, or what went wrong (`exp` = export failed, "
+              "`exit N` = convert exit code); `(ref)`: 8/8 cosine below 0.999 but as close as plain "
+              "8-bit rounding in torch gets, `(cos!)`: 8/8 cosine below 0.999 and below that "
+              "reference.", "",
+              "| arch | " + " | ".join(tags) + " |", "|---|" + "---|" * len(tags)]
+    for arch in archs:
+        cells = []
+        for tag in tags:
+            r = cell.get((arch, tag))
+            if r is None:
+                cells.append("")
+            elif r["export_ok"] != "ok":
+                cells.append("exp " + r["export_ok"])
+            elif r["convert_exit"] != "0":
+                cells.append(f"exit {r['convert_exit']}")
+            else:
+                flag = {"ok": "", "8/8 = torch rounding": " (ref)"}.get(_status(r, ref), " (cos!)")
+                cells.append(f"{r['pairs']} / {_f(r['pct_in_pairs'], '.0f')}%{flag}")
+        lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+
+    bad_rows = [r for r in rows if _status(r, ref) not in ("ok", "8/8 = torch rounding")]
+    lines += ["", "## Everything not ok", "",
+              "| arch | export | status | first line |", "|---|---|---|---|"]
+    for r in bad_rows:
+        status = _status(r, ref)
+        if status.startswith("export"):
+            text = r["export_error"]
+        elif status.startswith("exit"):
+            text = r["convert_error"]
+        elif status.startswith("8/8 exit"):
+            text = r["error_88"]
+        else:
+            text = f"cosine {_f(r['cos_88'], '.6f')}{_reference_note(r, ref)}"
+        text = text.replace("|", "/").replace("\n", " ")[:220]
+        lines.append(f"| {r['arch']} | {r['export']} | {status} | {text} |")
+    TABLE.write_text("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# CI fixtures (tiny blocks)
+# --------------------------------------------------------------------------------------------
+
+
+def fixture_modules() -> dict[str, tuple[object, tuple[int, ...]]]:
+    """Reduced-width blocks with the shapes of the zoo's awkward architectures: name -> (module,
+    input shape). Kept small so each export is a few tens of kB."""
+    import torch
+    from torch import nn
+
+    class DenseBlock(nn.Module):
+        """DenseNet: pre-activation BN -> ReLU -> 1x1 -> BN -> ReLU -> 3x3 on a growing Concat."""
+
+        def __init__(self, cin: int = 16, growth: int = 8, layers: int = 3) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, cin, 3, padding=1, bias=False)
+            self.layers = nn.ModuleList()
+            for i in range(layers):
+                c = cin + i * growth
+                self.layers.append(nn.Sequential(
+                    nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, 4 * growth, 1, bias=False),
+                    nn.BatchNorm2d(4 * growth), nn.ReLU(),
+                    nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False)))
+            c = cin + layers * growth
+            self.trans = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c // 2, 1, bias=False),
+                                       nn.AvgPool2d(2))
+            self.fc = nn.Linear(c // 2, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            feats = [self.stem(x)]
+            for layer in self.layers:
+                feats.append(layer(torch.cat(feats, 1)))
+            y = self.trans(torch.cat(feats, 1))
+            return self.fc(y.mean((2, 3)))
+
+    class InceptionBlock(nn.Module):
+        """GoogLeNet/Inception: four branches from one ReLU (1x1, 1x1->3x3, 1x1->5x5 as two 3x3,
+        pool->1x1), Concat, then a 1x1 reading the Concat."""
+
+        def __init__(self) -> None:
+            super().__init__()
+
+            def cbr(cin: int, cout: int, k: int) -> nn.Sequential:
+                return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+                                     nn.BatchNorm2d(cout), nn.ReLU())
+
+            self.stem = cbr(3, 16, 3)
+            self.b1 = cbr(16, 8, 1)
+            self.b2 = nn.Sequential(cbr(16, 8, 1), cbr(8, 12, 3))
+            self.b3 = nn.Sequential(cbr(16, 4, 1), cbr(4, 6, 3), cbr(6, 6, 3))
+            self.b4 = nn.Sequential(nn.MaxPool2d(3, 1, 1), cbr(16, 6, 1))
+            self.mix = cbr(32, 16, 1)
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            y = torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
+            return self.fc(self.mix(y).mean((2, 3)))
+
+    class MBv3Block(nn.Module):
+        """MobileNetV3 inverted residual: 1x1 expand + HardSwish, depthwise 3x3 + HardSwish,
+        squeeze-excitation (avg -> 1x1 -> ReLU -> 1x1 -> HardSigmoid -> Mul), 1x1 project, Add."""
+
+        def __init__(self, c: int = 16, e: int = 48) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c),
+                                      nn.Hardswish())
+            self.expand = nn.Sequential(nn.Conv2d(c, e, 1, bias=False), nn.BatchNorm2d(e), nn.Hardswish())
+            self.dw = nn.Sequential(nn.Conv2d(e, e, 3, padding=1, groups=e, bias=False),
+                                    nn.BatchNorm2d(e), nn.Hardswish())
+            self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(e, 12, 1), nn.ReLU(),
+                                    nn.Conv2d(12, e, 1), nn.Hardsigmoid())
+            self.project = nn.Sequential(nn.Conv2d(e, c, 1, bias=False), nn.BatchNorm2d(c))
+            self.head = nn.Sequential(nn.Conv2d(c, 64, 1), nn.Hardswish(), nn.AdaptiveAvgPool2d(1),
+                                      nn.Flatten(), nn.Linear(64, 10))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.stem(x)
+            h = self.dw(self.expand(x))
+            h = h * self.se(h)
+            return self.head(x + self.project(h))
+
+    class EncoderBlock(nn.Module):
+        """ViT encoder: patch embedding Conv, pre-norm multi-head self-attention (MatMul, Softmax)
+        and a GELU MLP, both residual, then a LayerNorm and a Linear head on the mean token."""
+
+        def __init__(self, d: int = 32, heads: int = 4, patch: int = 4) -> None:
+            super().__init__()
+            self.embed = nn.Conv2d(3, d, patch, patch)
+            self.norm1, self.norm2, self.norm = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+            self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+            self.head = nn.Linear(d, 10)
+            self.heads = heads
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = self.embed(x).flatten(2).transpose(1, 2)  # (n, tokens, d)
+            n, s, d = t.shape
+            q, k, v = self.qkv(self.norm1(t)).reshape(n, s, 3, self.heads, d // self.heads).permute(
+                2, 0, 3, 1, 4)
+            att = torch.softmax(q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5, dim=-1)
+            t = t + self.proj((att @ v).transpose(1, 2).reshape(n, s, d))
+            t = t + self.mlp(self.norm2(t))
+            return self.head(self.norm(t).mean(1))
+
+    class UNetBlock(nn.Module):
+        """U-Net, one level: conv-BN-ReLU x2, max-pool, conv-BN-ReLU x2, transposed conv up,
+        Concat with the skip, conv-BN-ReLU x2, 1x1 head (per-pixel classes)."""
+
+        def __init__(self, c: int = 8) -> None:
+            super().__init__()
+
+            def double(cin: int, cout: int) -> nn.Sequential:
+                return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                                     nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                                     nn.BatchNorm2d(cout), nn.ReLU())
+
+            self.down, self.mid = double(3, c), double(c, 2 * c)
+            self.up = nn.ConvTranspose2d(2 * c, c, 2, stride=2)
+            self.dec = double(2 * c, c)
+            self.head = nn.Conv2d(c, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = self.down(x)
+            y = self.mid(nn.functional.max_pool2d(s, 2))
+            return self.head(self.dec(torch.cat([self.up(y), s], 1)))
+
+    return {
+        "densenet_block": (DenseBlock(), (1, 3, 16, 16)),
+        "inception_block": (InceptionBlock(), (1, 3, 16, 16)),
+        "mbv3_block": (MBv3Block(), (1, 3, 32, 32)),
+        "encoder_block": (EncoderBlock(), (1, 3, 32, 32)),
+        "unet_block": (UNetBlock(), (1, 3, 16, 16)),
+    }
+
+
+# Which fixture goes through which export. Kept BN where BN precedes the conv (DenseNet's layout,
+# the one issue 10 section 3 is about); dynamo for the transformer and the SE block.
+FIXTURE_EXPORTS: dict[str, list[Export]] = {
+    "densenet_block": [Export("ts", 17, "kept")],
+    "inception_block": [Export("ts", 13, "folded")],
+    "mbv3_block": [Export("ts", 17, "folded"), Export("dynamo", 18, "folded")],
+    "encoder_block": [Export("ts", 17, "folded"), Export("dynamo", 18, "folded")],
+    "unet_block": [Export("ts", 11, "folded")],
+}
+
+
+def write_fixtures(folder: Path) -> None:
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (module, shape) in fixture_modules().items():
+        for how in FIXTURE_EXPORTS[name]:
+            torch.manual_seed(SEED)  # re-seeded per export: the same weights in both exporters
+            fresh = type(module)().eval()
+            _randomize_bn(fresh)
+            path = folder / f"{name}.{how.tag}.onnx"
+            export_model(fresh, torch.randn(*shape), path, how)
+            print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: "
+                  f"{path.stat().st_size / 1024:.1f} kB")
+
+
+def _randomize_bn(module: object) -> None:
+    """Give BatchNorm non-trivial running statistics and affine terms, as a trained model has;
+    freshly built BN (mean 0, var 1, gamma 1, beta 0) would make kept and folded BN look alike."""
+    import torch
+
+    gen = torch.Generator().manual_seed(SEED + 1)
+    for m in module.modules():  # type: ignore[attr-defined]
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            c = m.num_features
+            m.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
+            m.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+            m.weight.data.copy_(0.5 + torch.rand(c, generator=gen))
+            m.bias.data.copy_(0.1 * torch.randn(c, generator=gen))
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def save_exports(names: list[str], tag: str, out: Path) -> int:
+    """Write the export of ``tag`` for each named architecture, built exactly as a zoo row builds it."""
+    import torch
+
+    how = next((e for p in PHASES.values() for e in p if e.tag == tag), None)
+    if how is None:
+        print(f"unknown export {tag!r}; one of {[e.tag for p in PHASES.values() for e in p]}")
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    for arch in (a for a in ARCHS if a.name in names):
+        torch.manual_seed(SEED)
+        np.random.seed(SEED)
+        model = arch.build().eval()
+        calibrate_bn(model, arch.size)
+        path = out / f"{arch.name}.{tag}.onnx"
+        export_model(model, torch.randn(1, 3, arch.size, arch.size), path, how)
+        print(path)
+    return 0
+
+
+def refill_unpaired(tag: str) -> int:
+    """Recompute ``unpaired_reasons`` for one export's rows: rows written before that column came
+    from ``inspect_model`` held the bias-correction reasons instead."""
+    with tempfile.TemporaryDirectory(prefix="zoo-") as tmp:
+        for r in read_rows():
+            if r["export"] != tag or r["export_ok"] != "ok":
+                continue
+            save_exports([r["arch"]], tag, Path(tmp))
+            src = Path(tmp) / f"{r['arch']}.{tag}.onnx"
+            reasons = unpaired_reasons(src)
+            src.unlink()
+            rows = read_rows()  # reread: a running phase may have appended meanwhile
+            for row in rows:
+                if (row["arch"], row["export"]) == (r["arch"], tag):
+                    row["unpaired_reasons"] = reasons
+            with RESULTS.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, COLUMNS, restval="")
+                writer.writeheader()
+                writer.writerows({k: row.get(k, "") for k in COLUMNS} for row in rows)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--phase", type=int, action="append", choices=sorted(PHASES),
+                    help="export phases to run (repeatable); default: none")
+    ap.add_argument("--only", action="append", help="architecture names to run (repeatable)")
+    ap.add_argument("--table", action="store_true", help="rewrite ZOO.md from the CSV")
+    ap.add_argument("--fixtures", type=Path, help="write the tiny CI exports to this folder and exit")
+    ap.add_argument("--list", action="store_true", help="list the architectures and exit")
+    ap.add_argument("--save", metavar="TAG", help="only export the --only architectures with this "
+                    "export (e.g. ts17-folded) into --out, to reproduce a row by hand")
+    ap.add_argument("--out", type=Path, default=Path("."), help="folder for --save")
+    ap.add_argument("--refill-unpaired", metavar="TAG", help="recompute the unpaired_reasons column "
+                    "of this export's rows (re-export and analyse, no conversion)")
+    args = ap.parse_args(argv)
+    if args.list:
+        for a in ARCHS:
+            print(f"{a.name:28} {a.source:34} {a.size}")
+        return 0
+    if args.fixtures:
+        write_fixtures(args.fixtures)
+        return 0
+    if args.save:
+        return save_exports(args.only or [], args.save, args.out)
+    if args.refill_unpaired:
+        return refill_unpaired(args.refill_unpaired)
+    import timm  # noqa: F401  imported once here, before forking, so children start fast
+    import torch
+    import torchvision  # noqa: F401
+
+    torch.set_num_threads(1)
+    done = {(r["arch"], r["export"]) for r in read_rows()}
+    archs = [a for a in ARCHS if not args.only or a.name in args.only]
+    for phase in args.phase or []:
+        for how in PHASES[phase]:
+            for arch in archs:
+                if (arch.name, how.tag) in done:
+                    continue
+                start = time.perf_counter()
+                row = run_job(arch, how)
+                append_row(row)
+                done.add((arch.name, how.tag))
+                print(f"[{how.tag}] {arch.name}: export {row.export_ok} {row.export_s}s "
+                      f"convert {row.convert_exit or '-'} pairs {row.pairs} in-pairs {row.pct_in_pairs}% "
+                      f"cos88 {row.cos_88} ({time.perf_counter() - start:.0f}s) "
+                      f"{row.export_error or row.convert_error or row.error_88}", flush=True)
+    if args.table:
+        write_table(COMMAND)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
