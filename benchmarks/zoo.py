@@ -32,7 +32,6 @@ import datetime
 import math
 import multiprocessing as mp
 import os
-import platform
 import re
 import signal
 import sys
@@ -647,15 +646,9 @@ def append_row(row: Row) -> None:
 
 
 def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores"
+    from .run import machine  # one description of the machine for every benchmark
+
+    return f"{machine()}, {os.cpu_count()} cores"
 
 
 def _versions() -> str:
