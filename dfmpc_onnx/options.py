@@ -61,8 +61,9 @@ class ConvertOptions:
         + " whose plan keeps --min-agreement (else 8 bits everywhere).")
     min_agreement: float = _opt(
         0.99, "--method auto without --target-bits: the predicted top-1 agreement with the float "
-        "model, on the synthetic inputs, the plan must keep (for outputs that are not class "
-        "scores: relative error at most 1 minus it).")
+        "model, on the synthetic inputs, the plan must keep, or, where 8 bits everywhere keeps "
+        "less (a model unsure on noise), as much as that (for outputs that are not class "
+        "scores: relative error at most 1 minus it, or the 8-bit plan's).")
     low_bits: int | None = _opt(None, "--method pairs/paper: bits of the first layer of each pair "
                                       "(default 2, the paper's setting and the largest saving; 3-4 "
                                       "lose much less accuracy).")

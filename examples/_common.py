@@ -242,7 +242,7 @@ def export_and_verify(
         assert got_b.shape == (b, ref.shape[1])
         assert float(np.abs(ref[:b] - got_b).max()) < MAX_ABS_DIFF
     print(
-        f"  wrote {path.relative_to(EXAMPLES_DIR.parent)}  {path.stat().st_size / 1024:.0f} KiB  "
+        f"  wrote {path}  {path.stat().st_size / 1024:.0f} KiB  "
         f"max|ort-torch| {diff:.1e}  ops {op_histogram(m)}",
         flush=True,
     )

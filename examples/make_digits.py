@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -79,17 +80,21 @@ def random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> t
     return out
 
 
-def build(threads: int = 2) -> dict[str, float]:
-    """Train, export (BN folded + BN kept), verify and evaluate; returns ONNX accuracies."""
+def build(threads: int = 2, seed: int = SEED, out: Path | None = None) -> dict[str, float]:
+    """Train, export (BN folded + BN kept), verify and evaluate; returns ONNX accuracies.
+
+    ``seed`` other than 0 and ``out`` make a sibling model that the converter was never tuned on
+    (written under ``out``, not into examples/): a check of rules chosen on the examples."""
     t0 = time.time()
-    seed_everything(SEED, threads)
+    models_dir, data_dir = (MODELS_DIR, DATA_DIR) if out is None else (out, out)
+    seed_everything(seed, threads)
     x_train, y_train, x_test, y_test = load_split()
     print(
         f"digits: train {len(y_train)}  test {len(y_test)}  "
         f"train mean {x_train.mean():.4f} std {x_train.std():.4f} (after normalisation)"
     )
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    test_path = DATA_DIR / "digits_test.npz"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    test_path = data_dir / "digits_test.npz"
     np.savez_compressed(
         test_path, input=x_test.numpy().astype(np.float32), label=y_test.numpy().astype(np.int64)
     )
@@ -97,14 +102,14 @@ def build(threads: int = 2) -> dict[str, float]:
 
     model = ResNet(num_classes=10, blocks_per_stage=3, widths=(16, 32, 64))
     print(f"  digits_resnet20: {count_params(model)} parameters")
-    train_classifier(model, x_train, y_train, epochs=EPOCHS, lr=LR, seed=SEED,
+    train_classifier(model, x_train, y_train, epochs=EPOCHS, lr=LR, seed=seed,
                      augment=random_shift, name="digits_resnet20")
     print(f"  torch test accuracy {torch_accuracy(model, x_test, y_test):.4f}")
 
     data = np.load(test_path)
     results: dict[str, float] = {}
     for keep_bn, suffix in ((False, "bnfolded"), (True, "bnkept")):
-        path = MODELS_DIR / f"digits_resnet20_{suffix}.onnx"
+        path = models_dir / f"digits_resnet20_{suffix}.onnx"
         export_and_verify(model, x_test[:64], path, keep_bn=keep_bn)
         acc = ort_accuracy(path, data["input"], data["label"])
         results[path.name] = acc
@@ -116,7 +121,11 @@ def build(threads: int = 2) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    build(parser.parse_args().threads)
+    parser.add_argument("--seed", type=int, default=SEED, help="training seed (the examples: 0)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write models and held-out data here instead of examples/")
+    args = parser.parse_args()
+    build(args.threads, args.seed, args.out)
 
 
 if __name__ == "__main__":

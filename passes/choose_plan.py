@@ -78,12 +78,17 @@ def _unpair(ctx: Context) -> None:
         entry.role, entry.partner = "single", None
 
 
-def _fid_ok(fid, min_agreement: float) -> bool:
+def _fid_ok(fid, min_agreement: float, floor=None) -> bool:
     """Predicted fidelity good enough: top-1 agreement on the synthetic inputs at least
-    ``min_agreement`` for classifier-like outputs, else relative error at most 1 - it."""
+    ``min_agreement`` for classifier-like outputs, else relative error at most 1 - it; or at least
+    as good as ``floor``, the all-8-bit plan's, where even that misses the level (a model unsure
+    on noise flips some synthetic samples for any perturbation: measured on a digits ResNet-20
+    trained with another seed, whose 8-bit plan kept 14 of 16)."""
     if fid.top1_agreement is not None:
-        return fid.top1_agreement >= min_agreement
-    return fid.score <= 1.0 - min_agreement
+        need = min_agreement if floor is None else min(min_agreement, floor.top1_agreement)
+        return fid.top1_agreement >= need
+    need = 1.0 - min_agreement if floor is None else max(1.0 - min_agreement, floor.score)
+    return fid.score <= need
 
 
 def _measure(ctx: Context, m: Measurement, plan: dict[str, LayerPlan]):
@@ -130,6 +135,9 @@ def _allocate(ctx: Context, m: Measurement) -> None:
     params = sum(ctx.report.layer(n).params for n in names)
     budgets = [o.target_bits] if o.target_bits is not None else list(LADDER)
     chosen, chosen_fid, chosen_budget = None, None, None
+    eight = {n: (LayerPlan(8, "maxabs", _best_correction(m.candidates[n], 8)) if n in names else p)
+             for n, p in ctx.plan.items()}
+    floor = _measure(ctx, m, eight) if o.target_bits is None else None
     for bits in budgets:
         budget = bits * params / 8
         trials = []
@@ -150,12 +158,11 @@ def _allocate(ctx: Context, m: Measurement) -> None:
         scored = [(_measure(ctx, m, p), p) for p in unique]
         fid, plan = min(scored, key=lambda t: (t[0].score, -(t[0].top1_agreement or 0)))
         chosen, chosen_fid, chosen_budget = plan, fid, bits
-        if o.target_bits is not None or _fid_ok(fid, o.min_agreement):
+        if o.target_bits is not None or _fid_ok(fid, o.min_agreement, floor):
             break
-    if chosen is None or (o.target_bits is None and not _fid_ok(chosen_fid, o.min_agreement)):
+    if chosen is None or (o.target_bits is None and not _fid_ok(chosen_fid, o.min_agreement, floor)):
         # No budget of the ladder keeps the predicted fidelity: everything at 8 bits.
-        chosen = {n: (LayerPlan(8, "maxabs", _best_correction(m.candidates[n], 8)) if n in names
-                      else p) for n, p in ctx.plan.items()}
+        chosen = eight
         chosen_budget = None
         if o.target_bits is not None:
             ctx.report.notes.append(f"--target-bits {o.target_bits:g} is below what the smallest "

@@ -97,3 +97,19 @@ def test_statistics_the_synthetic_inputs_cannot_refute_are_not_candidates():
     for options in (ConvertOptions(target_bits=3), ConvertOptions(method="pairs")):
         _, rep = convert(folded, options)
         assert all(e.correction in (None, "none") for e in rep.layers), options
+
+
+def test_the_default_level_yields_to_what_8_bits_keep():
+    """A model unsure on noise: if 8 bits everywhere keep only 14 of 16 synthetic predictions, a
+    plan that keeps as many is good enough; where 8 bits keep all, 0.99 still holds."""
+    from dfmpc_onnx.passes.choose_plan import _fid_ok
+
+    from dfmpc_onnx.fidelity import Fidelity
+
+    def fid(agree):
+        return Fidelity({"y": 0.1}, {"y": "kl"}, 0.1, agree)
+
+    assert not _fid_ok(fid(0.875), 0.99)
+    assert _fid_ok(fid(0.875), 0.99, floor=fid(0.875))
+    assert not _fid_ok(fid(0.8125), 0.99, floor=fid(0.875))
+    assert not _fid_ok(fid(0.9375), 0.99, floor=fid(1.0))
