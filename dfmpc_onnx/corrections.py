@@ -23,7 +23,6 @@ import numpy as np
 from .solver import gram, gram_diag, objective_diag, objective_full, solve_diag, solve_full
 from .stats import (
     JointGaussian,
-    TensorStats,
     bivariate_matrix,
     mean_diag,
     through_activation,
@@ -109,5 +108,5 @@ def bias_shift(mean_f: np.ndarray, mean_q: np.ndarray) -> np.ndarray:
     return mean_f - mean_q
 
 
-__all__ = ["COMPENSATIONS", "PairInput", "TensorStats", "bias_shift", "energy", "ls_diag",
+__all__ = ["COMPENSATIONS", "PairInput", "bias_shift", "energy", "ls_diag",
            "ls_full", "paper_factor"]
