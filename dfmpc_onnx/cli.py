@@ -260,9 +260,11 @@ def convert(ctx: click.Context, model: tuple[str, ...], output: str, jobs: int,
             report_file: str | None, as_json: bool, quiet: bool, **opts) -> None:
     """Quantize MODEL (float ONNX) into a mixed-precision QDQ model.
 
-    Weight-only: activations stay float. Run the result with the ONNX Runtime session config
-    entry session.disable_quant_qdq=1 so the weights are dequantized once at load and the
-    model runs at float speed. Several MODELs, or a folder of them, convert into the folder -o
+    By default weight-only: activations stay float. Run the result with the ONNX Runtime session
+    config entry session.disable_quant_qdq=1 so the weights are dequantized once at load and the
+    model runs at float speed. With --activations int8, activations are quantized too (ranges
+    from synthetic inputs, no data) and ONNX Runtime, with its default session options, runs the
+    model on integer kernels: faster than float on CPU. Several MODELs, or a folder of them, convert into the folder -o
     names; one failure never stops the others, and the exit code is that of the first failure.
     """
     from .api import convert_file
@@ -348,14 +350,16 @@ def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, **opts) 
               help="Timed runs per model; latency is their median.")
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True,
               help="ONNX Runtime intra-op threads for both models.")
-@click.option("--disable-quant-qdq/--keep-qdq", default=True, show_default=True,
-              help="Fold DequantizeLinear on weights at load (session.disable_quant_qdq=1), "
-                   "as a deployment should.")
+@click.option("--disable-quant-qdq/--keep-qdq", default=None,
+              help="Fold DequantizeLinear on weights at load (session.disable_quant_qdq=1), as a "
+                   "deployment of a weight-only model should, or keep the Q/DQ nodes for ONNX "
+                   "Runtime to fuse into integer kernels. Default: fold for weight-only models, "
+                   "keep for models with quantized activations (--activations int8).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.pass_context
 def validate(ctx: click.Context, float_model: str, quant_model: str, inputs: str | None,
              provider: str, batch: int, shapes: tuple[str, ...], seed: int, repeats: int,
-             threads: int, disable_quant_qdq: bool, as_json: bool) -> None:
+             threads: int, disable_quant_qdq: bool | None, as_json: bool) -> None:
     """Run FLOAT_MODEL and QUANT_MODEL on the same inputs; print per-output cosine similarity,
     SQNR, errors and top-1 agreement between the two models (with labels, also both models'
     accuracy), file sizes and the latency ratio."""

@@ -108,6 +108,10 @@ class FidelityProbe:
         """The float value of a probed weight (do not modify it)."""
         return self._float[name]
 
+    def runs(self) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+        """The probe's input batches and the float model's outputs on each (do not modify)."""
+        return self._chunks, [{name: c[name] for name in self._outputs} for c in self._cache]
+
     def measure(self, replacements: Mapping[str, np.ndarray]) -> Fidelity:
         """Fidelity of the float model with ``replacements`` (name -> candidate array) swapped in."""
         changed: dict[str, np.ndarray] = {}

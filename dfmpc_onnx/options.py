@@ -20,6 +20,12 @@ AUTO_BUDGETS = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
 SYNTHETIC_KINDS = ("smooth", "mixed", "gaussian", "uniform", "distilled")
 GRANULARITIES = ("channel", "tensor")
 FORMATS = ("packed", "int8")
+ACTIVATIONS = ("none", "int8")
+ACTIVATION_TYPES = ("uint8", "int8")
+CLIP_CHOICES = ("auto", "minmax", "percentile", "mse")
+# Grids ONNX Runtime's integer kernels (QLinearConv, QGemm) read: symmetric, one scale per tensor
+# or per output channel, in an 8-bit container.
+INTEGER_KERNEL_GRIDS = ("maxabs", "mse", "twn", "mse-ternary")
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw: Any) -> Any:
@@ -125,6 +131,20 @@ class ConvertOptions:
                                  "for INT2, 21 for INT4 and block-wise scales). int8: every weight in "
                                  "an (u)int8 container on its grid (opset 13; for int8 kernels and "
                                  "TensorRT).", FORMATS)
+    activations: str = _opt(
+        "none", "none: weight-only (activations stay float; the model runs at float speed). "
+        "int8: also quantize activations to 8 bits, with ranges measured on synthetic inputs, so "
+        "ONNX Runtime runs Conv/Gemm/MatMul/Add/pooling on its integer kernels (QLinearConv, "
+        "QGemm, ...): W8A8 by default, faster than float on CPU; weights are stored in int8 "
+        "containers (--target-bits still plans 2/4-bit grids inside them).", ACTIVATIONS)
+    activation_type: str = _opt(
+        "uint8", "--activations int8: uint8 (asymmetric; the fast path of ONNX Runtime's CPU "
+        "kernels) or int8 (symmetric, zero point 0: what TensorRT wants).", ACTIVATION_TYPES)
+    activation_clip: str = _opt(
+        "auto", "--activations int8: how each activation's range is cut from what the synthetic "
+        "inputs produced: minmax, percentile (0.01/99.99), mse (least quantization error), or "
+        "auto: each rule is tried on the whole model and the one whose outputs stay closest to "
+        "the weight-only model's on other synthetic inputs is kept.", CLIP_CHOICES)
     plan: dict[str, Any] = _opt(
         {}, 'Per-layer overrides by node name: {"conv1": 4, "fc": null, "conv2": {"bits": 4, '
         '"quantizer": "block32", "correction": "none"}} (null keeps a layer in float).')
@@ -132,6 +152,14 @@ class ConvertOptions:
                                           "does.")
 
     def __post_init__(self) -> None:
+        if (self.activations == "int8" and self.method is None and self.target_bits is None
+                and self.low_bits is None and self.high_bits is None):
+            # Integer kernels read int8 containers: lower grids would save no bytes, only
+            # accuracy. W8A8 unless a plan of lower grids is asked for.
+            object.__setattr__(self, "method", "pairs")
+            object.__setattr__(self, "low_bits", 8)
+            if self.correction is None:
+                object.__setattr__(self, "correction", "none")
         if self.method is None:  # bits given: the fixed pair plan they describe
             given = self.low_bits is not None or self.high_bits is not None
             object.__setattr__(self, "method", "pairs" if given else "auto")
@@ -178,6 +206,15 @@ class ConvertOptions:
             raise OptionsError(f"--input-std must be > 0, got {self.input_std!r}")
         for layer, entry in self.plan.items():
             self.plan_entry(layer, entry)  # raises on a bad entry
+        if self.activations == "int8":
+            grids = {self.quantizer} | {e["quantizer"] for e in self.plan.values()
+                                        if isinstance(e, dict) and "quantizer" in e}
+            bad = sorted(g for g in grids if g not in INTEGER_KERNEL_GRIDS and g != "paper")
+            if bad:
+                raise OptionsError(
+                    f"--activations int8 runs on integer kernels, which read symmetric grids "
+                    f"with one scale per tensor or channel; {', '.join(bad)} cannot be read there "
+                    f"(use {', '.join(INTEGER_KERNEL_GRIDS)})")
 
     # -- what the options mean, asked for by the passes ---------------------------------------
 
@@ -186,6 +223,11 @@ class ConvertOptions:
         if self.correction is not None:
             return self.correction
         return "paper" if self.method == "paper" else "auto"
+
+    @property
+    def integer_kernels(self) -> bool:
+        """Whether the output must run on integer kernels (int8 containers, symmetric grids)."""
+        return self.activations != "none"
 
     def corrects_bias(self, correction: str) -> bool:
         """Whether a layer with ``correction`` also gets bias correction."""

@@ -45,6 +45,9 @@ class Report:
     # Predicted fidelity of the result, measured on synthetic inputs: score (mean divergence:
     # KL of softmax for class scores, relative MSE otherwise), top1_agreement, samples, inputs.
     fidelity: dict = field(default_factory=dict)
+    # --activations int8: type, how many tensors and grids, the clip rule kept and each rule's
+    # measured divergence from the weight-only model (passes/quantize_activations.py).
+    activations: dict = field(default_factory=dict)
 
     def fidelity_line(self) -> str:
         """One line: the predicted fidelity of the result (``validate`` measures the real one)."""

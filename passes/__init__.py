@@ -1,6 +1,7 @@
 """The graph passes, in the one order the model flows through them.
 
-    load -> normalise -> find pairs -> plan bits -> quantize and compensate -> emit QDQ -> validate
+    load -> normalise -> find pairs -> plan bits -> quantize and compensate -> emit QDQ
+         -> [quantize activations] -> validate
 
 (load and validate are file operations in dfmpc_onnx.modelio; everything between is here.)
 """
@@ -17,6 +18,7 @@ from .find_pairs import FindPairs
 from .measure import MeasureLayers, MeasurePlan
 from .normalise import CheckOpset, ConstantsToInitializers, FoldBatchNorm, InferShapes, NameNodes
 from .plan_bits import PlanBits
+from .quantize_activations import QuantizeActivations
 from .quantize_compensate import QuantizeAndCompensate
 from .upgrade_opset import UpgradeOpset
 
@@ -35,7 +37,8 @@ def planning_passes(options: ConvertOptions) -> list[Pass]:
 
 def conversion_passes(options: ConvertOptions) -> list[Pass]:
     """The whole conversion, top to bottom."""
-    return planning_passes(options) + [UpgradeOpset(), EmitQDQ()]
+    activations = [QuantizeActivations()] if options.integer_kernels else []
+    return planning_passes(options) + [UpgradeOpset(), EmitQDQ()] + activations
 
 
 __all__ = ["Context", "Pair", "Pass", "PreconditionError", "run_passes", "analysis_passes",

@@ -68,6 +68,13 @@ class Context:
     container_format: str = ""  # the format emitted; "" until upgrade-opset decides (options')
     facts: set[str] = field(default_factory=set)  # what the passes run so far provided
     progress: Callable[[str], None] | None = None
+    # The float model's outputs on the synthetic inputs, batch by batch, left by measure-plan so
+    # that later passes can check the whole converted model against them: (feeds, outputs).
+    reference: tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.options.integer_kernels and not self.container_format:
+            self.container_format = "int8"  # what ONNX Runtime's integer kernels read
 
     def say(self, message: str) -> None:
         if self.progress is not None:

@@ -30,7 +30,7 @@ import onnx
 from dfmpc_onnx.allocate import Candidate
 from dfmpc_onnx.graph import GraphIndex
 from dfmpc_onnx.layers import LinearLayer, as_linear_layer
-from dfmpc_onnx.options import LayerPlan
+from dfmpc_onnx.options import INTEGER_KERNEL_GRIDS, LayerPlan
 
 from .base import Context
 from .quantize_compensate import LayerInput, corrected_bias, layer_inputs, quantize_layer
@@ -99,7 +99,8 @@ def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarra
     choices = []
     for bits, grids in CANDIDATE_GRIDS.items():
         choices.append((bits, "maxabs"))
-        others = [g for g in grids if g != "maxabs"]
+        others = [g for g in grids if g != "maxabs"
+                  and (not ctx.options.integer_kernels or g in INTEGER_KERNEL_GRIDS)]
         if others:
             per_channel = ctx.options.granularity == "channel"
             err = {g: float(np.sum((quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel)
@@ -136,18 +137,22 @@ class MeasureLayers:
         return False
 
 
-def make_inputs(model: onnx.ModelProto, ctx: Context) -> dict[str, np.ndarray]:
-    """The synthetic inputs every measurement of this conversion runs on."""
+def make_inputs(model: onnx.ModelProto, ctx: Context, *, n: int | None = None,
+                seed: int | None = None) -> dict[str, np.ndarray]:
+    """The synthetic inputs every measurement of this conversion runs on (``n`` and ``seed``:
+    other draws of the same kind, e.g. held out to check a choice made on the first)."""
     o = ctx.options
+    n = o.fidelity_samples if n is None else n
+    seed = o.seed if seed is None else seed
     if o.synthetic == "distilled":
         from dfmpc_onnx.distill import distilled_inputs  # the optional extra; torch only here
 
         ctx.say("distilling inputs from the BatchNormalization statistics (torch)")
-        return distilled_inputs(ctx.source_model or model, n=o.fidelity_samples, seed=o.seed,
+        return distilled_inputs(ctx.source_model or model, n=n, seed=seed,
                                 shapes=o.input_shapes or None)
     from dfmpc_onnx.synthetic import synthetic_inputs
 
-    return synthetic_inputs(model, n=o.fidelity_samples, kind=o.synthetic, seed=o.seed,
+    return synthetic_inputs(model, n=n, kind=o.synthetic, seed=seed,
                             mean=o.input_mean, std=o.input_std, value_range=o.input_range,
                             shapes=o.input_shapes or None)
 
@@ -222,6 +227,7 @@ class MeasurePlan:
                 m = ctx.measurement
                 shaped = {k: v.reshape(m.probe.weight(k).shape) for k, v in repl.items()}
                 fid, samples, kind = m.probe.measure(shaped), m.samples, m.kind
+                ctx.reference = m.probe.runs()
             else:
                 fid = _measure_once(model, repl, ctx)
                 samples, kind = o.fidelity_samples, o.synthetic
@@ -259,4 +265,5 @@ def _measure_once(model: onnx.ModelProto, repl: dict[str, np.ndarray], ctx: Cont
         feeds = {i.name: inputs[i.name] for i in sess.get_inputs()}
         runs.append([dict(zip(outs, sess.run(outs, feeds), strict=True))])
         del sess
+    ctx.reference = ([feeds], runs[0])
     return compare(runs[0], runs[1], outs)

@@ -26,6 +26,8 @@ def needed_opset(model: onnx.ModelProto, ctx: Context, fmt: str) -> int:
     if not ctx.quantized:
         return 0
     need = max(qt.min_opset(fmt) for qt in ctx.quantized.values())
+    if ctx.options.integer_kernels:
+        need = max(need, 13)  # per-channel int32 biases and activation Q/DQ
     if any(t.data_type in _HALF for t in model.graph.initializer):
         need = max(need, 19)
     return need
@@ -38,7 +40,7 @@ class UpgradeOpset:
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         current = opset_version(model)
-        fmt = ctx.options.format
+        fmt = ctx.container_format or ctx.options.format
         target = max(current, needed_opset(model, ctx, fmt))
         try:
             changed = upgrade(model, target, ctx.report.notes)

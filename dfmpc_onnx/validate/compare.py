@@ -26,7 +26,7 @@ from .inputs import (
     sample_count,
 )
 from .metrics import ValidationResult, accuracy, measure_latency, model_size_bytes, output_stats
-from .sessions import make_session, run_outputs
+from .sessions import has_activation_qdq, make_session, run_outputs
 
 
 def _interface_problems(float_session: ort.InferenceSession,
@@ -100,7 +100,7 @@ def validate(
     repeats: int = 20,
     threads: int = 2,
     shapes: Shapes | None = None,
-    disable_quant_qdq: bool = True,
+    disable_quant_qdq: bool | None = None,
 ) -> ValidationResult:
     """Run both models on the same inputs and measure output agreement, size and latency.
 
@@ -108,6 +108,8 @@ def validate(
         ``batch`` rows (see ``random_inputs``), with ``shapes`` fixing other symbolic dims.
         An integer array ``label`` or ``labels`` with one entry per sample adds both models'
         accuracy for every (batch, classes) output.
+    disable_quant_qdq: None (default) sets session.disable_quant_qdq=1 unless the quantized
+        model quantizes activations (``has_activation_qdq``), whose Q/DQ ORT must see to fuse.
     Raises ModelLoadError for an unloadable model, OptionsError for bad options or inputs and for
     two models that cannot run on the same inputs, and DfmpcError when a run fails.
     """
@@ -121,6 +123,8 @@ def validate(
         raise OptionsError("--shape applies to random inputs only; with --inputs the npz arrays "
                            "give the shapes")
 
+    if disable_quant_qdq is None:
+        disable_quant_qdq = not has_activation_qdq(quant_path)
     sessions = []
     for role, path in (("float", float_path), ("quantized", quant_path)):
         try:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from ..errors import DfmpcError, ModelLoadError, OptionsError
@@ -61,6 +62,18 @@ def resolve_providers(provider: str) -> list[str]:
     if name == "CPUExecutionProvider":
         return [name]
     return [name, "CPUExecutionProvider"]
+
+
+def has_activation_qdq(path: str | os.PathLike[str]) -> bool:
+    """Whether the model quantizes activations (has QuantizeLinear nodes): such a model runs on
+    integer kernels only when ORT keeps its Q/DQ nodes. False for an unreadable file (loading it
+    then fails with a clear message)."""
+    try:
+        with open(path, "rb") as fh:
+            model = onnx.load_model(fh, load_external_data=False)
+    except Exception:  # noqa: BLE001 - make_session reports the real problem
+        return False
+    return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
 
 
 def make_session(

@@ -1,0 +1,165 @@
+"""Quantize activations to 8 bits, with no data, so ONNX Runtime runs the model on integer kernels.
+
+After emit-qdq has written the weights, this pass (``--activations int8``):
+
+1. picks the activations ORT fuses into integer kernels (``dfmpc_onnx.activation_qdq``);
+2. runs the weight-quantized model on seeded synthetic inputs and keeps each activation's
+   extremes and a subsample of its values (``dfmpc_onnx.calibrate``);
+3. for each clip rule (min-max, percentile, MSE-optimal; all of them with ``--activation-clip
+   auto``) writes the activation grids into a copy and measures, on *other* synthetic inputs,
+   how far the whole model's outputs move from the weight-only model's; keeps the rule that moves
+   them least (which rule wins differs by model: measured, not assumed);
+4. writes that rule's QuantizeLinear/DequantizeLinear pairs, int32 biases and explicit weight
+   zero points, and reports the predicted fidelity of the final model against the float one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from dfmpc_onnx.activation_qdq import (
+    ActivationPlan,
+    insert_activation_qdq,
+    plan_activations,
+    quantize_biases,
+    weight_zero_points,
+)
+from dfmpc_onnx.calibrate import CLIP_RULES, ActivationSamples, QuantParams, quant_params
+from dfmpc_onnx.errors import UnsupportedModelError
+from dfmpc_onnx.fidelity import Fidelity, compare
+from dfmpc_onnx.graph import drop_unused_initializers
+
+from .base import Context
+from .measure import make_inputs
+
+MIN_CALIBRATION = 8  # samples, even with --fidelity-samples 0: ranges cannot come from nothing
+
+
+class QuantizeActivations:
+    name = "quantize-activations"
+    requires = ("qdq",)
+    provides = ("activations",)
+
+    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        o = ctx.options
+        _check_integer_grids(ctx)
+        graph = model.graph
+        plan = plan_activations(graph, ctx.quantized, _float_tensors(graph))
+        if not plan.tensors:
+            ctx.report.notes.append("--activations int8: no activation feeds a quantized layer; "
+                                    "activations stay float")
+            return False
+        n = max(o.fidelity_samples, MIN_CALIBRATION)
+        ctx.say(f"activations: calibrating {len(plan.tensors)} tensors on {n} synthetic inputs")
+        samples = ActivationSamples(model, plan.tensors, make_inputs(model, ctx, n=n),
+                                    seed=o.seed)
+        not_float = [t for t in plan.tensors if samples.dtypes[t] != np.float32]
+        if not_float:  # untyped in the graph and not float after all: plan without them
+            plan = plan_activations(graph, ctx.quantized,
+                                    {t for t in plan.tensors if t not in not_float})
+        rules = CLIP_RULES if o.activation_clip == "auto" else (o.activation_clip,)
+        scores: dict[str, Fidelity] = {}
+        if len(rules) > 1:
+            held = make_inputs(model, ctx, n=n, seed=o.seed + 1)
+            weight_only = _run(model, held)
+            for rule in rules:
+                ctx.say(f"activations: measuring clip rule {rule}")
+                trial = onnx.ModelProto()
+                trial.CopyFrom(model)
+                _emit(trial, ctx, plan, _params(plan, samples, rule, o.activation_type))
+                scores[rule] = compare(weight_only, _run(trial, held), _outputs(model))
+                del trial
+            chosen = min(rules, key=lambda r: scores[r].score)  # ties: the earlier, simpler rule
+        else:
+            chosen = rules[0]
+        kept = _emit(model, ctx, plan, _params(plan, samples, chosen, o.activation_type))
+        _report(ctx, plan, chosen, scores, kept, n)
+        if ctx.reference is not None:
+            feeds, reference = ctx.reference
+            fid = compare(reference, [_run(model, f)[0] for f in feeds], _outputs(model))
+            ctx.report.fidelity.update(score=fid.score, top1_agreement=fid.top1_agreement,
+                                       metric=sorted(set(fid.metric.values())))
+        return True
+
+
+def _check_integer_grids(ctx: Context) -> None:
+    """Every weight must be on a grid the integer kernels read: symmetric, per tensor or per
+    output channel, in an 8-bit container."""
+    bad = [name for name, qt in ctx.quantized.items()
+           if qt.block_size is not None or qt.zero_point is not None
+           or qt.container_bits("int8") != 8]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise UnsupportedModelError(
+            f"--activations int8: layer {shown} got a grid ONNX Runtime's integer kernels cannot "
+            "read (block-wise, asymmetric, or wider than 8 bits, like the paper's 8-bit DoReFa "
+            "grid); plan those layers with maxabs, mse, twn or mse-ternary at 2-8 bits")
+
+
+def _float_tensors(graph: onnx.GraphProto) -> set[str]:
+    """Tensors typed float32 by shape inference, and node outputs shape inference left untyped
+    (checked after calibration, which sees their values)."""
+    typed = {v.name: v.type.tensor_type.elem_type for v in list(graph.value_info) + list(graph.input)}
+    names = {n for n, t in typed.items() if t == onnx.TensorProto.FLOAT}
+    names.update(o for node in graph.node for o in node.output if o and o not in typed)
+    return names
+
+
+def _params(plan: ActivationPlan, samples: ActivationSamples, rule: str,
+            dtype: str) -> dict[str, QuantParams]:
+    return plan.params(samples.ranges(rule, dtype), dtype, quant_params)
+
+
+def _emit(model: onnx.ModelProto, ctx: Context, plan: ActivationPlan,
+          params: dict[str, QuantParams]) -> list[str]:
+    """Write the activation grids, int32 biases and weight zero points into ``model``; returns
+    the layers whose bias stayed float."""
+    graph = model.graph
+    insert_activation_qdq(graph, params, plan.elided(params))
+    kept = quantize_biases(graph, ctx.quantized, params)
+    weight_zero_points(graph)
+    drop_unused_initializers(graph)  # the float biases the int32 ones replace
+    return kept
+
+
+def _outputs(model: onnx.ModelProto) -> list[str]:
+    return [o.name for o in model.graph.output]
+
+
+def _run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """The model's outputs on ``inputs``, one batch (ORT with the default graph optimisations, so
+    the integer kernels that will run are the ones measured)."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 2
+    session = ort.InferenceSession(model.SerializeToString(), so,
+                                   providers=["CPUExecutionProvider"])
+    names = _outputs(model)
+    feeds = {i.name: inputs[i.name] for i in session.get_inputs()}
+    return [dict(zip(names, session.run(names, feeds), strict=True))]
+
+
+def _report(ctx: Context, plan: ActivationPlan, chosen: str, scores: dict[str, Fidelity],
+            kept: list[str], samples: int) -> None:
+    o = ctx.options
+    ctx.report.activations = {
+        "type": o.activation_type, "tensors": len(plan.tensors), "grids": len(plan.range_from),
+        "clip": chosen, "calibration_samples": samples,
+        "clip_scores": {r: f.score for r, f in scores.items()},
+        "clip_agreement": {r: f.top1_agreement for r, f in scores.items()},
+    }
+    tried = ", ".join(f"{r} {f.score:.2e}" for r, f in scores.items())
+    ctx.report.notes.append(
+        f"activations: {len(plan.tensors)} tensors quantized to {o.activation_type} "
+        f"({len(plan.range_from)} grids) from {samples} synthetic {o.synthetic} inputs, clip rule "
+        f"{chosen}" + (f" (divergence from the weight-only model on other synthetic inputs: "
+                       f"{tried})" if scores else ""))
+    low = sorted({qt.bits for qt in ctx.quantized.values() if qt.bits < 8})
+    if low:
+        ctx.report.notes.append(
+            f"weights on {'/'.join(map(str, low))}-bit grids are stored in int8 containers, "
+            "which ONNX Runtime's integer kernels read: the file is no smaller than at 8 bits")
+    if kept:
+        ctx.report.notes.append(f"biases left float: {', '.join(kept)}")
