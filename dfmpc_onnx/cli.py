@@ -264,8 +264,9 @@ def convert(ctx: click.Context, model: tuple[str, ...], output: str, jobs: int,
     config entry session.disable_quant_qdq=1 so the weights are dequantized once at load and the
     model runs at float speed. With --activations int8, activations are quantized too (ranges
     from synthetic inputs, no data) and ONNX Runtime, with its default session options, runs the
-    model on integer kernels: faster than float on CPU. Several MODELs, or a folder of them, convert into the folder -o
-    names; one failure never stops the others, and the exit code is that of the first failure.
+    model on integer kernels: faster than float on CPU. Several MODELs, or a folder of them,
+    convert into the folder -o names; one failure never stops the others, and the exit code is
+    that of the first failure.
     """
     from .api import convert_file
 

@@ -1,0 +1,172 @@
+"""Int8 activations with no data (issue 11): accuracy on every example model, and the speed of a
+ResNet-18-shaped model on ONNX Runtime's integer kernels.
+
+Accuracy, top-1 on each example's held-out file, for:
+- FP32;
+- ours at W8A8 (``--activations int8``), W4A8 (``--activations int8 --target-bits 4``: 4-bit
+  grids in int8 containers) and the measured plan (``--activations int8 --method auto``);
+- ONNX Runtime's ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, MinMax
+  calibration) calibrated on 16 random standard-normal inputs (the examples' inputs are
+  normalised to about that), and, as the upper anchor that uses real data, calibrated on the
+  first 256 held-out samples (then scored on all of them: it has seen part of the test set).
+
+Latency: the ResNet-18 shape of ``benchmarks/resnet18.py`` (BN kept, random weights) at batch 1,
+224x224, 2 intra-op threads, default session options, medians of interleaved runs in one process:
+FP32, ours W8A8, ORT's W8A8; and the operators ORT runs after its graph optimiser.
+
+    python -m benchmarks.activations            # both parts, about 4 minutes here
+    python -m benchmarks.activations --latency  # only the ResNet-18 timing
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from dfmpc_onnx import convert_file
+from dfmpc_onnx.options import ConvertOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "examples" / "models"
+DATA = {"digits": ROOT / "examples" / "data" / "digits_test.npz",
+        "glyphs": ROOT / "examples" / "data" / "glyphs_test.npz"}
+OURS = {
+    "ours W8A8": ConvertOptions(activations="int8"),
+    "ours W4A8": ConvertOptions(activations="int8", target_bits=4),
+    "ours auto+A8": ConvertOptions(activations="int8", method="auto"),
+}
+
+
+def session(path: Path | str, threads: int = 2) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def top1(path: Path | str, x: np.ndarray, labels: np.ndarray) -> float:
+    s = session(path)
+    logits = np.concatenate([s.run(None, {"input": x[i:i + 512]})[0] for i in range(0, len(x), 512)])
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def ort_static(src: Path, dst: Path, calibration: list[np.ndarray]) -> None:
+    """ONNX Runtime's own static QDQ quantization, its usual CPU settings."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{"input": c} for c in calibration])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    pre = dst.with_suffix(".pre.onnx")
+    quant_pre_process(str(src), str(pre))
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def accuracy_table(tmp: Path) -> list[dict]:
+    rows = []
+    for model in sorted(MODELS.glob("*.onnx")):
+        data = np.load(DATA[model.name.split("_")[0]])
+        x, labels = data["input"].astype(np.float32), data["label"]
+        row = {"model": model.stem, "FP32": top1(model, x, labels)}
+        for name, options in OURS.items():
+            out = tmp / f"{model.stem}.{name.split()[1]}.onnx"
+            start = time.perf_counter()
+            report = convert_file(model, out, options)
+            row[name] = top1(out, x, labels)
+            row[f"{name} clip"] = report.activations.get("clip")
+            row[f"{name} bits"] = round(report.average_bits, 2)
+            row[f"{name} s"] = round(time.perf_counter() - start, 1)
+        rng = np.random.default_rng(0)
+        random_calib = [rng.standard_normal((1,) + x.shape[1:]).astype(np.float32) for _ in range(16)]
+        ort_static(model, tmp / f"{model.stem}.ort_random.onnx", random_calib)
+        row["ORT random calib"] = top1(tmp / f"{model.stem}.ort_random.onnx", x, labels)
+        real = [x[i:i + 1] for i in range(256)]
+        ort_static(model, tmp / f"{model.stem}.ort_real.onnx", real)
+        row["ORT real calib (anchor)"] = top1(tmp / f"{model.stem}.ort_real.onnx", x, labels)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def latency(tmp: Path, runs: int = 200) -> dict:
+    from benchmarks.resnet18 import resnet18
+
+    fp32 = tmp / "resnet18.onnx"
+    onnx.save(resnet18(), fp32)
+    ours = tmp / "resnet18.w8a8.onnx"
+    convert_file(fp32, ours, ConvertOptions(activations="int8"))
+    rng = np.random.default_rng(0)
+    ort_q = tmp / "resnet18.ort.onnx"
+    ort_static(fp32, ort_q, [rng.standard_normal((1, 3, 224, 224)).astype(np.float32) for _ in range(8)])
+    paths = {"FP32": fp32, "ours W8A8": ours, "ORT W8A8": ort_q}
+    sessions = {k: session(p) for k, p in paths.items()}
+    x = {"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
+    for s in sessions.values():
+        for _ in range(5):
+            s.run(None, x)
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(runs):
+        for k, s in sessions.items():
+            t = time.perf_counter()
+            s.run(None, x)
+            times[k].append(time.perf_counter() - t)
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(tmp / "resnet18.w8a8.optimized.onnx")
+    ort.InferenceSession(str(ours), so, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    result = {"ms": ms, "ratio_ours": ms["ours W8A8"] / ms["FP32"],
+              "ratio_ort": ms["ORT W8A8"] / ms["FP32"], "optimized_ops": dict(ops.most_common()),
+              "runs": runs}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def markdown(rows: list[dict], lat: dict | None) -> str:
+    cols = ["FP32", *OURS, "ORT random calib", "ORT real calib (anchor)"]
+    lines = ["| model | " + " | ".join(cols) + " | clip rule (W8A8) |",
+             "|---|" + "---|" * (len(cols) + 1)]
+    for r in rows:
+        lines.append(f"| {r['model']} | " + " | ".join(f"{100 * r[c]:.1f}" for c in cols)
+                     + f" | {r['ours W8A8 clip']} |")
+    if lat:
+        ms = lat["ms"]
+        lines += ["", f"ResNet-18 shape, batch 1, 2 threads, median of {lat['runs']} interleaved runs: "
+                  + ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items())
+                  + f"; ours/FP32 {lat['ratio_ours']:.2f}x, ORT/FP32 {lat['ratio_ort']:.2f}x. "
+                  "Operators after ORT's optimiser (ours): "
+                  + ", ".join(f"{k} {v}" for k, v in lat["optimized_ops"].items()) + "."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency", action="store_true", help="only the ResNet-18 timing")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "activations_results.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        rows = [] if args.latency else accuracy_table(tmp)
+        lat = latency(tmp)
+    Path(args.out).write_text(json.dumps({"accuracy": rows, "latency": lat}, indent=1) + "\n")
+    print(markdown(rows, lat))
+
+
+if __name__ == "__main__":
+    main()
