@@ -119,7 +119,8 @@ def plan_activations(graph: onnx.GraphProto, quantized_layers: Iterable[str],
             if index.only_consumer(x) is None:
                 continue  # other readers need the unclamped values: a grid of its own
             clamp_inputs.add(x)
-            plan.clamps[y] = x
+            if all(y in reader.input for reader in index.consumers.get(y, [])):
+                plan.clamps[y] = x  # a subgraph reading y by name keeps the clamp node
         parent[find(x)] = find(y)
     order = [t for t in index.graph_inputs if t in chosen]
     order += [o for node in graph.node for o in node.output if o in chosen]

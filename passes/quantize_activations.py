@@ -32,7 +32,7 @@ from dfmpc_onnx.fidelity import Fidelity, compare
 from dfmpc_onnx.graph import drop_unused_initializers
 
 from .base import Context
-from .measure import make_inputs
+from .measure import _first_line, make_inputs
 
 MIN_CALIBRATION = 8  # samples, even with --fidelity-samples 0: ranges cannot come from nothing
 
@@ -48,13 +48,19 @@ class QuantizeActivations:
         graph = model.graph
         plan = plan_activations(graph, ctx.quantized, _float_tensors(graph))
         if not plan.tensors:
-            ctx.report.notes.append("--activations int8: no activation feeds a quantized layer; "
-                                    "activations stay float")
+            ctx.report.notes.append("--activations int8: no float32 activation feeds a quantized "
+                                    "layer; activations stay float")
             return False
         n = max(o.fidelity_samples, MIN_CALIBRATION)
         ctx.say(f"activations: calibrating {len(plan.tensors)} tensors on {n} synthetic inputs")
-        samples = ActivationSamples(model, plan.tensors, make_inputs(model, ctx, n=n),
-                                    seed=o.seed)
+        try:
+            samples = ActivationSamples(model, plan.tensors, make_inputs(model, ctx, n=n),
+                                        seed=o.seed)
+        except Exception as exc:  # noqa: BLE001 - said in one line, with what to do
+            raise UnsupportedModelError(
+                "--activations int8 sets activation ranges by running the model in ONNX Runtime "
+                f"on synthetic inputs, which failed here ({_first_line(exc)}); convert without "
+                "--activations (weight-only)") from exc
         not_float = [t for t in plan.tensors if samples.dtypes[t] != np.float32]
         if not_float:  # untyped in the graph and not float after all: plan without them
             plan = plan_activations(graph, ctx.quantized,

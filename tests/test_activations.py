@@ -308,3 +308,21 @@ def test_validate_keeps_qdq_only_for_activation_models(tmp_path):
     onnx.save(model, tmp_path / "f.onnx")
     assert validate(tmp_path / "f.onnx", tmp_path / "a.onnx", repeats=1).disable_quant_qdq is False
     assert validate(tmp_path / "f.onnx", tmp_path / "w.onnx", repeats=1).disable_quant_qdq is True
+
+
+def test_a_clamp_read_by_a_subgraph_is_kept_and_the_model_runs():
+    import awkward_models
+
+    q, report = convert(awkward_models.with_if(), W8A8)
+    onnx.checker.check_model(q, full_check=True)
+    assert report.activations["tensors"] > 0
+    default_session(q)  # loads: the If body still finds the tensor it reads
+
+
+def test_a_model_ort_cannot_run_is_refused_in_one_line():
+    import awkward_models
+
+    from dfmpc_onnx.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="weight-only"):
+        convert(awkward_models.custom_domain(), W8A8)
