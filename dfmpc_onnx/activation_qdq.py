@@ -48,6 +48,7 @@ class ActivationPlan:
     group: dict[str, str] = field(default_factory=dict)
     range_from: dict[str, list[str]] = field(default_factory=dict)
     clamps: dict[str, str] = field(default_factory=dict)  # ReLU/Clip output -> its input, one group
+    clips: set[str] = field(default_factory=set)  # the clamps that are Clip (an upper bound too)
 
     def elided(self, params: Mapping[str, QuantParams]) -> dict[str, str]:
         """The clamps the Q before them makes redundant: grids whose zero point is the lowest
@@ -119,6 +120,8 @@ def plan_activations(graph: onnx.GraphProto, quantized_layers: Iterable[str],
             if index.only_consumer(x) is None:
                 continue  # other readers need the unclamped values: a grid of its own
             clamp_inputs.add(x)
+            if node.op_type == "Clip":
+                plan.clips.add(y)
             if all(y in reader.input for reader in index.consumers.get(y, [])):
                 plan.clamps[y] = x  # a subgraph reading y by name keeps the clamp node
         parent[find(x)] = find(y)

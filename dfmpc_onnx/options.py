@@ -22,7 +22,7 @@ GRANULARITIES = ("channel", "tensor")
 FORMATS = ("packed", "int8")
 ACTIVATIONS = ("none", "int8")
 ACTIVATION_TYPES = ("uint8", "int8")
-CLIP_CHOICES = ("auto", "minmax", "percentile", "mse")
+CLIP_CHOICES = ("auto", "minmax", "percentile", "mse", "bn")
 # Grids ONNX Runtime's integer kernels (QLinearConv, QGemm) read: symmetric, one scale per tensor
 # or per output channel, in an 8-bit container.
 INTEGER_KERNEL_GRIDS = ("maxabs", "mse", "twn", "mse-ternary")
@@ -143,8 +143,11 @@ class ConvertOptions:
     activation_clip: str = _opt(
         "auto", "--activations int8: how each activation's range is cut from what the synthetic "
         "inputs produced: minmax, percentile (0.01/99.99), mse (least quantization error), or "
-        "auto: each rule is tried on the whole model and the one whose outputs stay closest to "
-        "the weight-only model's on other synthetic inputs is kept.", CLIP_CHOICES)
+        "auto: each of these is tried on the whole model and the one whose outputs stay closest "
+        "to the weight-only model's on other synthetic inputs is kept. bn (never chosen by auto, "
+        "which synthetic inputs cannot judge fairly): where a kept BatchNormalization gives the "
+        "real data's statistics, each channel's mean +- 6 std (after its ReLU), min-max "
+        "elsewhere.", CLIP_CHOICES)
     plan: dict[str, Any] = _opt(
         {}, 'Per-layer overrides by node name: {"conv1": 4, "fc": null, "conv2": {"bits": 4, '
         '"quantizer": "block32", "correction": "none"}} (null keeps a layer in float).')

@@ -34,6 +34,10 @@ from dfmpc_onnx.graph import drop_unused_initializers
 from .base import Context
 from .measure import _first_line, make_inputs
 
+# --activation-clip bn: mean +- this many standard deviations of each channel. On the kept-BN
+# examples (W8A8 and W4A8) 6 matched the synthetic min-max ranges to 0.5 points and 3 or 4 lost up
+# to 9 points by clipping (BENCHMARKS.md, "Int8 activations").
+BN_STDS = 6.0
 MIN_CALIBRATION = 8  # samples, even with --fidelity-samples 0: ranges cannot come from nothing
 
 
@@ -74,13 +78,13 @@ class QuantizeActivations:
                 ctx.say(f"activations: measuring clip rule {rule}")
                 trial = onnx.ModelProto()
                 trial.CopyFrom(model)
-                _emit(trial, ctx, plan, _params(plan, samples, rule, o.activation_type))
+                _emit(trial, ctx, plan, _params(plan, samples, rule, o.activation_type, ctx))
                 scores[rule] = compare(weight_only, _run(trial, held), _outputs(model))
                 del trial
             chosen = min(rules, key=lambda r: scores[r].score)  # ties: the earlier, simpler rule
         else:
             chosen = rules[0]
-        kept = _emit(model, ctx, plan, _params(plan, samples, chosen, o.activation_type))
+        kept = _emit(model, ctx, plan, _params(plan, samples, chosen, o.activation_type, ctx))
         _report(ctx, plan, chosen, scores, kept, n)
         if ctx.reference is not None:
             feeds, reference = ctx.reference
@@ -114,8 +118,36 @@ def _float_tensors(graph: onnx.GraphProto) -> set[str]:
 
 
 def _params(plan: ActivationPlan, samples: ActivationSamples, rule: str,
-            dtype: str) -> dict[str, QuantParams]:
-    return plan.params(samples.ranges(rule, dtype), dtype, quant_params)
+            dtype: str, ctx: Context | None = None) -> dict[str, QuantParams]:
+    if rule == "bn":
+        ranges = samples.ranges("minmax", dtype)
+        ranges.update(_bn_ranges(plan, ctx, BN_STDS, ranges))
+    else:
+        ranges = samples.ranges(rule, dtype)
+    return plan.params(ranges, dtype, quant_params)
+
+
+def _bn_ranges(plan: ActivationPlan, ctx: Context, k: float,
+               synthetic: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """Ranges from kept BatchNormalization statistics: each channel's mean +- k std, after the
+    group's ReLU (lo 0) or Clip (no wider than its synthetic outputs, within the Clip's bounds)."""
+    out: dict[str, tuple[float, float]] = {}
+    for rep, members in plan.range_from.items():
+        group = [t for t in plan.tensors if plan.group[t] == rep]
+        stats = [ctx.bn_stats[t] for t in group if t in ctx.bn_stats]
+        if not stats:
+            continue
+        mean, std = (np.asarray(v, dtype=np.float64) for v in stats[0])
+        lo, hi = float(np.min(mean - k * std)), float(np.max(mean + k * std))
+        clamps = [t for t in group if t in plan.clamps]
+        if clamps:
+            lo = max(lo, 0.0)
+        for t in clamps:
+            if t in plan.clips:
+                hi = min(hi, synthetic[t][1])
+        for m in members:
+            out[m] = (lo, hi)
+    return out
 
 
 def _emit(model: onnx.ModelProto, ctx: Context, plan: ActivationPlan,
@@ -162,6 +194,12 @@ def _report(ctx: Context, plan: ActivationPlan, chosen: str, scores: dict[str, F
         f"({len(plan.range_from)} grids) from {samples} synthetic {o.synthetic} inputs, clip rule "
         f"{chosen}" + (f" (divergence from the weight-only model on other synthetic inputs: "
                        f"{tried})" if scores else ""))
+    if chosen == "bn":
+        with_bn = sum(1 for rep in plan.range_from
+                      if any(t in ctx.bn_stats for t in plan.tensors if plan.group[t] == rep))
+        ctx.report.notes.append(
+            f"activations: {with_bn} of {len(plan.range_from)} grids from kept BatchNormalization "
+            f"statistics (mean +- {BN_STDS:g} std), the others from the synthetic inputs' min-max")
     low = sorted({qt.bits for qt in ctx.quantized.values() if qt.bits < 8})
     if low:
         ctx.report.notes.append(

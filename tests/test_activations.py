@@ -326,3 +326,18 @@ def test_a_model_ort_cannot_run_is_refused_in_one_line():
 
     with pytest.raises(UnsupportedModelError, match="weight-only"):
         convert(awkward_models.custom_domain(), W8A8)
+
+
+def test_bn_rule_takes_ranges_from_kept_batchnorm_statistics():
+    model = conv_net(bn=True)
+    _, report = convert(model, ConvertOptions(activations="int8", activation_clip="bn",
+                                              fidelity_samples=8))
+    q, _ = convert(model, ConvertOptions(activations="int8", activation_clip="bn",
+                                         fidelity_samples=8))
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    bn = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    # conv1 (bn1 folded, writing bn1_out) -> Relu: one grid, [0, max(beta + 6 |gamma|)].
+    hi = float(np.max(bn["bn1.b"].astype(np.float64) + 6 * np.abs(bn["bn1.g"].astype(np.float64))))
+    scale = float(inits["bn1_out_act_scale"])  # the Relu is gone: its grid clamps
+    assert scale == pytest.approx(np.float32(hi / 255), rel=1e-6)
+    assert any("BatchNormalization statistics" in n for n in report.notes)
