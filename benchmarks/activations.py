@@ -10,18 +10,25 @@ Accuracy, top-1 on each example's held-out file, for:
   normalised to about that), and, as the upper anchor that uses real data, calibrated on the
   first 256 held-out samples (then scored on all of them: it has seen part of the test set).
 
+Clip rules on real data: each example at W8A8 with each rule forced (``--activation-clip``), and
+``bn`` (kept BatchNormalization statistics, mean +- k std) at k = 3, 4 and 6, beside the rule
+``auto`` chose on synthetic inputs: does the synthetic measurement pick well?
+
 Latency: the ResNet-18 shape of ``benchmarks/resnet18.py`` (BN kept, random weights) at batch 1,
 224x224, 2 intra-op threads, default session options, medians of interleaved runs in one process:
 FP32, ours W8A8, ORT's W8A8; and the operators ORT runs after its graph optimiser.
 
-    python -m benchmarks.activations            # both parts, about 4 minutes here
+    python -m benchmarks.activations            # everything, about 6 minutes here
     python -m benchmarks.activations --latency  # only the ResNet-18 timing
+
+It writes ``benchmarks/activations_results.json`` and ``benchmarks/ACTIVATIONS.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import datetime
 import json
 import statistics
 import tempfile
@@ -32,6 +39,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from benchmarks.run import machine
 from dfmpc_onnx import convert_file
 from dfmpc_onnx.options import ConvertOptions
 
@@ -103,6 +111,31 @@ def accuracy_table(tmp: Path) -> list[dict]:
     return rows
 
 
+RULES = ("minmax", "percentile", "mse", "bn3", "bn4", "bn6")
+
+
+def clip_rules(tmp: Path) -> list[dict]:
+    """Real top-1 at W8A8 with each clip rule forced."""
+    import passes.quantize_activations as qa
+
+    rows = []
+    for model in sorted(MODELS.glob("*.onnx")):
+        data = np.load(DATA[model.name.split("_")[0]])
+        x, labels = data["input"].astype(np.float32), data["label"]
+        row = {"model": model.stem}
+        for rule in RULES:
+            clip = "bn" if rule.startswith("bn") else rule
+            if clip == "bn":
+                qa.BN_STDS = float(rule[2:])
+            out = tmp / f"{model.stem}.{rule}.onnx"
+            convert_file(model, out, ConvertOptions(activations="int8", activation_clip=clip))
+            row[rule] = top1(out, x, labels)
+        qa.BN_STDS = 6.0
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def latency(tmp: Path, runs: int = 200) -> dict:
     from benchmarks.resnet18 import resnet18
 
@@ -138,13 +171,23 @@ def latency(tmp: Path, runs: int = 200) -> dict:
     return result
 
 
-def markdown(rows: list[dict], lat: dict | None) -> str:
+def markdown(rows: list[dict], rules: list[dict], lat: dict | None) -> str:
     cols = ["FP32", *OURS, "ORT random calib", "ORT real calib (anchor)"]
     lines = ["| model | " + " | ".join(cols) + " | clip rule (W8A8) |",
              "|---|" + "---|" * (len(cols) + 1)]
     for r in rows:
         lines.append(f"| {r['model']} | " + " | ".join(f"{100 * r[c]:.1f}" for c in cols)
                      + f" | {r['ours W8A8 clip']} |")
+    if rules:
+        auto = {r["model"]: r["ours W8A8 clip"] for r in rows}
+        lines += ["", "Top-1 (%) at W8A8 with each clip rule forced; `auto`'s pick (on synthetic "
+                  "inputs) in bold. bnK: kept-BN statistics, mean +- K std (min-max where a grid "
+                  "has none; on BN-folded models that is min-max everywhere).", "",
+                  "| model | " + " | ".join(RULES) + " |", "|---|" + "---|" * len(RULES)]
+        for r in rules:
+            cells = [f"**{100 * r[k]:.1f}**" if auto.get(r["model"]) == k else f"{100 * r[k]:.1f}"
+                     for k in RULES]
+            lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     if lat:
         ms = lat["ms"]
         lines += ["", f"ResNet-18 shape, batch 1, 2 threads, median of {lat['runs']} interleaved runs: "
@@ -163,9 +206,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows = [] if args.latency else accuracy_table(tmp)
+        rules = [] if args.latency else clip_rules(tmp)
         lat = latency(tmp)
-    Path(args.out).write_text(json.dumps({"accuracy": rows, "latency": lat}, indent=1) + "\n")
-    print(markdown(rows, lat))
+    Path(args.out).write_text(json.dumps({"accuracy": rows, "clip_rules": rules, "latency": lat},
+                                         indent=1) + "\n")
+    table = markdown(rows, rules, lat)
+    print(table)
+    if not args.latency:
+        (ROOT / "benchmarks" / "ACTIVATIONS.md").write_text(
+            "# Int8 activations (`--activations int8`)\n\n"
+            f"Made by `python -m benchmarks.activations` on {machine()}, "
+            f"{datetime.date.today()}. Top-1 (%) on each example's held-out set.\n\n"
+            + table + "\n")
 
 
 if __name__ == "__main__":

@@ -330,10 +330,8 @@ def test_a_model_ort_cannot_run_is_refused_in_one_line():
 
 def test_bn_rule_takes_ranges_from_kept_batchnorm_statistics():
     model = conv_net(bn=True)
-    _, report = convert(model, ConvertOptions(activations="int8", activation_clip="bn",
+    q, report = convert(model, ConvertOptions(activations="int8", activation_clip="bn",
                                               fidelity_samples=8))
-    q, _ = convert(model, ConvertOptions(activations="int8", activation_clip="bn",
-                                         fidelity_samples=8))
     inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
     bn = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     # conv1 (bn1 folded, writing bn1_out) -> Relu: one grid, [0, max(beta + 6 |gamma|)].
