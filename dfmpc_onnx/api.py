@@ -110,6 +110,9 @@ def inspect_model(model_or_path: ModelLike, options: ConvertOptions | None = Non
         ctx.source_model = onnx.ModelProto()
         ctx.source_model.CopyFrom(model)
     run_passes(planning_passes(options), model, ctx)
+    if options.integer_kernels:
+        ctx.report.notes.append("--activations int8: activation ranges are measured when "
+                                "converting; inspect plans the weights only")
     return ctx.report
 
 
