@@ -116,7 +116,7 @@ RULES = ("minmax", "percentile", "mse", "bn3", "bn4", "bn6")
 
 def clip_rules(tmp: Path) -> list[dict]:
     """Real top-1 at W8A8 with each clip rule forced."""
-    import passes.quantize_activations as qa
+    import dfmpc_onnx.passes.quantize_activations as qa  # the module the pipeline runs
 
     rows = []
     for model in sorted(MODELS.glob("*.onnx")):
