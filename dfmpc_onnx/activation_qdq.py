@@ -192,6 +192,7 @@ def quantize_biases(graph: onnx.GraphProto, layers: Iterable[str],
     index = GraphIndex(graph)
     nodes = {n.name: n for n in graph.node}
     kept: list[str] = []
+    before: dict[str, onnx.NodeProto] = {}  # layer name -> its bias DequantizeLinear
     for name in layers:
         node = nodes.get(name)
         if node is None or node.op_type not in ("Conv", "Gemm") or len(node.input) < 3:
@@ -220,12 +221,18 @@ def quantize_biases(graph: onnx.GraphProto, layers: Iterable[str],
             numpy_helper.from_array(q, f"{base}_q"),
             numpy_helper.from_array(safe, f"{base}_scale"),
             numpy_helper.from_array(np.zeros(q.shape, np.int32), f"{base}_zero_point")])
-        dq = helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_scale",
-                                                   f"{base}_zero_point"], [f"{base}_dq"],
-                              name=f"{base}_DequantizeLinear", axis=0)
-        position = list(graph.node).index(node)
-        graph.node.insert(position, dq)
+        before[name] = helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_scale",
+                                                             f"{base}_zero_point"], [f"{base}_dq"],
+                                        name=f"{base}_DequantizeLinear", axis=0)
         node.input[2] = f"{base}_dq"
+    if before:
+        ordered = []
+        for node in graph.node:
+            if node.name in before:
+                ordered.append(before[node.name])
+            ordered.append(node)
+        del graph.node[:]
+        graph.node.extend(ordered)
     return kept
 
 
