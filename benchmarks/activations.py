@@ -67,6 +67,21 @@ def top1(path: Path | str, x: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
+def interleaved_ms(paths: list[Path], x: np.ndarray, runs: int) -> list[float]:
+    """Median ms of each model on ``x``, runs interleaved (A, B, A, B, ...) in one process."""
+    sessions = [session(p) for p in paths]
+    for s in sessions:
+        for _ in range(3):
+            s.run(None, {"input": x})
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(runs):
+        for i, s in enumerate(sessions):
+            t = time.perf_counter()
+            s.run(None, {"input": x})
+            times[i].append(time.perf_counter() - t)
+    return [1e3 * statistics.median(t) for t in times]
+
+
 def ort_static(src: Path, dst: Path, calibration: list[np.ndarray]) -> None:
     """ONNX Runtime's own static QDQ quantization, its usual CPU settings."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -99,6 +114,10 @@ def accuracy_table(tmp: Path) -> list[dict]:
             row[f"{name} clip"] = report.activations.get("clip")
             row[f"{name} bits"] = round(report.average_bits, 2)
             row[f"{name} s"] = round(time.perf_counter() - start, 1)
+            if name == "ours W8A8":
+                for batch, runs in ((1, 200), (64, 20)):
+                    f, q = interleaved_ms([model, out], x[:batch], runs)
+                    row[f"W8A8/FP32 latency b{batch}"] = q / f
         rng = np.random.default_rng(0)
         random_calib = [rng.standard_normal((1,) + x.shape[1:]).astype(np.float32) for _ in range(16)]
         ort_static(model, tmp / f"{model.stem}.ort_random.onnx", random_calib)
@@ -173,11 +192,12 @@ def latency(tmp: Path, runs: int = 200) -> dict:
 
 def markdown(rows: list[dict], rules: list[dict], lat: dict | None) -> str:
     cols = ["FP32", *OURS, "ORT random calib", "ORT real calib (anchor)"]
-    lines = ["| model | " + " | ".join(cols) + " | clip rule (W8A8) |",
-             "|---|" + "---|" * (len(cols) + 1)]
+    lines = ["| model | " + " | ".join(cols) + " | clip rule (W8A8) | W8A8/FP32 latency, batch 1 / 64 |",
+             "|---|" + "---|" * (len(cols) + 2)]
     for r in rows:
         lines.append(f"| {r['model']} | " + " | ".join(f"{100 * r[c]:.1f}" for c in cols)
-                     + f" | {r['ours W8A8 clip']} |")
+                     + f" | {r['ours W8A8 clip']} | {r['W8A8/FP32 latency b1']:.2f}x / "
+                     f"{r['W8A8/FP32 latency b64']:.2f}x |")
     if rules:
         auto = {r["model"]: r["ours W8A8 clip"] for r in rows}
         lines += ["", "Top-1 (%) at W8A8 with each clip rule forced; `auto`'s pick (on synthetic "
