@@ -27,6 +27,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from .fidelity import split_batches
+
 CLIP_RULES = ("minmax", "percentile", "mse")
 ACTIVATION_TYPES = ("uint8", "int8")
 PERCENTILE = 99.99
@@ -85,8 +87,8 @@ def clip_range(s: TensorSamples, rule: str, dtype: str = "uint8") -> tuple[float
         best, best_err = (s.lo, s.hi), np.inf
         for f in _SHRINK:
             cand = (s.lo * f, s.hi * f)
-            err = float(np.mean((quant_params(*cand, dtype).quantize_dequantize(s.values)
-                                 - s.values) ** 2))
+            diff = quant_params(*cand, dtype).quantize_dequantize(s.values) - s.values
+            err = float(np.mean(diff.astype(np.float64) ** 2))
             if err < best_err:
                 best, best_err = cand, err
         return best
@@ -94,7 +96,8 @@ def clip_range(s: TensorSamples, rule: str, dtype: str = "uint8") -> tuple[float
 
 
 class ActivationSamples:
-    """Runs ``model`` on ``inputs`` (arrays with the batch first) ``batch`` samples at a time and
+    """Runs ``model`` on ``inputs`` (arrays with the batch first) ``batch`` samples at a time (or
+    in runs of the model's fixed batch) and
     keeps, for each tensor of ``tensors``, a :class:`TensorSamples`."""
 
     def __init__(self, model: onnx.ModelProto, tensors: Sequence[str],
@@ -114,16 +117,19 @@ class ActivationSamples:
                                        providers=["CPUExecutionProvider"])
         del probe
         rng = np.random.default_rng(seed)
-        n = len(next(iter(inputs.values())))
+        chunks = split_batches(model, inputs)  # runs of a fixed batch, or one run to slice
+        if len(chunks) == 1:
+            feeds = chunks[0]
+            n = min(len(v) for v in feeds.values()) if feeds else 0
+            chunks = [{k: v[i:i + batch] for k, v in feeds.items()} for i in range(0, n, batch)]
         lo = dict.fromkeys(self.tensors, np.inf)
         hi = dict.fromkeys(self.tensors, -np.inf)
         kept: dict[str, list[np.ndarray]] = {t: [] for t in self.tensors}
         self.dtypes: dict[str, np.dtype] = {}
-        batches = list(range(0, n, batch))
-        per_batch = max(1, keep // len(batches))
+        per_batch = max(1, keep // max(1, len(chunks)))
         feeds_names = [i.name for i in session.get_inputs()]
-        for start in batches:
-            feeds = {k: inputs[k][start:start + batch] for k in feeds_names}
+        for chunk in chunks:
+            feeds = {k: chunk[k] for k in feeds_names}
             for name, value in zip(self.tensors, session.run(self.tensors, feeds), strict=True):
                 self.dtypes[name] = np.asarray(value).dtype
                 flat = np.asarray(value, dtype=np.float32).reshape(-1)

@@ -93,7 +93,7 @@ class FidelityProbe:
             raise ValueError(f"not a weight of this graph: {', '.join(missing)}")
         self._float = {w: self._index.array(w) for w in self.weights}
         self._outputs = [o.name for o in graph.output]
-        self._chunks = _split_batches(self._model, inputs)
+        self._chunks = split_batches(self._model, inputs)
         self._segments = self._segment(max(1, max_segments))
         self._first = {w: min(i for i, seg in enumerate(self._segments) if w in seg.weights)
                        for w in self.weights if any(w in seg.weights for seg in self._segments)}
@@ -340,7 +340,7 @@ def _value_info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), dims)
 
 
-def _split_batches(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+def split_batches(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Feeds per run: one run, or runs of the model's fixed batch when ``inputs`` stack several."""
     declared = {vi.name: vi for vi in model_inputs(model)}
     missing = [name for name in declared if name not in inputs]

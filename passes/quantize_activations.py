@@ -28,7 +28,7 @@ from dfmpc_onnx.activation_qdq import (
 )
 from dfmpc_onnx.calibrate import CLIP_RULES, ActivationSamples, QuantParams, quant_params
 from dfmpc_onnx.errors import UnsupportedModelError
-from dfmpc_onnx.fidelity import Fidelity, compare
+from dfmpc_onnx.fidelity import Fidelity, compare, split_batches
 from dfmpc_onnx.graph import drop_unused_initializers
 
 from .base import Context
@@ -88,7 +88,7 @@ class QuantizeActivations:
         _report(ctx, plan, chosen, scores, kept, n)
         if ctx.reference is not None:
             feeds, reference = ctx.reference
-            fid = compare(reference, [_run(model, f)[0] for f in feeds], _outputs(model))
+            fid = compare(reference, [r for f in feeds for r in _run(model, f)], _outputs(model))
             ctx.report.fidelity.update(score=fid.score, top1_agreement=fid.top1_agreement,
                                        metric=sorted(set(fid.metric.values())))
         return True
@@ -167,16 +167,17 @@ def _outputs(model: onnx.ModelProto) -> list[str]:
 
 
 def _run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """The model's outputs on ``inputs``, one batch (ORT with the default graph optimisations, so
-    the integer kernels that will run are the ones measured)."""
+    """The model's outputs on ``inputs``, per run of its fixed batch if it has one (ORT with the
+    default graph optimisations, so the integer kernels that will run are the ones measured)."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.intra_op_num_threads = 2
     session = ort.InferenceSession(model.SerializeToString(), so,
                                    providers=["CPUExecutionProvider"])
     names = _outputs(model)
-    feeds = {i.name: inputs[i.name] for i in session.get_inputs()}
-    return [dict(zip(names, session.run(names, feeds), strict=True))]
+    wanted = [i.name for i in session.get_inputs()]
+    return [dict(zip(names, session.run(names, {k: feeds[k] for k in wanted}), strict=True))
+            for feeds in split_batches(model, inputs)]
 
 
 def _report(ctx: Context, plan: ActivationPlan, chosen: str, scores: dict[str, Fidelity],
