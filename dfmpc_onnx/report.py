@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+PARTNER_SEP = ", "  # between the names of several partners
+
 
 @dataclass
 class LayerReport:
@@ -16,7 +18,7 @@ class LayerReport:
     role: str = "float"
     bits: int | None = None
     params: int = 0
-    partner: str | None = None
+    partner: str | None = None  # the pair's other layer(s), joined by PARTNER_SEP
     activation: str | None = None
     reason: str = ""
     stats: str = ""  # where the input statistics came from: bn, propagated, assumed
@@ -68,7 +70,10 @@ class Report:
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
-        return [(e.name, e.partner) for e in self.layers if e.role == "A" and e.partner]
+        """(A, B) for each compensating layer B of each low-bit layer A (an A whose channels
+        several layers read has several; its ``partner`` names them, joined by ", ")."""
+        return [(e.name, b) for e in self.layers if e.role == "A" and e.partner
+                for b in e.partner.split(PARTNER_SEP)]
 
     @property
     def average_bits(self) -> float:
