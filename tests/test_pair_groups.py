@@ -3,10 +3,13 @@ channels, through Concat, Split, branches and a kept BatchNormalization (pre-act
 Tiny graphs built here; numerics checked against ONNX Runtime and a NumPy reference."""
 
 import numpy as np
-from onnx import TensorProto, helper
+import pytest
+from conftest import assert_valid, run
+from onnx import TensorProto, helper, numpy_helper
+from test_paper import paper_reference
 from tinymodels import make_model
 
-from dfmpc_onnx import ConvertOptions, inspect_model
+from dfmpc_onnx import ConvertOptions, convert, inspect_model
 
 PAIRS = ConvertOptions(method="pairs", fidelity_samples=0)
 
@@ -45,3 +48,189 @@ def test_unsqueezed_bn_constants_are_folded_so_the_pair_is_found():
     rep = inspect_model(caffe2_bn_net(), PAIRS)
     assert rep.pairs == [("conv1", "conv2")]
     assert rep.layer("conv1").activation == "Mul+Add+Relu"
+
+
+class Net:
+    """A few lines per graph: conv(x, cout) adds a 1x1 (or kxk) Conv with bias named conv<i>."""
+
+    def __init__(self, seed=0, cin=3):
+        self.rng = np.random.default_rng(seed)
+        self.nodes, self.inits, self.n = [], {}, 0
+        self.cin = cin
+
+    def conv(self, x, cin, cout, k=1, name=None, w=None, b=None):
+        name = name or f"conv{self.n}"
+        self.n += 1
+        self.inits[f"{name}.weight"] = _conv_w(self.rng, cout, cin, k) if w is None else w
+        self.inits[f"{name}.bias"] = ((0.1 * self.rng.standard_normal(cout)).astype(np.float32)
+                                      if b is None else b)
+        self.nodes.append(helper.make_node("Conv", [x, f"{name}.weight", f"{name}.bias"],
+                                           [f"{name}_out"], name=name, pads=[k // 2] * 4))
+        return f"{name}_out"
+
+    def op(self, op, inputs, name, **attrs):
+        self.nodes.append(helper.make_node(op, inputs, [f"{name}_out"], name=name, **attrs))
+        return f"{name}_out"
+
+    def model(self, out, cout):
+        self.nodes[-1].output[0] = "out"
+        for n in self.nodes:  # the renamed output, wherever it was read
+            n.input[:] = ["out" if i == out else i for i in n.input]
+        return make_model(self.nodes, [_vi("input", ["N", self.cin, 8, 8])],
+                          [_vi("out", ["N", cout, 8, 8])], self.inits)
+
+
+def branch_net(seed=0, duplicate=False, act="Relu"):
+    """stem -> relu -> conv1 -> act -> (conv2a, conv2b) -> relu -> Concat -> head (SqueezeNet's
+    fire module). duplicate=True: two identical copies of conv1, one per branch (old pairs)."""
+    g = Net(seed)
+    x = g.op("Relu", [g.conv("input", 3, 8, name="stem")], "relu0")
+    w1, b1 = _conv_w(g.rng, 6, 8), (0.1 * g.rng.standard_normal(6)).astype(np.float32)
+    ins = []
+    for k, name in enumerate(("conv2a", "conv2b")):
+        if duplicate or k == 0:
+            h = g.conv(x, 8, 6, w=w1, b=b1, name=f"conv1{'ab'[k] if duplicate else ''}")
+            h = g.op(act, [h], f"act1{k}")
+        ins.append(g.op("Relu", [g.conv(h, 6, 5, k=3, name=name)], f"relu2{k}"))
+    cat = g.op("Concat", ins, "cat", axis=1)
+    return g.model(g.conv(cat, 10, 4, name="head"), 4)
+
+
+def split_net(seed=0, two_producers=False):
+    """stem -> relu -> conv1 (8 channels) -> relu -> Split 3/5 -> convx, convy -> Add -> head.
+    two_producers=True: conv1's rows 0:3 and 3:8 as two layers, each read whole (old pairs)."""
+    g = Net(seed)
+    x = g.op("Relu", [g.conv("input", 3, 8, name="stem")], "relu0")
+    w1, b1 = _conv_w(g.rng, 8, 8), (0.1 * g.rng.standard_normal(8)).astype(np.float32)
+    if two_producers:
+        parts = [g.op("Relu", [g.conv(x, 8, n, w=w1[s], b=b1[s], name=f"conv1{k}")], f"r1{k}")
+                 for k, (n, s) in enumerate(((3, slice(0, 3)), (5, slice(3, 8))))]
+    else:
+        h = g.op("Relu", [g.conv(x, 8, 8, w=w1, b=b1, name="conv1")], "r1")
+        g.inits["split"] = np.array([3, 5], np.int64)
+        g.nodes.append(helper.make_node("Split", [h, "split"], ["s0", "s1"], name="split",
+                                        axis=1))
+        parts = ["s0", "s1"]
+    ys = [g.conv(p, n, 6, k=3, name=name) for p, n, name in zip(parts, (3, 5), ("convx", "convy"))]
+    y = g.op("Relu", [g.op("Add", ys, "add")], "relu3")
+    return g.model(g.conv(y, 6, 4, name="head"), 4)
+
+
+def concat_net(seed=0, bn=False, sub=False):
+    """stem -> relu -> conv1 -> relu -> Concat[stem's relu, it] -> [BN ->] relu -> conv2 -> head
+    (DenseNet's pre-activation layout with bn=True). sub=True: conv2 reads conv1's part only, with
+    its columns of conv2's weight (the old pair, for comparison)."""
+    g = Net(seed)
+    r0 = g.op("Relu", [g.conv("input", 3, 4, name="stem")], "relu0")
+    h = g.op("Relu", [g.conv(r0, 4, 6, k=3, name="conv1")], "relu1")
+    w2 = _conv_w(g.rng, 8, 10, 3)
+    b2 = (0.1 * g.rng.standard_normal(8)).astype(np.float32)
+    if sub:
+        x, w2 = h, w2[:, 4:]
+    else:
+        x = g.op("Concat", [r0, h], "cat", axis=1)
+    if bn:
+        n = 6 if sub else 10
+        bn_ = {k: v[-n:].astype(np.float32) for k, v in {
+            "g": 0.5 + g.rng.random(10), "b": 0.2 * g.rng.standard_normal(10),
+            "m": 0.3 * g.rng.standard_normal(10), "v": 0.5 + g.rng.random(10)}.items()}
+        g.inits.update({f"bn.{k}": v for k, v in bn_.items()})
+        x = g.op("Relu", [g.op("BatchNormalization", [x] + [f"bn.{k}" for k in "gbmv"], "bn")],
+                 "relu_bn")
+    y = g.op("Relu", [g.conv(x, w2.shape[1], 8, k=3, name="conv2", w=w2, b=b2)], "relu2")
+    return g.model(g.conv(y, 8, 4, name="head"), 4)
+
+
+def _convert(model, **kw):
+    options = dict(method="pairs", fidelity_samples=0, propagated_stats=True)
+    return convert(model, ConvertOptions(**{**options, **kw}))
+
+
+@pytest.mark.parametrize("correction", ["energy", "ls-diag", "ls-full"])
+def test_branch_into_two_convs_equals_one_producer_per_branch(correction, x8):
+    """conv1 -> relu -> (conv2a, conv2b): both compensated, each by its own factors, exactly as if
+    each branch had its own copy of conv1 (two pairs of the paper's kind)."""
+    q, rep = _convert(branch_net(), correction=correction, bias_correction=False)
+    assert rep.pairs == [("conv1", "conv2a"), ("conv1", "conv2b")]
+    assert rep.layer("conv1").partner == "conv2a, conv2b" and rep.layer("conv2b").role == "B"
+    assert rep.layer("conv2a").comp_min is not None and rep.layer("conv2b").comp_min is not None
+    ref, ref_rep = _convert(branch_net(duplicate=True), correction=correction,
+                            bias_correction=False)
+    assert ref_rep.pairs == [("conv1a", "conv2a"), ("conv1b", "conv2b")]
+    assert_valid(q)
+    np.testing.assert_allclose(run(q, x8), run(ref, x8), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("correction", ["energy", "ls-full"])
+def test_split_compensates_each_reader_on_its_part(correction, x8):
+    """conv1 -> relu -> Split 3/5 -> convx, convy: the same as conv1's rows 0:3 and 3:8 as two
+    layers, each read whole: each reader's factors come from its own part of conv1."""
+    q, rep = _convert(split_net(), correction=correction, bias_correction=False)
+    assert rep.pairs == [("conv1", "convx"), ("conv1", "convy")]
+    assert rep.layer("conv1").activation == "Relu+Split"
+    ref, ref_rep = _convert(split_net(two_producers=True), correction=correction,
+                            bias_correction=False)
+    assert ref_rep.pairs == [("conv10", "convx"), ("conv11", "convy")]
+    assert_valid(q)
+    np.testing.assert_allclose(run(q, x8), run(ref, x8), rtol=1e-5, atol=1e-5)
+
+
+def _dequantized(q, layer):
+    """A converted layer's weight as its DequantizeLinear computes it (per-channel, axis 0)."""
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    node = next(n for n in q.graph.node if n.name == layer)
+    dq = next(n for n in q.graph.node if n.output[0] == node.input[1])
+    v, s = inits[dq.input[0]].astype(np.float64), inits[dq.input[1]].astype(np.float64)
+    return v * s.reshape((-1,) + (1,) * (v.ndim - 1))
+
+
+def _column_gain(q, model, layer):
+    """Per input channel: norm of the converted weight's column over the float one's (the
+    compensation factor, up to 8-bit rounding)."""
+    w = numpy_helper.to_array(next(t for t in model.graph.initializer
+                                   if t.name == f"{layer}.weight")).astype(np.float64)
+    return np.sqrt((_dequantized(q, layer) ** 2).sum(axis=(0, 2, 3)) / (w ** 2).sum(axis=(0, 2, 3)))
+
+
+@pytest.mark.parametrize("bn", [False, True], ids=["concat", "concat-bn-relu"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_concat_compensates_the_producers_channels_only(bn, seed):
+    """Concat[stem's relu (4), conv1's relu (6)] -> [BN -> relu ->] conv2: conv2's input channels
+    4:10 get the factors conv2 would get reading conv1 alone (its columns 4:10 as a layer), its
+    channels 0:4 none."""
+    options = dict(correction="ls-diag")
+    q, rep = _convert(concat_net(seed, bn=bn), **options)
+    label = "Relu+Concat" + ("+BatchNormalization+Relu" if bn else "")
+    assert rep.pairs == [("conv1", "conv2")] and rep.layer("conv1").activation == label
+    sub, sub_rep = _convert(concat_net(seed, bn=bn, sub=True), **options)
+    assert sub_rep.pairs == [("conv1", "conv2")]
+    gain = _column_gain(q, concat_net(seed, bn=bn), "conv2")
+    gain_sub = _column_gain(sub, concat_net(seed, bn=bn, sub=True), "conv2")
+    assert np.abs(gain_sub - 1).max() > 0.2  # the factors are far from 1 ...
+    np.testing.assert_allclose(gain[4:], gain_sub, atol=5e-3)  # ... and land on conv1's channels
+    np.testing.assert_allclose(gain[:4], 1.0, atol=5e-3)
+
+
+def test_concat_compensation_beats_rounding(x8):
+    """Through a Concat (no BN between) the compensated model is closer to the float one than the
+    same plan with bias correction only, on each of three seeds."""
+    for seed in range(3):
+        model = concat_net(seed)
+        f = run(model, x8)
+        err = [np.linalg.norm(run(_convert(model, correction=c)[0], x8) - f)
+               for c in ("ls-diag", "bias")]
+        assert err[0] <= err[1], (seed, err)
+
+
+@pytest.mark.parametrize("build", [concat_net, branch_net], ids=["concat", "branches"])
+def test_paper_through_concat_and_branches_equals_the_equations(build, x8):
+    """--method paper: c (Eq. 27) is folded into the low-bit layer's own output channels, so every
+    reader sees it; the readers stay on their high-bit grids. Same NumPy reference as test_paper."""
+    model = build()
+    q, rep = convert(model, ConvertOptions(method="paper", low_bits=2, high_bits=6))
+    assert {a for a, _ in rep.pairs} == {"conv1"} and len(rep.pairs) == (1 if build is concat_net
+                                                                        else 2)
+    bits = {e.name: e.bits for e in rep.layers}
+    assert bits["conv1"] == 2 and all(bits[b] == 6 for _, b in rep.pairs)
+    expect = run(paper_reference(model, bits, "conv1", compensate=True), x8)
+    np.testing.assert_allclose(run(q, x8), expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())
