@@ -40,15 +40,15 @@ class EqualizePairs:
             a, _ = as_linear_layer(nodes[a_name], index)
             bs = [as_linear_layer(nodes[p.b], index)[0] for p in pairs]
             what = f"pair {a_name} -> {', '.join(dict.fromkeys(p.b for p in pairs))}"
+            if any(getattr(p.activation, "through_batchnorm", False) for p in pairs):
+                ctx.report.notes.append(f"equalize: skipped {what} (a BatchNormalization "
+                                        "between: its recorded statistics would not follow)")
+                continue
             if a is None or any(b is None for b in bs) or not all(
                     p.activation.is_positive_homogeneous(
                         a.out_channels if p.channels is None else p.channels.size) for p in pairs):
                 ctx.report.notes.append(f"equalize: skipped {what} "
                                         "(activation is not positive-homogeneous)")
-                continue
-            if any(getattr(p.activation, "through_batchnorm", False) for p in pairs):
-                ctx.report.notes.append(f"equalize: skipped {what} (a BatchNormalization "
-                                        "between: its recorded statistics would not follow)")
                 continue
             shared = [n for n in graph.node if n is not a.node and
                       (a.weight in n.input or (a.bias and a.bias in n.input))]

@@ -234,3 +234,84 @@ def test_paper_through_concat_and_branches_equals_the_equations(build, x8):
     assert bits["conv1"] == 2 and all(bits[b] == 6 for _, b in rep.pairs)
     expect = run(paper_reference(model, bits, "conv1", compensate=True), x8)
     np.testing.assert_allclose(run(q, x8), expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())
+
+
+def refused_net(kind):
+    """stem -> relu -> conv1 -> relu -> (something that passes no per-channel factor) -> conv2."""
+    g = Net(3)
+    r0 = g.op("Relu", [g.conv("input", 3, 6, name="stem")], "relu0")
+    h = g.op("Relu", [g.conv(r0, 6, 6, name="conv1")], "relu1")
+    if kind == "residual":
+        x = g.op("Add", [h, r0], "add")
+    elif kind == "gate":  # squeeze-excitation's x * gate(x)
+        x = g.op("Mul", [h, g.op("Sigmoid", [g.op("GlobalAveragePool", [r0], "gap")], "sig")], "mul")
+    elif kind == "pool":
+        x = g.op("MaxPool", [h], "pool", kernel_shape=[3, 3], pads=[1] * 4)
+    elif kind == "spatial_concat":
+        x = g.op("MaxPool", [g.op("Concat", [h, r0], "cat", axis=2)], "pool", kernel_shape=[2, 1],
+                 strides=[2, 1])
+    else:  # one branch to a layer, one to a graph output through a Concat
+        x = g.op("Concat", [h, r0], "cat", axis=1)
+        model = g.model(g.conv(h, 6, 4, name="conv2"), 4)
+        model.graph.output.append(_vi("cat_out", ["N", 12, 8, 8]))
+        return model
+    return g.model(g.conv(x, 6, 4, name="conv2"), 4)
+
+
+@pytest.mark.parametrize(("kind", "why"), [
+    ("residual", "reaches Add 'add', which mixes in another tensor"),
+    ("gate", "reaches Mul 'mul', which mixes in another tensor"),
+    ("pool", "reaches MaxPool 'pool', which passes no per-channel factor on"),
+    ("spatial_concat", "reaches Concat 'cat', which passes no per-channel factor on"),
+    ("graph_output", "reaches a graph output"),
+])
+def test_no_pair_where_a_reader_cannot_take_the_factor(kind, why):
+    rep = inspect_model(refused_net(kind), ConvertOptions(method="pairs", fidelity_samples=0,
+                                                          correction="none"))
+    assert rep.pairs == []
+    assert why in rep.layer("conv1").reason
+
+
+def test_old_rule_on_request():
+    """--no-pair-through: the paper's rule, one reader of the whole activated output."""
+    options = ConvertOptions(method="pairs", fidelity_samples=0, pair_through=False,
+                             correction="none")
+    rep = inspect_model(branch_net(), options)
+    assert rep.pairs == [] and "feeds 2 nodes (Conv)" in rep.layer("conv1").reason
+    assert inspect_model(split_net(), options).pairs == []
+    assert ("conv1", "conv2") not in inspect_model(concat_net(), options).pairs
+    assert inspect_model(concat_net(sub=True), options).pairs == [("conv1", "conv2")]
+
+
+def _equalized(model):
+    from dfmpc_onnx.passes import Context, EqualizePairs, analysis_passes, run_passes
+
+    ctx = Context(ConvertOptions(method="pairs", fidelity_samples=0, equalize=True))
+    out = model.__class__()
+    out.CopyFrom(model)
+    run_passes(analysis_passes() + [EqualizePairs()], out, ctx)
+    return out, ctx
+
+
+@pytest.mark.parametrize("build", [branch_net, split_net, concat_net],
+                         ids=["branches", "split", "concat"])
+def test_equalization_over_every_reader_keeps_the_float_model(build, x8):
+    model = build()
+    eq, ctx = _equalized(model)
+    assert not any(n.startswith("equalize: skipped") for n in ctx.report.notes)
+    before = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    after = {t.name: numpy_helper.to_array(t) for t in eq.graph.initializer}
+    assert not np.allclose(before["conv1.weight"], after["conv1.weight"])
+    want = run(model, x8)
+    np.testing.assert_allclose(run(eq, x8), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize(("model", "why"), [
+    (branch_net(act="Elu"), "not positive-homogeneous"),
+    (concat_net(bn=True), "a BatchNormalization between"),
+])
+def test_equalization_refuses_paths_scales_do_not_pass(model, why, x8):
+    eq, ctx = _equalized(model)
+    assert any(n.startswith("equalize: skipped pair conv1 -> ") and why in n
+               for n in ctx.report.notes)
+    np.testing.assert_array_equal(run(eq, x8), run(model, x8))
