@@ -2,6 +2,8 @@
 channels, through Concat, Split, branches and a kept BatchNormalization (pre-activation layouts).
 Tiny graphs built here; numerics checked against ONNX Runtime and a NumPy reference."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import assert_valid, run
@@ -111,7 +113,8 @@ def split_net(seed=0, two_producers=False):
         g.nodes.append(helper.make_node("Split", [h, "split"], ["s0", "s1"], name="split",
                                         axis=1))
         parts = ["s0", "s1"]
-    ys = [g.conv(p, n, 6, k=3, name=name) for p, n, name in zip(parts, (3, 5), ("convx", "convy"))]
+    ys = [g.conv(p, n, 6, k=3, name=name)
+          for p, n, name in zip(parts, (3, 5), ("convx", "convy"), strict=True)]
     y = g.op("Relu", [g.op("Add", ys, "add")], "relu3")
     return g.model(g.conv(y, 6, 4, name="head"), 4)
 
@@ -315,3 +318,22 @@ def test_equalization_refuses_paths_scales_do_not_pass(model, why, x8):
     assert any(n.startswith("equalize: skipped pair conv1 -> ") and why in n
                for n in ctx.report.notes)
     np.testing.assert_array_equal(run(eq, x8), run(model, x8))
+
+
+ZOO = Path(__file__).parent / "data" / "zoo"
+
+
+def test_zoo_fixtures_pair_coverage():
+    """benchmarks.pair_coverage on the tiny real-architecture fixtures: Inception's branches pair
+    with the layer reading their Concat; elsewhere the pairs stay those of the paper's rule."""
+    from benchmarks.pair_coverage import coverage
+
+    inception = ZOO / "inception_block.ts13-folded.onnx"
+    old, new = coverage(inception, False), coverage(inception, True)
+    assert (old.layers, old.low_bit, old.pairs) == (10, 2, 2)
+    assert (new.low_bit, new.pairs) == (5, 5) and new.weight_share > old.weight_share + 0.3
+    rep = inspect_model(inception, PAIRS)
+    assert rep.layer("/mix/mix.0/Conv").partner == (
+        "/b1/b1.0/Conv, /b3/b3.2/b3.2.0/Conv, /b4/b4.1/b4.1.0/Conv")
+    for name in ("densenet_block.ts17-kept", "mbv3_block.ts17-folded", "unet_block.ts11-folded"):
+        assert coverage(ZOO / f"{name}.onnx", True) == coverage(ZOO / f"{name}.onnx", False)
