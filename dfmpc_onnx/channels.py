@@ -87,6 +87,11 @@ class ChannelPath:
 
     steps: tuple[Activation | Affine, ...] = ()
     route: tuple[str, ...] = ()
+    # The reader's channel is A's channel (through the steps) times something that does not
+    # depend on A: a gate (SwiGLU's up * act(gate)), attention weights (V -> attention -> output
+    # projection). A positive factor passes exactly; the channel's statistics are not a function
+    # of A's channel alone, so our statistical compensations do not apply.
+    scale_only: bool = False
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         for step in self.steps:
@@ -104,12 +109,14 @@ class ChannelPath:
     def is_positive_homogeneous(self, channels: int) -> bool:
         return positive_homogeneous(self, channels)
 
-    def then(self, step: Activation | Affine | None, word: str | None) -> ChannelPath:
+    def then(self, step: Activation | Affine | None, word: str | None,
+             scale_only: bool = False) -> ChannelPath:
         steps = self.steps + ((step,) if step is not None else ())
-        return ChannelPath(steps, self.route + ((word,) if word else ()))
+        return ChannelPath(steps, self.route + ((word,) if word else ()),
+                           self.scale_only or scale_only)
 
     def cut(self, i: int, j: int) -> ChannelPath:
-        return ChannelPath(tuple(_cut(s, i, j) for s in self.steps), self.route)
+        return replace(self, steps=tuple(_cut(s, i, j) for s in self.steps))
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,10 @@ class Shapes:
 
 @dataclass(frozen=True)
 class _At:
-    """A's channels [lo, hi) sit at channels [pos, pos + hi - lo) of ``tensor`` (``count`` in all)."""
+    """A's channels [lo, hi) sit at channels [pos, pos + hi - lo) of ``tensor`` (``count`` in all).
+
+    ``heads``: the channels are split into attention heads, (axis of the head, axis of the
+    channel within it, channels per head), axes counted from the end: channel h * D + d."""
 
     tensor: str
     lo: int
@@ -153,6 +163,7 @@ class _At:
     pos: int
     count: int
     path: ChannelPath
+    heads: tuple[int, int, int] | None = None
 
 
 def follow(index: GraphIndex, shapes: Shapes, a: LinearLayer, axis: int, rank: int | None,
@@ -170,7 +181,7 @@ def follow(index: GraphIndex, shapes: Shapes, a: LinearLayer, axis: int, rank: i
         if at.tensor in index.graph_outputs:
             return [], f"output reaches a graph output ({at.tensor!r})"
         t_rank = shapes.rank(at.tensor) or rank
-        phi = find_activation(index, at.tensor, t_rank, axis)
+        phi = None if at.heads else find_activation(index, at.tensor, t_rank, axis)
         if phi is not None and phi.nodes:  # one region takes every use of the tensor
             step, why = _activation_step(phi, at)
             if step is None:
@@ -178,7 +189,10 @@ def follow(index: GraphIndex, shapes: Shapes, a: LinearLayer, axis: int, rank: i
             todo.append(replace(at, tensor=phi.exit, path=at.path.then(step, phi.label)))
             continue
         for node in index.consumers.get(at.tensor, []):
-            nxt, found, why = _through(index, shapes, node, at, axis, t_rank, layers)
+            if at.heads:
+                nxt, found, why = _through_heads(index, shapes, node, at, a)
+            else:
+                nxt, found, why = _through(index, shapes, node, at, axis, t_rank, layers, a)
             if why:
                 return [], why
             todo.extend(nxt)
@@ -197,7 +211,7 @@ def _activation_step(phi: Activation, at: _At) -> tuple[Activation | None, str]:
 
 
 def _through(index: GraphIndex, shapes: Shapes, node: onnx.NodeProto, at: _At, axis: int,
-             rank: int | None, layers: dict[str, LinearLayer]
+             rank: int | None, layers: dict[str, LinearLayer], a: LinearLayer
              ) -> tuple[list[_At], list[Reader], str]:
     """One use of ``at.tensor``: where A's channels go next, the layers that read them, or why
     that use cannot take a per-channel factor."""
@@ -251,6 +265,22 @@ def _through(index: GraphIndex, shapes: Shapes, node: onnx.NodeProto, at: _At, a
             return [], [], f"output reaches {where} with statistics that are not constants"
         return [_At(node.output[0], at.lo, at.hi, at.pos, at.count,
                     at.path.then(step, "BatchNormalization"))], [], ""
+    other = [i for i in node.input if i and i != at.tensor]
+    if node.op_type == "Mul" and len(other) == 1 and not index.is_constant(other[0]):
+        if _depends_on(index, other[0], a.node):
+            return [], [], f"output reaches {where}, whose other factor depends on it"
+        if shapes.channels(node.output[0], axis) not in (None, at.count):
+            return [], [], f"output reaches {where}, which broadcasts its channels"
+        return [replace(at, tensor=node.output[0],
+                        path=at.path.then(None, "Mul", scale_only=True))], [], ""
+    if node.op_type == "Reshape" and node.input[0] == at.tensor and axis == -1:
+        dims_in, dims_out = shapes.dims.get(at.tensor), shapes.dims.get(node.output[0])
+        if (dims_in and dims_out and len(dims_out) == len(dims_in) + 1 and dims_out[-1]
+                and dims_out[-2] and dims_out[-2] * dims_out[-1] == at.count
+                and _same(dims_in[:-1], dims_out[:-2]) and at.hi - at.lo == at.count):
+            return [replace(at, tensor=node.output[0], heads=(-2, -1, dims_out[-1]))], [], ""
+    if node.op_type == "MatMul" and node.input[1:2] == [at.tensor] and axis == -1 and other:
+        return _attention(index, node, at, a)
     if node.op_type in ELEMENTWISE_OPS:
         phi = single_node_activation(index, node, at.tensor, rank, axis)
         if phi is None:
@@ -262,6 +292,65 @@ def _through(index: GraphIndex, shapes: Shapes, node: onnx.NodeProto, at: _At, a
     if node.op_type in LINEAR_OPS:
         return [], [], f"output reaches {where}, which is kept in float"
     return [], [], f"output reaches {where}, which passes no per-channel factor on"
+
+
+def _through_heads(index: GraphIndex, shapes: Shapes, node: onnx.NodeProto, at: _At,
+                   a: LinearLayer) -> tuple[list[_At], list[Reader], str]:
+    """One use of a tensor whose channels are split into heads: a Transpose moving the head
+    axes, attention (the tensor as the right operand of a MatMul: every channel of a head is
+    mixed across positions by the same weights) or the Reshape that merges the heads back."""
+    where = f"{node.op_type} {node.name!r}"
+    h, d, size = at.heads
+    if node.op_type == "Transpose" and node.input[0] == at.tensor:
+        perm = [int(p) for p in attr(node, "perm", [])]
+        if not perm:
+            return [], [], f"output reaches {where} without a permutation"
+        r = len(perm)
+        moved = (perm.index(h % r) - r, perm.index(d % r) - r)
+        return [replace(at, tensor=node.output[0], heads=(*moved, size))], [], ""
+    if node.op_type == "MatMul" and node.input[1:2] == [at.tensor] and node.input[0] != at.tensor:
+        return _attention(index, node, at, a)
+    if node.op_type == "Reshape" and node.input[0] == at.tensor and (h, d) == (-2, -1):
+        dims_in, dims_out = shapes.dims.get(at.tensor), shapes.dims.get(node.output[0])
+        if (dims_in and dims_out and len(dims_out) == len(dims_in) - 1
+                and dims_out[-1] == at.count and _same(dims_in[:-2], dims_out[:-1])):
+            return [replace(at, tensor=node.output[0], heads=None)], [], ""
+    return [], [], f"output reaches {where} while split into heads"
+
+
+def _attention(index: GraphIndex, node: onnx.NodeProto, at: _At, a: LinearLayer
+               ) -> tuple[list[_At], list[Reader], str]:
+    """The tensor as the right operand of a MatMul (attention weights @ V): its last axis is
+    kept, its second-to-last is summed over with weights that must not depend on A."""
+    where = f"{node.op_type} {node.name!r}"
+    axes = at.heads[:2] if at.heads else (-1,)
+    if -2 in axes:
+        return [], [], f"output reaches {where}, which sums over its channels"
+    if _depends_on(index, node.input[0], a.node):
+        return [], [], f"output reaches {where}, whose weights depend on it"
+    return [replace(at, tensor=node.output[0],
+                    path=at.path.then(None, "attention", scale_only=True))], [], ""
+
+
+def _same(a: list[int | None], b: list[int | None]) -> bool:
+    """Equal dims, a symbolic (None) dim matching anything."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
+
+
+def _depends_on(index: GraphIndex, tensor: str, node: onnx.NodeProto) -> bool:
+    """Whether ``tensor`` is computed from ``node``'s outputs."""
+    seen, todo = set(), [tensor]
+    while todo:
+        t = todo.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        producer = index.producer.get(t)
+        if producer is node:
+            return True
+        if producer is not None:
+            todo.extend(i for i in producer.input if i)
+    return False
 
 
 def _batchnorm(index: GraphIndex, node: onnx.NodeProto, at: _At) -> Affine | None:

@@ -87,9 +87,12 @@ class PlanBits:
 
 def _place_pair_corrections(ctx: Context) -> None:
     """A pair correction stays only where it acts: the paper's c on a pair's A (its B and the
-    unpaired layers get none), ours on a pair's B whose A exists (others fall back to bias)."""
+    unpaired layers get none), ours on a pair's B whose A exists and whose input channels are a
+    function of A's (others fall back to bias)."""
     a_layers = {p.a for p in ctx.pairs}
-    b_layers = {p.b for p in ctx.pairs}
+    # our compensations need B's input channel to be a function of A's (not through a gate or
+    # attention: dfmpc_onnx.channels.ChannelPath.scale_only)
+    b_layers = {p.b for p in ctx.pairs if not getattr(p.activation, "scale_only", False)}
     for name, plan in list(ctx.plan.items()):
         if plan.correction == "paper" and name not in a_layers:
             ctx.plan[name] = LayerPlan(plan.bits, plan.quantizer, "none")

@@ -241,7 +241,8 @@ class _Walker:
         entry.quantizer, entry.correction = qt.quantizer, plan.correction
         out = through_linear(w_f, w_q, b_f, b_q, layer.group, s_in, cover)
         self._set(node.output[0], out, channel_axis(layer))
-        compensated = [p for p in pairs if ctx.plan[p.b].correction in COMPENSATIONS]
+        compensated = [p for p in pairs if ctx.plan[p.b].correction in COMPENSATIONS
+                       and not getattr(p.activation, "scale_only", False)]
         if compensated and (s_in.trusted or node.output[0] in ctx.bn_stats or o.propagated_stats):
             joint = joint_pre_activation(layer.dense(w_f), layer.dense(w_q), b_f, b_q, s_in, cover)
             if node.output[0] in ctx.bn_stats:

@@ -247,7 +247,7 @@ def refused_net(kind):
     if kind == "residual":
         x = g.op("Add", [h, r0], "add")
     elif kind == "gate":  # squeeze-excitation's x * gate(x)
-        x = g.op("Mul", [h, g.op("Sigmoid", [g.op("GlobalAveragePool", [r0], "gap")], "sig")], "mul")
+        x = g.op("Mul", [h, g.op("Sigmoid", [g.op("GlobalAveragePool", [h], "gap")], "sig")], "mul")
     elif kind == "pool":
         x = g.op("MaxPool", [h], "pool", kernel_shape=[3, 3], pads=[1] * 4)
     elif kind == "spatial_concat":
@@ -263,7 +263,7 @@ def refused_net(kind):
 
 @pytest.mark.parametrize(("kind", "why"), [
     ("residual", "reaches Add 'add', which mixes in another tensor"),
-    ("gate", "reaches Mul 'mul', which mixes in another tensor"),
+    ("gate", "reaches GlobalAveragePool 'gap', which passes no per-channel factor on"),
     ("pool", "reaches MaxPool 'pool', which passes no per-channel factor on"),
     ("spatial_concat", "reaches Concat 'cat', which passes no per-channel factor on"),
     ("graph_output", "reaches a graph output"),
@@ -337,3 +337,98 @@ def test_zoo_fixtures_pair_coverage():
         "/b1/b1.0/Conv, /b3/b3.2/b3.2.0/Conv, /b4/b4.1/b4.1.0/Conv")
     for name in ("densenet_block.ts17-kept", "mbv3_block.ts17-folded", "unet_block.ts11-folded"):
         assert coverage(ZOO / f"{name}.onnx", True) == coverage(ZOO / f"{name}.onnx", False)
+
+
+class Seq(Net):
+    """Transformer-style graphs on (N, T, C) inputs: linear(x) is MatMul + Add(bias)."""
+
+    bias = True
+
+    def linear(self, x, cin, cout, name):
+        self.inits[f"{name}.weight"] = (self.rng.standard_normal((cin, cout))
+                                        / np.sqrt(cin)).astype(np.float32)
+        self.nodes.append(helper.make_node("MatMul", [x, f"{name}.weight"], [f"{name}_mm"],
+                                           name=name))
+        if not self.bias:
+            return f"{name}_mm"
+        self.inits[f"{name}.bias"] = (0.1 * self.rng.standard_normal(cout)).astype(np.float32)
+        return self.op("Add", [f"{name}_mm", f"{name}.bias"], f"{name}_add")
+
+    def model(self, out, cout, cin=8, t=4):
+        self.nodes[-1].output[0] = "out"
+        return make_model(self.nodes, [_vi("input", ["N", t, cin])], [_vi("out", ["N", t, cout])],
+                          self.inits)
+
+
+def swiglu_net(seed=0, bias=True):
+    """x -> in_proj -> down(up(x) * silu(gate(x))) -> head: the gated MLP of LLaMA-style blocks."""
+    g = Seq(seed)
+    g.bias = bias
+    x = g.linear("input", 8, 8, "in_proj")
+    up, gate = g.linear(x, 8, 16, "up"), g.linear(x, 8, 16, "gate")
+    silu = g.op("Mul", [gate, g.op("Sigmoid", [gate], "sig")], "silu")
+    h = g.op("Mul", [up, silu], "glu")
+    return g.model(g.linear(g.linear(h, 16, 8, "down"), 8, 5, "head"), 5)
+
+
+def attention_net(seed=0, heads=2, bias=True):
+    """x -> in_proj -> q, k, v projections -> 2 heads of softmax(q k^T / sqrt(d)) v ->
+    out_proj -> head (a BERT-style export, one projection each)."""
+    g = Seq(seed)
+    g.bias = bias
+    x = g.linear("input", 8, 8, "in_proj")
+    g.inits["heads_shape"] = np.array([0, 0, heads, 8 // heads], np.int64)
+    g.inits["merge_shape"] = np.array([0, 0, 8], np.int64)
+    g.inits["scale"] = np.array(1 / np.sqrt(8 // heads), np.float32)
+    split = {}
+    for name in ("q", "k", "v"):
+        r = g.op("Reshape", [g.linear(x, 8, 8, name), "heads_shape"], f"{name}_heads")
+        split[name] = g.op("Transpose", [r], f"{name}_t", perm=[0, 2, 1, 3])
+    kt = g.op("Transpose", [split["k"]], "kt", perm=[0, 1, 3, 2])
+    scores = g.op("Mul", [g.op("MatMul", [split["q"], kt], "qk"), "scale"], "scaled")
+    ctx = g.op("MatMul", [g.op("Softmax", [scores], "softmax", axis=-1), split["v"]], "pv")
+    merged = g.op("Reshape", [g.op("Transpose", [ctx], "ctx_t", perm=[0, 2, 1, 3]),
+                              "merge_shape"], "merge")
+    return g.model(g.linear(g.linear(merged, 8, 8, "out_proj"), 8, 5, "head"), 5)
+
+
+@pytest.mark.parametrize(("build", "pairs", "label"), [
+    (swiglu_net, [("up", "down"), ("gate", "down")], "Mul"),
+    (attention_net, [("v", "out_proj")], "attention"),
+])
+def test_transformer_pairs_where_a_factor_passes_exactly(build, pairs, label):
+    """The gated MLP's up (and gate) and the V projection pair with the layer after the gate or
+    the attention: a positive factor on their channels reaches it unchanged. Our statistical
+    compensations do not model a gate or attention: those B fall back to bias correction."""
+    rep = inspect_model(build(), ConvertOptions(method="pairs", fidelity_samples=0,
+                                                correction="ls-diag"))
+    assert rep.pairs == pairs
+    assert rep.layer(pairs[0][0]).activation.endswith(label)
+    assert rep.layer(pairs[0][1]).correction == "bias"
+    q, _ = _convert(build(), correction="ls-diag")
+    assert_valid(q)
+
+
+@pytest.mark.parametrize("build", [swiglu_net, attention_net])
+def test_equalization_through_gate_and_attention_keeps_the_float_model(build):
+    """Bias-free projections (LLaMA): a bias Add after a MatMul is a shift no scale passes."""
+    x = np.random.default_rng(3).standard_normal((3, 4, 8)).astype(np.float32)
+    model = build(bias=False)
+    eq, ctx = _equalized(model)
+    first = "up" if build is swiglu_net else "v"
+    assert not any(f"skipped pair {first} " in n for n in ctx.report.notes)
+    if build is swiglu_net:  # gate's factor would have to pass SiLU
+        assert any("skipped pair gate -> down (activation is not positive-homogeneous)" in n
+                   for n in ctx.report.notes)
+    w = {t.name: numpy_helper.to_array(t) for t in eq.graph.initializer}
+    assert not np.allclose(w[f"{first}.weight"], numpy_helper.to_array(
+        next(t for t in model.graph.initializer if t.name == f"{first}.weight")))
+    want = run(model, x)
+    np.testing.assert_allclose(run(eq, x), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_fused_qkv_does_not_pair():
+    """One projection for q, k and v: its q and k channels meet in q k^T, which no factor
+    passes, so the projection has no pair (the real export in tests/data/zoo: the same)."""
+    rep = inspect_model(ZOO / "encoder_block.ts17-folded.onnx", PAIRS)
+    assert rep.layer("/qkv/MatMul").role == "single"
