@@ -108,7 +108,8 @@ class Report:
             err = f"{e.error_ratio:.3f}" if e.error_ratio is not None else ""
             bits = str(e.bits) if e.bits else "fp"
             stored = f"{e.stored_bits:.2f}" if e.stored_bits is not None else ""
-            extra = _elide(e.partner, width) if e.partner else e.reason
+            extra = (PARTNER_SEP.join(_elide(n, width) for n in e.partner.split(PARTNER_SEP))
+                     if e.partner else e.reason)
             sens = "/".join(f"{e.sensitivity[b]:.0e}" if b in e.sensitivity else "-"
                             for b in (2, 4, 8)) if e.sensitivity else ""
             lines.append(f"{_elide(e.name, width):<{width}} {e.op:<8} {e.role:<6} {bits:>4} "

@@ -157,6 +157,8 @@ def test_branch_into_two_convs_equals_one_producer_per_branch(correction, x8):
     assert rep.pairs == [("conv1", "conv2a"), ("conv1", "conv2b")]
     assert rep.layer("conv1").partner == "conv2a, conv2b" and rep.layer("conv2b").role == "B"
     assert rep.layer("conv2a").comp_min is not None and rep.layer("conv2b").comp_min is not None
+    assert any(line.startswith("conv1 ") and line.endswith("  conv2a, conv2b")
+               for line in rep.format().splitlines())
     ref, ref_rep = _convert(branch_net(duplicate=True), correction=correction,
                             bias_correction=False)
     assert ref_rep.pairs == [("conv1a", "conv2a"), ("conv1b", "conv2b")]
