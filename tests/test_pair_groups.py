@@ -434,3 +434,19 @@ def test_fused_qkv_does_not_pair():
     passes, so the projection has no pair (the real export in tests/data/zoo: the same)."""
     rep = inspect_model(ZOO / "encoder_block.ts17-folded.onnx", PAIRS)
     assert rep.layer("/qkv/MatMul").role == "single"
+
+
+LIGHT = Path(__import__("onnx").__file__).parent / "backend" / "test" / "data" / "light"
+
+
+@pytest.mark.skipif(not LIGHT.exists(), reason="onnx's light test models are not installed")
+def test_light_architectures_that_had_no_pairs():
+    """onnx's light SqueezeNet pairs each squeeze with both its expands; Caffe2's DenseNet-121
+    and Inception v2 (BN spelled Mul/Add of unsqueezed constants) pair as ResNets do."""
+    from benchmarks.pair_coverage import coverage
+
+    squeeze = coverage(LIGHT / "light_squeezenet.onnx", True)
+    assert (squeeze.low_bit, squeeze.pairs) == (8, 16)
+    assert coverage(LIGHT / "light_squeezenet.onnx", False).pairs == 0
+    assert coverage(LIGHT / "light_densenet121.onnx", True).pairs == 58
+    assert coverage(LIGHT / "light_inception_v2.onnx", True).pairs == 21
