@@ -188,7 +188,8 @@ def follow(index: GraphIndex, shapes: Shapes, a: LinearLayer, axis: int, rank: i
                 return [], why
             todo.append(replace(at, tensor=phi.exit, path=at.path.then(step, phi.label)))
             continue
-        for node in index.consumers.get(at.tensor, []):
+        users = {id(n): n for n in index.consumers.get(at.tensor, [])}  # Concat[x, x]: once
+        for node in users.values():
             if at.heads:
                 nxt, found, why = _through_heads(index, shapes, node, at, a)
             else:
