@@ -125,13 +125,17 @@ class Activation:
         return values[self.exit]
 
     def is_positive_homogeneous(self, channels: int) -> bool:
-        """phi(s*x) == s*phi(x) for s > 0 (ReLU, LeakyRelu, PRelu, identity): checked numerically,
-        which is what makes cross-layer equalization exact through this activation."""
-        x = np.linspace(-5, 5, 41)[None, :].repeat(channels, 0)
-        for s in (0.25, 3.0):
-            if not np.allclose(self(s * x), s * self(x), rtol=1e-9, atol=1e-12):
-                return False
-        return True
+        return positive_homogeneous(self, channels)
+
+
+def positive_homogeneous(phi: Callable[[np.ndarray], np.ndarray], channels: int) -> bool:
+    """phi(s*x) == s*phi(x) for s > 0 (ReLU, LeakyRelu, PRelu, identity): checked numerically,
+    which is what makes cross-layer equalization exact through this activation."""
+    x = np.linspace(-5, 5, 41)[None, :].repeat(channels, 0)
+    for s in (0.25, 3.0):
+        if not np.allclose(phi(s * x), s * phi(x), rtol=1e-9, atol=1e-12):
+            return False
+    return True
 
 
 def channel_constant(value: np.ndarray, rank: int | None, channel_axis: int) -> np.ndarray | None:

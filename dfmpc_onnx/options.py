@@ -151,6 +151,11 @@ class ConvertOptions:
     plan: dict[str, Any] = _opt(
         {}, 'Per-layer overrides by node name: {"conv1": 4, "fc": null, "conv2": {"bits": 4, '
         '"quantizer": "block32", "correction": "none"}} (null keeps a layer in float).')
+    pair_through: bool = _opt(
+        True, "--method pairs/paper and --equalize: also pair a layer with every layer that reads "
+        "its channels through Concat, Split, branches or a kept BatchNormalization (DenseNet, "
+        "Inception, SqueezeNet), where each reader's input channel is a function of one of its "
+        "channels; --no-pair-through keeps the paper's rule (one reader of the whole output).")
     protect_first_last: bool = _opt(True, "Keep the first and last layer at --high-bits, as the paper "
                                           "does.")
 

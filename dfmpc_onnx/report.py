@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+PARTNER_SEP = ", "  # between the names of several partners
+
 
 @dataclass
 class LayerReport:
@@ -16,7 +18,7 @@ class LayerReport:
     role: str = "float"
     bits: int | None = None
     params: int = 0
-    partner: str | None = None
+    partner: str | None = None  # the pair's other layer(s), joined by PARTNER_SEP
     activation: str | None = None
     reason: str = ""
     stats: str = ""  # where the input statistics came from: bn, propagated, assumed
@@ -71,7 +73,10 @@ class Report:
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
-        return [(e.name, e.partner) for e in self.layers if e.role == "A" and e.partner]
+        """(A, B) for each compensating layer B of each low-bit layer A (an A whose channels
+        several layers read has several; its ``partner`` names them, joined by ", ")."""
+        return [(e.name, b) for e in self.layers if e.role == "A" and e.partner
+                for b in e.partner.split(PARTNER_SEP)]
 
     @property
     def average_bits(self) -> float:
@@ -106,7 +111,8 @@ class Report:
             err = f"{e.error_ratio:.3f}" if e.error_ratio is not None else ""
             bits = str(e.bits) if e.bits else "fp"
             stored = f"{e.stored_bits:.2f}" if e.stored_bits is not None else ""
-            extra = _elide(e.partner, width) if e.partner else e.reason
+            extra = (PARTNER_SEP.join(_elide(n, width) for n in e.partner.split(PARTNER_SEP))
+                     if e.partner else e.reason)
             sens = "/".join(f"{e.sensitivity[b]:.0e}" if b in e.sensitivity else "-"
                             for b in (2, 4, 8)) if e.sensitivity else ""
             lines.append(f"{_elide(e.name, width):<{width}} {e.op:<8} {e.role:<6} {bits:>4} "

@@ -263,6 +263,12 @@ class JointGaussian:
         return TensorStats(self.mean_f, np.diag(self.cov_ff).copy(), self.mean_q,
                            np.diag(self.cov_qq).copy(), np.diag(self.cov_fq).copy())
 
+    def sliced(self, channels: slice) -> JointGaussian:
+        """The statistics of some channels only (those a reader of the layer sees)."""
+        c = channels
+        return JointGaussian(self.mean_f[c], self.mean_q[c], self.cov_ff[c, c], self.cov_qq[c, c],
+                             self.cov_fq[c, c])
+
     def anchored(self, mean: np.ndarray, std: np.ndarray) -> JointGaussian:
         """Same re-anchoring as TensorStats.anchored, applied to the full covariances."""
         d = self.diagonal()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import numpy as np
 import onnx
 
+from dfmpc_onnx.channels import ChannelMap
 from dfmpc_onnx.errors import DfmpcError, PassError
 from dfmpc_onnx.options import ConvertOptions, LayerPlan
 from dfmpc_onnx.quantizers import QuantizedTensor
@@ -28,11 +29,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class Pair:
-    """A -> [BN folded] -> phi -> B, where phi is the activation region between them."""
+    """A -> [BN folded] -> phi -> B, where phi is the activation region between them.
+
+    ``channels`` is None when B reads exactly A's activated output (the paper's pair). Otherwise
+    B is one of several layers reading A's channels (through Concat, Split, branches, a kept BN):
+    ``channels`` says which of B's input channels they are, ``activation`` is the per-channel
+    function on the way (dfmpc_onnx.channels). A's pairs are all those with the same ``a``."""
 
     a: str  # node names
     b: str
-    activation: object  # dfmpc_onnx.activation.Activation
+    activation: object  # dfmpc_onnx.activation.Activation or dfmpc_onnx.channels.ChannelPath
+    channels: ChannelMap | None = None
 
 
 @dataclass(frozen=True)

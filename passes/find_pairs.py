@@ -1,4 +1,7 @@
-"""Find pairs: A -> activation -> B, where B reads only A's (activated) output channel by channel.
+"""Find pairs: A -> activation -> B, where B reads only A's (activated) output channel by channel;
+else (``pair_through``) A with every layer reading its channels through Concat, Split, branches
+and a kept BatchNormalization, where each reader's input channel is a function of one of A's
+(dfmpc_onnx.channels).
 
 Analysis only: fills ``ctx.layers`` (every quantizable layer, graph order), ``ctx.pairs`` and a
 report entry for every Conv/Gemm/MatMul, with the reason when one is left alone.
@@ -10,9 +13,10 @@ import numpy as np
 import onnx
 
 from dfmpc_onnx.activation import find_activation
+from dfmpc_onnx.channels import Shapes, follow
 from dfmpc_onnx.graph import GraphIndex
 from dfmpc_onnx.layers import LINEAR_OPS, LinearLayer, as_linear_layer
-from dfmpc_onnx.report import LayerReport
+from dfmpc_onnx.report import PARTNER_SEP, LayerReport
 
 from .base import Context, Pair
 
@@ -73,22 +77,39 @@ class FindPairs:
         protected = set()
         if ctx.options.protect_first_last and ctx.layers:
             protected = {ctx.layers[0], ctx.layers[-1]}
-        used: set[str] = set()
+        shapes = Shapes(graph)
+        order = {name: i for i, name in enumerate(ctx.layers)}
+        used_a: set[str] = set()
+        used_b: set[str] = set()
         for name in ctx.layers:
             a = layers[name]
-            if name in used or name in protected:
+            if name in used_a or name in used_b or name in protected:
                 continue
-            b, phi, why = _partner(graph, index, a, layers)
             entry = ctx.report.layer(name)
-            if b is None or b.name in used:
-                entry.reason = why or "partner already paired"
+            b, phi, why = _partner(graph, index, a, layers)
+            if b is not None:
+                if b.name in used_a or b.name in used_b:
+                    entry.reason = "partner already paired"
+                    continue
+                pairs = [Pair(a.name, b.name, phi)]
+            elif ctx.options.pair_through:
+                pairs, why = _readers(graph, index, shapes, a, layers, used_a)
+                pairs.sort(key=lambda p: (order[p.b], p.channels.offset))
+            else:
+                pairs = []
+            if not pairs:
+                entry.reason = why
                 continue
-            ctx.pairs.append(Pair(a.name, b.name, phi))
-            used.update((a.name, b.name))
-            entry.partner, entry.activation = b.name, phi.label
+            ctx.pairs.extend(pairs)
+            used_a.add(a.name)
+            used_b.update(p.b for p in pairs)
+            label = _joined(p.activation.label for p in pairs)
+            entry.partner, entry.activation = _joined(p.b for p in pairs), label
             entry.reason = ""
-            b_entry = ctx.report.layer(b.name)
-            b_entry.partner, b_entry.activation, b_entry.reason = a.name, phi.label, ""
+            for p in pairs:
+                b_entry = ctx.report.layer(p.b)
+                b_entry.partner = _joined([*(b_entry.partner or "").split(PARTNER_SEP), a.name])
+                b_entry.activation, b_entry.reason = p.activation.label, ""
         if ctx.options.method != "auto":  # the measured plan does not use pairs
             ctx.report.notes.append(f"{len(ctx.pairs)} pairs among {len(ctx.layers)} layers")
         return False
@@ -139,6 +160,25 @@ def _partner(graph: onnx.GraphProto, index: GraphIndex, a: LinearLayer,
         if value.ndim and len(value) != a.out_channels:
             return None, None, "activation constants do not match the channel count"
     return b, phi, ""
+
+
+def _readers(graph: onnx.GraphProto, index: GraphIndex, shapes: Shapes, a: LinearLayer,
+             layers: dict[str, LinearLayer], used_a: set[str]) -> tuple[list[Pair], str]:
+    """A's pairs with every layer reading its channels (dfmpc_onnx.channels), or ([], why not).
+    A reader may already compensate another layer's channels (a Concat's other inputs), but not
+    be a low-bit layer itself."""
+    if a.op == "ConvTranspose":
+        return [], "ConvTranspose is quantized alone"
+    readers, why = follow(index, shapes, a, channel_axis(a), output_rank(graph, a), layers)
+    for r in readers:
+        if r.layer.name in used_a or r.layer.name == a.name:
+            return [], f"reader {r.layer.name!r} is already the low-bit layer of a pair"
+    return [Pair(a.name, r.layer.name, r.path, r.channels) for r in readers], why
+
+
+def _joined(names) -> str:
+    """Distinct non-empty names in order, joined as the report shows several partners."""
+    return PARTNER_SEP.join(dict.fromkeys(n for n in names if n))
 
 
 def _why_no_partner(index: GraphIndex, h: str, has_activation: bool) -> str:

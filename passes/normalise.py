@@ -77,8 +77,10 @@ class ConstantsToInitializers:
 
 _MAX_FILL_BYTES = 4 << 30
 # Shape-only ops on constants: legacy exports reshape or transpose a weight before its Gemm/Conv,
-# which would otherwise hide the weight ("weight is not a constant").
-_FOLDABLE = ("Reshape", "Transpose", "Identity")
+# which would otherwise hide the weight ("weight is not a constant"), and unsqueeze a BN's scale
+# and shift to (C, 1, 1) before a Mul and an Add (Caffe2's DenseNet and Inception v2), which
+# would otherwise hide the per-channel activation between two layers.
+_FOLDABLE = ("Reshape", "Transpose", "Identity", "Unsqueeze", "Squeeze")
 
 
 def _fold(node: onnx.NodeProto, values: list[np.ndarray | None]) -> np.ndarray | None:
@@ -93,6 +95,8 @@ def _fold(node: onnx.NodeProto, values: list[np.ndarray | None]) -> np.ndarray |
         if perm is not None and sorted(perm) != list(range(x.ndim)):
             return None
         return np.transpose(x, perm)
+    if node.op_type in ("Unsqueeze", "Squeeze"):
+        return _fold_squeeze(node, x, values[1] if len(values) > 1 else None)
     shape = values[1] if len(values) > 1 else None  # Reshape
     if shape is None or shape.ndim != 1 or shape.dtype.kind not in "iu":
         return None
@@ -104,6 +108,24 @@ def _fold(node: onnx.NodeProto, values: list[np.ndarray | None]) -> np.ndarray |
     try:
         return x.reshape(target)
     except ValueError:
+        return None
+
+
+def _fold_squeeze(node: onnx.NodeProto, x: np.ndarray, axes_input: np.ndarray | None
+                  ) -> np.ndarray | None:
+    """Unsqueeze or Squeeze of a constant; axes from the attribute (opset < 13) or the input."""
+    axes = attr(node, "axes", None)
+    if axes is None and axes_input is not None:
+        axes = [int(a) for a in np.asarray(axes_input).reshape(-1)]
+    try:
+        if node.op_type == "Squeeze":
+            return np.squeeze(x) if axes is None else np.squeeze(x, tuple(a % max(x.ndim, 1)
+                                                                            for a in axes))
+        if axes is None:
+            return None
+        rank = x.ndim + len(axes)
+        return np.expand_dims(x, tuple(sorted(a % rank for a in axes)))
+    except (ValueError, np.exceptions.AxisError):
         return None
 
 

@@ -15,6 +15,7 @@ import onnx
 
 from dfmpc_onnx.errors import OptionsError
 from dfmpc_onnx.options import LayerPlan
+from dfmpc_onnx.report import PARTNER_SEP
 
 from .base import Context
 
@@ -64,6 +65,10 @@ class PlanBits:
         ctx.pairs = [p for p in ctx.pairs if p.a in ctx.plan and p.b in ctx.plan]
         _place_pair_corrections(ctx)
         paired = {p.a for p in ctx.pairs} | {p.b for p in ctx.pairs}
+        partners: dict[str, list[str]] = {}
+        for p in ctx.pairs:
+            partners.setdefault(p.a, []).append(p.b)
+            partners.setdefault(p.b, []).append(p.a)
         for entry in ctx.report.layers:
             plan = ctx.plan.get(entry.name)
             entry.bits = plan.bits if plan else None
@@ -71,6 +76,7 @@ class PlanBits:
                 entry.quantizer, entry.correction = plan.quantizer, plan.correction
             if entry.name in paired:
                 entry.role = "A" if entry.name in {p.a for p in ctx.pairs} else "B"
+                entry.partner = PARTNER_SEP.join(dict.fromkeys(partners[entry.name]))
             elif plan is not None:
                 entry.role = "single"
                 entry.partner = None
@@ -81,9 +87,12 @@ class PlanBits:
 
 def _place_pair_corrections(ctx: Context) -> None:
     """A pair correction stays only where it acts: the paper's c on a pair's A (its B and the
-    unpaired layers get none), ours on a pair's B whose A exists (others fall back to bias)."""
+    unpaired layers get none), ours on a pair's B whose A exists and whose input channels are a
+    function of A's (others fall back to bias)."""
     a_layers = {p.a for p in ctx.pairs}
-    b_layers = {p.b for p in ctx.pairs}
+    # our compensations need B's input channel to be a function of A's (not through a gate or
+    # attention: dfmpc_onnx.channels.ChannelPath.scale_only)
+    b_layers = {p.b for p in ctx.pairs if not getattr(p.activation, "scale_only", False)}
     for name, plan in list(ctx.plan.items()):
         if plan.correction == "paper" and name not in a_layers:
             ctx.plan[name] = LayerPlan(plan.bits, plan.quantizer, "none")

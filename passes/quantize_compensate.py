@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx
 
+from dfmpc_onnx.channels import ChannelMap
 from dfmpc_onnx.corrections import COMPENSATIONS, PairInput, bias_shift, paper_factor
 from dfmpc_onnx.graph import GraphIndex, attr, tensor_bytes
 from dfmpc_onnx.layers import LinearLayer, as_linear_layer
@@ -35,7 +36,7 @@ from dfmpc_onnx.stats import (
     through_linear,
 )
 
-from .base import Context
+from .base import Context, Pair
 from .find_pairs import channel_axis
 
 
@@ -56,7 +57,7 @@ class QuantizeAndCompensate:
                 "--propagated-stats to trust statistics propagated from the input (measured to "
                 "help some models and hurt others)")
         if any(p.correction == "paper" for p in ctx.plan.values()):
-            unfolded = [p.a for p in ctx.pairs if p.a not in ctx.bn_fold]
+            unfolded = list(dict.fromkeys(p.a for p in ctx.pairs if p.a not in ctx.bn_fold))
             if unfolded:
                 ctx.report.notes.append(
                     f"paper: {len(unfolded)} low-bit layer(s) had no BatchNormalization to unfold "
@@ -128,8 +129,12 @@ class _Walker:
         self.o = ctx.options
         self.index = GraphIndex(graph)
         self.shapes = Shapes.of(graph)
-        self.pair_of_a = {p.a: p for p in ctx.pairs}
-        self.pending: dict[str, PairInput] = {}  # B name -> what its compensation needs
+        self.pairs_of_a: dict[str, list[Pair]] = {}
+        for p in ctx.pairs:
+            self.pairs_of_a.setdefault(p.a, []).append(p)
+        # B name -> what its compensation needs: per A whose channels it reads, where they are in
+        # B's input (None: all of it, the paper's pair) and their statistics
+        self.pending: dict[str, list[tuple[ChannelMap | None, PairInput]]] = {}
         self.stats: dict[str, TensorStats] = {}
         self.axis: dict[str, int] = {}
         var = self.o.input_std ** 2
@@ -208,8 +213,8 @@ class _Walker:
         w_target = w_f
         pending = self.pending.pop(node.name, None)
         if pending is not None:
-            c, ratio = COMPENSATIONS[plan.correction](pending, layer.dense(w_f), o.lam,
-                                                      bias_corrected)
+            c, ratio = _compensate(COMPENSATIONS[plan.correction], pending, layer, w_f, o.lam,
+                                   bias_corrected)
             w_target = layer.scale_inputs(w_f, c)
             entry.comp_min, entry.comp_max, entry.error_ratio = float(c.min()), float(c.max()), ratio
         fold = ctx.bn_fold.get(node.name)
@@ -217,8 +222,8 @@ class _Walker:
                             o.granularity == "channel", None if fold is None else fold.k)
         self.index.release(layer.weight)
         b_q = b_f
-        pair = self.pair_of_a.get(node.name)
-        if pair is not None and plan.correction == "paper":
+        pairs = self.pairs_of_a.get(node.name, [])
+        if pairs and plan.correction == "paper":
             c = self._paper_factor(layer, w_f, qt, b_f)
             qt, b_q = qt.rescaled(c, layout_of(layer).out_axis), b_f * c
             entry.comp_min, entry.comp_max = float(c.min()), float(c.max())
@@ -236,12 +241,15 @@ class _Walker:
         entry.quantizer, entry.correction = qt.quantizer, plan.correction
         out = through_linear(w_f, w_q, b_f, b_q, layer.group, s_in, cover)
         self._set(node.output[0], out, channel_axis(layer))
-        if pair is not None and ctx.plan[pair.b].correction in COMPENSATIONS and (
-                s_in.trusted or node.output[0] in ctx.bn_stats or o.propagated_stats):
+        compensated = [p for p in pairs if ctx.plan[p.b].correction in COMPENSATIONS
+                       and not getattr(p.activation, "scale_only", False)]
+        if compensated and (s_in.trusted or node.output[0] in ctx.bn_stats or o.propagated_stats):
             joint = joint_pre_activation(layer.dense(w_f), layer.dense(w_q), b_f, b_q, s_in, cover)
             if node.output[0] in ctx.bn_stats:
                 joint = joint.anchored(*ctx.bn_stats[node.output[0]])
-            self.pending[pair.b] = PairInput(joint, pair.activation)
+            for p in compensated:
+                part = joint if p.channels is None else joint.sliced(p.channels.source)
+                self.pending.setdefault(p.b, []).append((p.channels, PairInput(part, p.activation)))
 
     def _paper_factor(self, layer: LinearLayer, w_f: np.ndarray, qt: QuantizedTensor,
                       b_f: np.ndarray) -> np.ndarray:
@@ -268,6 +276,23 @@ class _Walker:
         return tap_coverage(spatial, kernel, list(attr(node, "strides", [1] * d)),
                             list(attr(node, "pads", [0] * 2 * d)),
                             list(attr(node, "dilations", [1] * d)))
+
+
+def _compensate(solve, pending: list[tuple[ChannelMap | None, PairInput]], layer: LinearLayer,
+               w_f: np.ndarray, lam: float, centred: bool) -> tuple[np.ndarray, float]:
+    """B's factor per input channel and the predicted L(c)/L(1): from its one A for the paper's
+    pair; else per slice of B's input that some A's channels fill, each solved on B's columns
+    there (cross terms with other slices dropped), 1 elsewhere, and the worst slice's ratio."""
+    dense = layer.dense(w_f)
+    if len(pending) == 1 and pending[0][0] is None:
+        return solve(pending[0][1], dense, lam, centred)
+    c = np.ones(layer.in_channels)
+    ratios = []
+    for channels, inp in pending:
+        target = slice(None) if channels is None else channels.target
+        c[target], ratio = solve(inp, dense[:, target], lam, centred)
+        ratios.append(ratio)
+    return c, max(ratios)
 
 
 def _itemsize(index: GraphIndex, weight: str) -> int:
