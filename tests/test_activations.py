@@ -339,3 +339,13 @@ def test_bn_rule_takes_ranges_from_kept_batchnorm_statistics():
     scale = float(inits["bn1_out_act_scale"])  # the Relu is gone: its grid clamps
     assert scale == pytest.approx(np.float32(hi / 255), rel=1e-6)
     assert any("BatchNormalization statistics" in n for n in report.notes)
+
+
+def test_a_model_with_a_fixed_batch_of_one_is_calibrated_run_by_run():
+    model = residual_net()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
+    q, report = convert(model, W8A8)
+    assert report.activations["tensors"] > 0 and report.fidelity["top1_agreement"] is not None
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    assert default_session(q).run(None, {"input": x})[0].shape == (1, 10)
