@@ -245,7 +245,7 @@ def _measure_once(model: onnx.ModelProto, repl: dict[str, np.ndarray], ctx: Cont
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    from dfmpc_onnx.fidelity import compare
+    from dfmpc_onnx.fidelity import compare, split_batches
 
     inputs = make_inputs(model, ctx)
     quant = onnx.ModelProto()
@@ -259,11 +259,13 @@ def _measure_once(model: onnx.ModelProto, repl: dict[str, np.ndarray], ctx: Cont
     so.log_severity_level = 3
     so.intra_op_num_threads = 2
     outs = [o_.name for o_ in model.graph.output]
+    chunks = split_batches(model, inputs)  # runs of the model's fixed batch, if it has one
     runs = []
     for m in (model, quant):
         sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        feeds = {i.name: inputs[i.name] for i in sess.get_inputs()}
-        runs.append([dict(zip(outs, sess.run(outs, feeds), strict=True))])
+        wanted = [i.name for i in sess.get_inputs()]
+        runs.append([dict(zip(outs, sess.run(outs, {k: c[k] for k in wanted}), strict=True))
+                     for c in chunks])
         del sess
-    ctx.reference = ([feeds], runs[0])
+    ctx.reference = (chunks, runs[0])
     return compare(runs[0], runs[1], outs)

@@ -255,3 +255,16 @@ def test_fewer_segments_than_layers_give_the_same_figures(conv_probe):
     for name, axis in CONV_AXES.items():
         new = {name: q(probe.weight(name), 2, axis)}
         assert coarse.measure(new).score == pytest.approx(probe.measure(new).score, rel=1e-4)
+
+
+def test_fixed_plan_fidelity_is_measured_on_a_model_with_a_fixed_batch_of_one():
+    from tinymodels import conv_net
+
+    from dfmpc_onnx import convert
+    from dfmpc_onnx.options import ConvertOptions
+
+    model = conv_net()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
+    _, report = convert(model, ConvertOptions(low_bits=4, correction="none", fidelity_samples=4))
+    assert report.fidelity["samples"] == 4 and report.fidelity["top1_agreement"] is not None
