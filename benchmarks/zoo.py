@@ -438,11 +438,13 @@ def calibrate_bn(model: object, size: int) -> None:
 
 
 def unpaired_reasons(src: Path) -> str:
-    """Why layers stay single, grouped. From ``inspect_model`` (the analyses only): after a
-    conversion a single layer's reason says why it was not bias-corrected instead."""
+    """Why layers stay single, grouped. From ``inspect_model`` of the pair plan (the default
+    measured plan forms no pairs; after a conversion a single layer's reason says why it was not
+    bias-corrected instead)."""
     from dfmpc_onnx.api import inspect_model
+    from dfmpc_onnx.options import ConvertOptions
 
-    layers = inspect_model(src).layers
+    layers = inspect_model(src, ConvertOptions(low_bits=8, high_bits=8, fidelity_samples=0)).layers
     ends = {layers[0].name, layers[-1].name} if layers else set()
     singles = Counter(_reason_key(e.reason) or ("first/last layer" if e.name in ends else "no reason given")
                       for e in layers if e.role == "single")
@@ -548,16 +550,12 @@ def run_one(arch: Arch, how: Export, work: Path) -> Row:
     row.convert_s = round(time.perf_counter() - start, 1)
     if report is not None:
         row.opset_out = report.opset_out
-        row.pairs = len(report.pairs)
         row.layers = len(report.layers)
         floats = [e for e in report.layers if e.role == "float"]
         row.layers_float = len(floats)
         reasons = Counter(_reason_key(e.reason) for e in floats)
         row.float_reasons = "; ".join(f"{n}x {r}" for r, n in reasons.most_common())
         row.unpaired_reasons = unpaired_reasons(src)
-        row.params_in_pairs = sum(e.params for e in report.layers if e.role in ("A", "B"))
-        row.params_linear = sum(e.params for e in report.layers)
-        row.pct_in_pairs = round(100 * row.params_in_pairs / max(row.params_linear, 1), 1)
         try:
             row.cos_default = round(_compare(src, dst)[0], 5)
         except Exception as exc:
@@ -566,6 +564,11 @@ def run_one(arch: Arch, how: Export, work: Path) -> Row:
 
     row.exit_88, row.error_88, report = _convert(src, dst, ConvertOptions(low_bits=8, high_bits=8))
     if report is not None:
+        # Pairs as the pair plan (--method pairs) finds them; the default measured plan has none.
+        row.pairs = len(report.pairs)
+        row.params_in_pairs = sum(e.params for e in report.layers if e.role in ("A", "B"))
+        row.params_linear = sum(e.params for e in report.layers)
+        row.pct_in_pairs = round(100 * row.params_in_pairs / max(row.params_linear, 1), 1)
         try:
             cos, sqnr = _compare(src, dst)
             row.cos_88, row.sqnr_88 = round(cos, 6), round(sqnr, 1)
