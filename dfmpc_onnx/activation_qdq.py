@@ -48,22 +48,28 @@ class ActivationPlan:
     group: dict[str, str] = field(default_factory=dict)
     range_from: dict[str, list[str]] = field(default_factory=dict)
     clamps: dict[str, str] = field(default_factory=dict)  # ReLU/Clip output -> its input, one group
-    clips: set[str] = field(default_factory=set)  # the clamps that are Clip (an upper bound too)
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # clamp output -> its bounds
 
     def elided(self, params: Mapping[str, QuantParams]) -> dict[str, str]:
-        """The clamps the Q before them makes redundant: grids whose zero point is the lowest
-        code (uint8 with a range starting at 0) clamp at 0, and at most at the top of the range,
-        which a Clip's range never exceeds. Clamp output -> its input."""
+        """The clamps the Q before them makes redundant: a grid whose zero point is the lowest
+        code (uint8 with a range starting at 0) clamps at 0, which must be the clamp's lower
+        bound, and at the top of its range, which ``params`` keeps within the upper bound.
+        Clamp output -> its input."""
         return {y: x for y, x in self.clamps.items()
-                if params[y].dtype == "uint8" and params[y].zero_point == 0}
+                if params[y].dtype == "uint8" and params[y].zero_point == 0
+                and self.bounds[y][0] == 0.0}
 
     def params(self, ranges: Mapping[str, tuple[float, float]], dtype: str,
                make) -> dict[str, QuantParams]:
-        """Each tensor's QuantParams from the calibrated ``ranges`` (``make``: quant_params)."""
+        """Each tensor's QuantParams from the calibrated ``ranges`` (``make``: quant_params),
+        never wider than the bounds of a clamp in its group (the values cannot leave them)."""
         out: dict[str, QuantParams] = {}
         for rep, members in self.range_from.items():
             lo = min(ranges[m][0] for m in members)
             hi = max(ranges[m][1] for m in members)
+            for y in members:
+                if y in self.bounds:
+                    lo, hi = max(lo, self.bounds[y][0]), min(hi, self.bounds[y][1])
             p = make(lo, hi, dtype)
             for t in self.tensors:
                 if self.group[t] == rep:
@@ -117,11 +123,11 @@ def plan_activations(graph: onnx.GraphProto, quantized_layers: Iterable[str],
         if x not in chosen or y not in chosen:
             continue
         if node.op_type in _CLAMPS:
-            if index.only_consumer(x) is None:
-                continue  # other readers need the unclamped values: a grid of its own
+            bounds = _clamp_bounds(node, index)
+            if index.only_consumer(x) is None or bounds is None:
+                continue  # other readers need the unclamped values, or unknown bounds: own grid
             clamp_inputs.add(x)
-            if node.op_type == "Clip":
-                plan.clips.add(y)
+            plan.bounds[y] = bounds
             if all(y in reader.input for reader in index.consumers.get(y, [])):
                 plan.clamps[y] = x  # a subgraph reading y by name keeps the clamp node
         parent[find(x)] = find(y)
@@ -138,6 +144,21 @@ def plan_activations(graph: onnx.GraphProto, quantized_layers: Iterable[str],
         if not members:  # only clamp inputs (cannot happen: a clamp's output is a member)
             plan.range_from[rep] = [t for t in order if plan.group[t] == rep]
     return plan
+
+
+def _clamp_bounds(node: onnx.NodeProto, index: GraphIndex) -> tuple[float, float] | None:
+    """(low, high) of a Relu or Clip (attributes before opset 11, constant inputs after); None
+    when a bound is not a constant."""
+    if node.op_type == "Relu":
+        return 0.0, float("inf")
+    lo, hi = float(attr(node, "min", -np.inf)), float(attr(node, "max", np.inf))
+    for k, name in ((1, "min"), (2, "max")):
+        if len(node.input) > k and node.input[k]:
+            if node.input[k] not in index.initializers:
+                return None
+            value = float(index.array(node.input[k]).reshape(-1)[0])
+            lo, hi = (value, hi) if name == "min" else (lo, value)
+    return lo, hi
 
 
 def insert_activation_qdq(graph: onnx.GraphProto, params: Mapping[str, QuantParams],

@@ -148,6 +148,13 @@ class ConvertOptions:
         "which synthetic inputs cannot judge fairly): where a kept BatchNormalization gives the "
         "real data's statistics, each channel's mean +- 6 std (after its ReLU), min-max "
         "elsewhere.", CLIP_CHOICES)
+    activation_headroom: float = _opt(
+        3.0, "--activations int8: every range measured on synthetic inputs is widened by this "
+        "factor (graph inputs excepted; never past a Clip's bounds). Real data drives deep "
+        "activations further than noise does: on our examples and a third-party model the real "
+        "span exceeded the synthetic one in most layers (90th percentile 1.3-2.9x), and "
+        "saturating costs far more than the resolution a wider grid gives up "
+        "(benchmarks/ACTIVATIONS.md). 1 trusts the synthetic ranges as they are.")
     plan: dict[str, Any] = _opt(
         {}, 'Per-layer overrides by node name: {"conv1": 4, "fc": null, "conv2": {"bits": 4, '
         '"quantizer": "block32", "correction": "none"}} (null keeps a layer in float).')
@@ -207,6 +214,8 @@ class ConvertOptions:
         if self.method == "paper" and self.equalize:
             raise OptionsError("--method paper is the published algorithm with nothing added; "
                                "--equalize is ours: use --method pairs with it")
+        if not self.activation_headroom >= 1:
+            raise OptionsError(f"--activation-headroom must be >= 1, got {self.activation_headroom!r}")
         for name in ("lam", "lambda1", "lambda2"):
             if not getattr(self, name) >= 0:
                 raise OptionsError(f"--{name} must be >= 0, got {getattr(self, name)!r}")

@@ -69,6 +69,7 @@ class QuantizeActivations:
         if not_float:  # untyped in the graph and not float after all: plan without them
             plan = plan_activations(graph, ctx.quantized,
                                     {t for t in plan.tensors if t not in not_float})
+        inputs = {i.name for i in graph.input}
         rules = CLIP_RULES if o.activation_clip == "auto" else (o.activation_clip,)
         scores: dict[str, Fidelity] = {}
         if len(rules) > 1:
@@ -78,13 +79,13 @@ class QuantizeActivations:
                 ctx.say(f"activations: measuring clip rule {rule}")
                 trial = onnx.ModelProto()
                 trial.CopyFrom(model)
-                _emit(trial, ctx, plan, _params(plan, samples, rule, o.activation_type, ctx))
+                _emit(trial, ctx, plan, _params(plan, samples, rule, ctx, inputs))
                 scores[rule] = compare(weight_only, _run(trial, held), _outputs(model))
                 del trial
             chosen = min(rules, key=lambda r: scores[r].score)  # ties: the earlier, simpler rule
         else:
             chosen = rules[0]
-        kept = _emit(model, ctx, plan, _params(plan, samples, chosen, o.activation_type, ctx))
+        kept = _emit(model, ctx, plan, _params(plan, samples, chosen, ctx, inputs))
         _report(ctx, plan, chosen, scores, kept, n)
         if ctx.reference is not None:
             feeds, reference = ctx.reference
@@ -117,20 +118,22 @@ def _float_tensors(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-def _params(plan: ActivationPlan, samples: ActivationSamples, rule: str,
-            dtype: str, ctx: Context | None = None) -> dict[str, QuantParams]:
+def _params(plan: ActivationPlan, samples: ActivationSamples, rule: str, ctx: Context,
+            graph_inputs: set[str]) -> dict[str, QuantParams]:
+    """Each activation's grid under ``rule``: the synthetic ranges widened by the headroom (not
+    graph inputs, whose distribution the options state), or kept-BN ranges for ``bn``."""
+    o = ctx.options
+    ranges = samples.ranges("minmax" if rule == "bn" else rule, o.activation_type)
+    h = o.activation_headroom
+    ranges = {t: r if t in graph_inputs else (r[0] * h, r[1] * h) for t, r in ranges.items()}
     if rule == "bn":
-        ranges = samples.ranges("minmax", dtype)
-        ranges.update(_bn_ranges(plan, ctx, BN_STDS, ranges))
-    else:
-        ranges = samples.ranges(rule, dtype)
-    return plan.params(ranges, dtype, quant_params)
+        ranges.update(_bn_ranges(plan, ctx, BN_STDS))
+    return plan.params(ranges, o.activation_type, quant_params)
 
 
-def _bn_ranges(plan: ActivationPlan, ctx: Context, k: float,
-               synthetic: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-    """Ranges from kept BatchNormalization statistics: each channel's mean +- k std, after the
-    group's ReLU (lo 0) or Clip (no wider than its synthetic outputs, within the Clip's bounds)."""
+def _bn_ranges(plan: ActivationPlan, ctx: Context, k: float) -> dict[str, tuple[float, float]]:
+    """Ranges from kept BatchNormalization statistics: each channel's mean +- k std, from 0
+    after the group's ReLU (a Clip's bounds are applied by ActivationPlan.params)."""
     out: dict[str, tuple[float, float]] = {}
     for rep, members in plan.range_from.items():
         group = [t for t in plan.tensors if plan.group[t] == rep]
@@ -139,12 +142,8 @@ def _bn_ranges(plan: ActivationPlan, ctx: Context, k: float,
             continue
         mean, std = (np.asarray(v, dtype=np.float64) for v in stats[0])
         lo, hi = float(np.min(mean - k * std)), float(np.max(mean + k * std))
-        clamps = [t for t in group if t in plan.clamps]
-        if clamps:
+        if any(t in plan.bounds for t in group):
             lo = max(lo, 0.0)
-        for t in clamps:
-            if t in plan.clips:
-                hi = min(hi, synthetic[t][1])
         for m in members:
             out[m] = (lo, hi)
     return out

@@ -349,3 +349,47 @@ def test_a_model_with_a_fixed_batch_of_one_is_calibrated_run_by_run():
     assert report.activations["tensors"] > 0 and report.fidelity["top1_agreement"] is not None
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
     assert default_session(q).run(None, {"input": x})[0].shape == (1, 10)
+
+
+def _act_scale(model: onnx.ModelProto, tensor: str) -> float:
+    return float(numpy_helper.to_array(next(t for t in model.graph.initializer
+                                            if t.name == f"{tensor}_act_scale")))
+
+
+def test_headroom_widens_every_synthetic_range_but_the_input():
+    model = residual_net()
+    one, _ = convert(model, ConvertOptions(activations="int8", activation_clip="minmax",
+                                           activation_headroom=1.0, fidelity_samples=8))
+    two, _ = convert(model, ConvertOptions(activations="int8", activation_clip="minmax",
+                                           activation_headroom=2.0, fidelity_samples=8))
+    assert _act_scale(two, "input") == _act_scale(one, "input")
+    for t in ("conv0_out", "conv2_out", "sum"):  # conv0_out carries relu0's grid
+        assert _act_scale(two, t) == pytest.approx(2 * _act_scale(one, t), rel=1e-6)
+
+
+def test_a_clip_keeps_its_bounds_and_is_dropped_only_where_the_grid_clamps_the_same():
+    q, _ = convert(conv_net(act="ReLU6"), ConvertOptions(activations="int8", fidelity_samples=8,
+                                                         activation_headroom=100.0))
+    assert not any(n.op_type == "Clip" for n in q.graph.node)  # uint8 from 0: the Q clamps
+    for t in ("conv0_out", "conv1_out", "conv2_out"):
+        # However wide the headroom, the grid stops at the Clip's 6: nothing above 6 survives it.
+        assert _act_scale(q, t) * 255 <= 6.0 * (1 + 1e-6)
+    q, _ = convert(conv_net(act="ReLU6"), ConvertOptions(activations="int8", fidelity_samples=8))
+    x = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    a = default_session(conv_net(act="ReLU6")).run(None, {"input": x})[0]
+    b = default_session(q).run(None, {"input": x})[0]
+    assert np.dot(a.ravel(), b.ravel()) / np.linalg.norm(a) / np.linalg.norm(b) > 0.999
+
+
+def test_a_clip_with_a_computed_bound_keeps_its_own_grid():
+    model = conv_net(act="ReLU6")
+    # act0's upper bound becomes computed from the input: unknown to the converter.
+    model.graph.node.insert(0, helper.make_node("ReduceMax", ["input"], ["input_max"],
+                                                name="input_max", keepdims=0))
+    model.graph.node.insert(1, helper.make_node("Max", ["input_max", "act0.hi"],
+                                                ["act0.hi_computed"], name="hi_max"))
+    clip = next(n for n in model.graph.node if n.name == "act0")
+    clip.input[2] = "act0.hi_computed"
+    q, _ = convert(model, ConvertOptions(activations="int8", fidelity_samples=8))
+    assert sum(n.op_type == "Clip" for n in q.graph.node) == 1  # act0 kept, the others dropped
+    onnx.checker.check_model(q, full_check=True)
