@@ -38,7 +38,7 @@ prints the score this gives, the sessions' own rounding, beside the smallest 8-b
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -58,6 +58,8 @@ class Fidelity:
     metric: dict[str, str]  # per graph output: "kl", "kl-prob", "rel_mse" or "mismatch"
     score: float  # mean of ``divergence`` over outputs
     top1_agreement: float | None  # over classifier-like outputs; None when there is none
+    # Per sample: whether every classifier-like output picks the float model's class.
+    agrees: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -93,6 +95,10 @@ class FidelityProbe:
             raise ValueError(f"not a weight of this graph: {', '.join(missing)}")
         self._float = {w: self._index.array(w) for w in self.weights}
         self._outputs = [o.name for o in graph.output]
+        self._prepare(inputs, max_segments)
+
+    def _prepare(self, inputs: Mapping[str, np.ndarray], max_segments: int) -> None:
+        """Cut the graph, run the float model on ``inputs`` and cache what the segments read."""
         self._chunks = split_batches(self._model, inputs)
         self._segments = self._segment(max(1, max_segments))
         self._first = {w: min(i for i, seg in enumerate(self._segments) if w in seg.weights)
@@ -103,6 +109,22 @@ class FidelityProbe:
             name: _concat([c[name] for c in self._cache]) for name in self._outputs}
 
     # -- public -------------------------------------------------------------------------------
+
+    @property
+    def samples(self) -> int:
+        """How many input samples (rows) the probe runs on."""
+        return sum(len(next(iter(c.values()))) for c in self._chunks if c)
+
+    def on_inputs(self, inputs: Mapping[str, np.ndarray], max_segments: int = 1) -> FidelityProbe:
+        """A probe of the same model and weights (shared, not copied) on other inputs: to check a
+        choice on inputs it was not made on. One segment by default: a few whole-model trials,
+        nothing cached but the model inputs."""
+        other = object.__new__(FidelityProbe)
+        other.threads, other.weights = self.threads, self.weights
+        other._model, other._index, other._float = self._model, self._index, self._float
+        other._outputs = self._outputs
+        other._prepare(inputs, max_segments)
+        return other
 
     def weight(self, name: str) -> np.ndarray:
         """The float value of a probed weight (do not modify it)."""
@@ -235,6 +257,7 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[M
     divergence: dict[str, float] = {}
     metric: dict[str, str] = {}
     top1: list[float] = []
+    agrees: np.ndarray | None = None
     for name in outputs:
         a = [np.asarray(r[name]) for r in reference]
         b = [np.asarray(c[name]) for c in candidate]
@@ -243,7 +266,9 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[M
         if kind in ("kl", "kl-prob"):
             a_all, b_all = np.concatenate(a, axis=0), np.concatenate(b, axis=0)
             divergence[name] = kl_divergence(a_all, b_all, probabilities=kind == "kl-prob")
-            top1.append(float(np.mean(np.argmax(a_all, axis=1) == np.argmax(b_all, axis=1))))
+            same = np.argmax(a_all, axis=1) == np.argmax(b_all, axis=1)
+            top1.append(float(np.mean(same)))
+            agrees = same if agrees is None else agrees & same
         elif kind == "rel_mse":
             err = sum(_sumsq(x.astype(np.float64) - y.astype(np.float64)) for x, y in zip(a, b, strict=True))
             norm = sum(_sumsq(x.astype(np.float64)) for x in a)
@@ -255,7 +280,7 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[M
             divergence[name] = diff / max(1, sum(x.size for x in a))
     values = list(divergence.values())
     score = float(np.mean(values)) if values else 0.0
-    return Fidelity(divergence, metric, score, float(np.mean(top1)) if top1 else None)
+    return Fidelity(divergence, metric, score, float(np.mean(top1)) if top1 else None, agrees)
 
 
 def output_metric(a: np.ndarray) -> str:

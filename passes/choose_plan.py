@@ -2,8 +2,9 @@
 
 ``--method auto``: each layer's candidates (measured alone by measure-layers) go to the allocator
 (``dfmpc_onnx.allocate``) under the byte budget of ``--target-bits``; without a target, budgets
-are tried from the smallest up and the first whose plan, measured as a whole, keeps the predicted
-fidelity (``--min-agreement``) is taken. At each budget a few plans that fit are measured as a
+are tried from the smallest up and the first whose plan, measured as a whole on held-out synthetic
+inputs (another seed, four times as many), keeps the predicted fidelity (``--min-agreement``) is
+taken. At each budget a few plans that fit are measured as a
 whole, since errors interact and do not quite add: the allocator's plan, the same plan without any
 correction, the allocator's plans at slightly smaller budgets, and the fixed pair plans (2/8, 4/8)
 that fit; the best measured wins.
@@ -19,6 +20,7 @@ kept-BN statistics exist.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from dfmpc_onnx.allocate import Candidate, allocate
@@ -26,7 +28,9 @@ from dfmpc_onnx.options import AUTO_BUDGETS as LADDER
 from dfmpc_onnx.options import LayerPlan
 
 from .base import Context
-from .measure import Measurement
+from .measure import Measurement, make_inputs
+
+CHECK_FACTOR = 4  # held-out inputs per probe input for the ladder's acceptance check
 
 
 class ChoosePlan:
@@ -39,7 +43,7 @@ class ChoosePlan:
         if m is None or not m.candidates:
             _fallback(ctx)
         elif ctx.options.method == "auto":
-            _allocate(ctx, m)  # also clears the pairs: the measured plan has none
+            _allocate(ctx, m, model)  # also clears the pairs: the measured plan has none
         else:
             _choose_corrections(ctx, m)
         for name, plan in ctx.plan.items():
@@ -80,13 +84,20 @@ def _unpair(ctx: Context) -> None:
 
 def _fid_ok(fid, min_agreement: float, floor=None) -> bool:
     """Predicted fidelity good enough: top-1 agreement on the synthetic inputs at least
-    ``min_agreement`` for classifier-like outputs, else relative error at most 1 - it; or at least
-    as good as ``floor``, the all-8-bit plan's, where even that misses the level (a model unsure
-    on noise flips some synthetic samples for any perturbation: measured on a digits ResNet-20
-    trained with another seed, whose 8-bit plan kept 14 of 16)."""
+    ``min_agreement`` for classifier-like outputs, else relative error at most 1 - it.
+
+    ``floor`` is the all-8-bit plan's. Where even it misses the level (a model unsure on noise
+    flips some synthetic samples for any perturbation: measured on a digits ResNet-20 trained with
+    another seed), the plan is judged on the samples the 8-bit plan keeps: those are not on a
+    knife's edge, and a plan that flips them changes what the model decides. (Asking only for as
+    many flips as 8 bits make let a 3.3-bit plan through that flipped other samples, and cost 2.7
+    points on the BN-folded glyph ResNet.)"""
     if fid.top1_agreement is not None:
-        need = min_agreement if floor is None else min(min_agreement, floor.top1_agreement)
-        return fid.top1_agreement >= need
+        if floor is None or floor.top1_agreement >= min_agreement:
+            return fid.top1_agreement >= min_agreement
+        if fid.agrees is not None and floor.agrees is not None and floor.agrees.any():
+            return float(np.mean(fid.agrees[floor.agrees])) >= min_agreement
+        return fid.top1_agreement >= floor.top1_agreement
     need = 1.0 - min_agreement if floor is None else max(1.0 - min_agreement, floor.score)
     return fid.score <= need
 
@@ -128,7 +139,17 @@ def _plan_bytes(ctx: Context, names: list[str], cands: list[list[Candidate]],
     return total
 
 
-def _allocate(ctx: Context, m: Measurement) -> None:
+def _check_probe(model: onnx.ModelProto, ctx: Context, m: Measurement):
+    """The probe on held-out synthetic inputs (another seed, CHECK_FACTOR times as many) that the
+    ladder's acceptance is measured on. Chosen among several plans on the probe's own inputs, a
+    plan's agreement there is biased upwards, and 16 samples cannot show 0.99: on PaddleOCR's
+    direction classifier the 4.5-bit plan agreed on 16 of 16 and on 102 of 128 others
+    (benchmarks/third_party.py)."""
+    inputs = make_inputs(model, ctx, n=CHECK_FACTOR * m.samples, seed=ctx.options.seed + 1)
+    return m.probe.on_inputs(inputs)
+
+
+def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
     o = ctx.options
     names = [n for n in ctx.layers if n in m.candidates]
     cands = [m.candidates[n] for n in names]
@@ -137,7 +158,11 @@ def _allocate(ctx: Context, m: Measurement) -> None:
     chosen, chosen_fid, chosen_budget = None, None, None
     eight = {n: (LayerPlan(8, "maxabs", _best_correction(m.candidates[n], 8)) if n in names else p)
              for n, p in ctx.plan.items()}
-    floor = _measure(ctx, m, eight) if o.target_bits is None else None
+    check = None
+    if o.target_bits is None:
+        ctx.say(f"measuring the 8-bit plan on {CHECK_FACTOR * m.samples} held-out inputs")
+        check = m.check = _check_probe(model, ctx, m)
+    floor = check.measure(m.plan_replacements(eight, ctx)) if check is not None else None
     for bits in budgets:
         budget = bits * params / 8
         trials = []
@@ -157,6 +182,8 @@ def _allocate(ctx: Context, m: Measurement) -> None:
         ctx.say(f"measuring {len(unique)} plan(s) at {bits:g} bits")
         scored = [(_measure(ctx, m, p), p) for p in unique]
         fid, plan = min(scored, key=lambda t: (t[0].score, -(t[0].top1_agreement or 0)))
+        if check is not None:
+            fid = check.measure(m.plan_replacements(plan, ctx))
         chosen, chosen_fid, chosen_budget = plan, fid, bits
         if o.target_bits is not None or _fid_ok(fid, o.min_agreement, floor):
             break
@@ -176,7 +203,8 @@ def _allocate(ctx: Context, m: Measurement) -> None:
         + (f", budget {chosen_budget:g} stored bits per weight" if chosen_budget else "")
         + ("" if o.target_bits is not None else
            f" (the fewest of {', '.join(f'{b:g}' for b in LADDER)} whose predicted top-1 "
-           f"agreement stays >= {o.min_agreement:g})"))
+           f"agreement on {check.samples if check else 0} other synthetic inputs stays >= "
+           f"{o.min_agreement:g} or at the 8-bit plan's)"))
 
 
 def _best_correction(cands: list[Candidate], bits: int) -> str:

@@ -52,6 +52,9 @@ class Measurement:
     inputs: dict[str, LayerInput]
     kind: str
     samples: int
+    # Other synthetic inputs, more of them, that choose-plan checks its choice on (and whose
+    # figure the report gives): a plan chosen on the probe's inputs looks better there than it is.
+    check: object | None = None  # dfmpc_onnx.fidelity.FidelityProbe
 
     def replacement(self, name: str, choice: LayerPlan, ctx: Context) -> dict[str, np.ndarray]:
         """Weight (and bias) arrays of layer ``name`` quantized as ``choice``."""
@@ -225,9 +228,11 @@ class MeasurePlan:
         try:
             if ctx.measurement is not None:
                 m = ctx.measurement
+                probe = m.check or m.probe
                 shaped = {k: v.reshape(m.probe.weight(k).shape) for k, v in repl.items()}
-                fid, samples, kind = m.probe.measure(shaped), m.samples, m.kind
-                ctx.reference = m.probe.runs()
+                fid, samples = probe.measure(shaped), probe.samples
+                kind = m.kind + (", held out" if m.check is not None else "")
+                ctx.reference = probe.runs()
             else:
                 fid = _measure_once(model, repl, ctx)
                 samples, kind = o.fidelity_samples, o.synthetic

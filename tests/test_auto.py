@@ -113,3 +113,27 @@ def test_the_default_level_yields_to_what_8_bits_keep():
     assert _fid_ok(fid(0.875), 0.99, floor=fid(0.875))
     assert not _fid_ok(fid(0.8125), 0.99, floor=fid(0.875))
     assert not _fid_ok(fid(0.9375), 0.99, floor=fid(1.0))
+
+
+def test_below_the_level_a_plan_is_judged_on_the_samples_8_bits_keep():
+    """Where 8 bits everywhere keep 14 of 16, a plan with as many flips passes only if it flips
+    the same borderline samples, not others the 8-bit plan keeps."""
+    from dfmpc_onnx.passes.choose_plan import _fid_ok
+
+    from dfmpc_onnx.fidelity import Fidelity
+
+    def fid(flipped):
+        agrees = np.ones(16, bool)
+        agrees[list(flipped)] = False
+        return Fidelity({"y": 0.1}, {"y": "kl"}, 0.1, float(agrees.mean()), agrees)
+
+    floor = fid({3, 7})
+    assert _fid_ok(fid({3, 7}), 0.99, floor)
+    assert _fid_ok(fid({3}), 0.99, floor)
+    assert not _fid_ok(fid({3, 9}), 0.99, floor)  # as many flips, but one the 8-bit plan keeps
+
+
+def test_the_ladder_is_checked_on_held_out_inputs_and_the_report_says_so():
+    _, report = convert(conv_net(seed=3, c=16), ConvertOptions(fidelity_samples=8))
+    assert report.fidelity["samples"] == 32 and report.fidelity["inputs"] == "smooth, held out"
+    assert any("32 other synthetic inputs" in n for n in report.notes)
