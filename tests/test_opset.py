@@ -128,7 +128,8 @@ def test_stale_value_info_converts(opset: int) -> None:
 
 
 def test_stale_value_info_is_noted() -> None:
-    _, report = dfmpc_onnx.convert(stale_reshape(12), ConvertOptions())
+    # 4-bit layers need opset 21: the upgrade is what meets the stale value_info.
+    _, report = dfmpc_onnx.convert(stale_reshape(12), ConvertOptions(low_bits=4))
     assert any("view_out" in n and "dropped" in n for n in report.notes), report.notes
 
 
