@@ -3,24 +3,25 @@ ResNet-18-shaped model on ONNX Runtime's integer kernels.
 
 Accuracy, top-1 on each example's held-out file, for:
 - FP32;
-- ours at W8A8 (``--activations int8``), W4A8 (``--activations int8 --target-bits 4``: 4-bit
+- ours at the default W7A8 (``--activations int8``: 7-bit weight grids, see the options' help),
+  W8A8 (``--low-bits 8 --high-bits 8``), W4A8 (``--activations int8 --target-bits 4``: 4-bit
   grids in int8 containers) and the measured plan (``--activations int8 --method auto``);
 - ONNX Runtime's ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, MinMax
   calibration) calibrated on 16 random standard-normal inputs (the examples' inputs are
   normalised to about that), and, as the upper anchor that uses real data, calibrated on the
   first 256 held-out samples (then scored on all of them: it has seen part of the test set).
 
-Clip rules on real data: each example at W8A8 with each rule forced (``--activation-clip``), and
+Clip rules on real data: each example at the default with each rule forced (``--activation-clip``), and
 ``bn`` (kept BatchNormalization statistics, mean +- k std) at k = 3, 4 and 6, beside the rule
 ``auto`` chose on synthetic inputs: does the synthetic measurement pick well?
 
-Headroom: each example at W8A8 with headroom 1, 2 and 3, and the ratio of real to synthetic
+Headroom: each example at the default with headroom 1, 2 and 3, and the ratio of real to synthetic
 activation spans that motivates it (``benchmarks/third_party.py`` measures the same on a model we
 did not make).
 
 Latency: the ResNet-18 shape of ``benchmarks/resnet18.py`` (BN kept, random weights) at batch 1,
 224x224, 2 intra-op threads, default session options, medians of interleaved runs in one process:
-FP32, ours W8A8, ORT's W8A8; and the operators ORT runs after its graph optimiser.
+FP32, ours (default, W7A8), ORT's W8A8; and the operators ORT runs after its graph optimiser.
 
     python -m benchmarks.activations            # everything, about 6 minutes here
     python -m benchmarks.activations --latency  # only the ResNet-18 timing
@@ -52,10 +53,12 @@ MODELS = ROOT / "examples" / "models"
 DATA = {"digits": ROOT / "examples" / "data" / "digits_test.npz",
         "glyphs": ROOT / "examples" / "data" / "glyphs_test.npz"}
 OURS = {
-    "ours W8A8": ConvertOptions(activations="int8"),
+    "ours W7A8 (default)": ConvertOptions(activations="int8"),
+    "ours W8A8": ConvertOptions(activations="int8", low_bits=8, high_bits=8),
     "ours W4A8": ConvertOptions(activations="int8", target_bits=4),
     "ours auto+A8": ConvertOptions(activations="int8", method="auto"),
 }
+DEFAULT = "ours W7A8 (default)"
 
 
 def session(path: Path | str, threads: int = 2) -> ort.InferenceSession:
@@ -111,17 +114,17 @@ def accuracy_table(tmp: Path) -> list[dict]:
         x, labels = data["input"].astype(np.float32), data["label"]
         row = {"model": model.stem, "FP32": top1(model, x, labels)}
         for name, options in OURS.items():
-            out = tmp / f"{model.stem}.{name.split()[1]}.onnx"
+            out = tmp / f"{model.stem}.{name.split()[1]}.onnx"  # W7A8, W8A8, W4A8, auto+A8
             start = time.perf_counter()
             report = convert_file(model, out, options)
             row[name] = top1(out, x, labels)
             row[f"{name} clip"] = report.activations.get("clip")
             row[f"{name} bits"] = round(report.average_bits, 2)
             row[f"{name} s"] = round(time.perf_counter() - start, 1)
-            if name == "ours W8A8":
+            if name == DEFAULT:
                 for batch, runs in ((1, 200), (64, 20)):
                     f, q = interleaved_ms([model, out], x[:batch], runs)
-                    row[f"W8A8/FP32 latency b{batch}"] = q / f
+                    row[f"latency b{batch}"] = q / f
         rng = np.random.default_rng(0)
         random_calib = [rng.standard_normal((1,) + x.shape[1:]).astype(np.float32) for _ in range(16)]
         ort_static(model, tmp / f"{model.stem}.ort_random.onnx", random_calib)
@@ -138,7 +141,7 @@ RULES = ("minmax", "percentile", "mse", "bn3", "bn4", "bn6")
 
 
 def clip_rules(tmp: Path) -> list[dict]:
-    """Real top-1 at W8A8 with each clip rule forced."""
+    """Real top-1 at the default (W7A8) with each clip rule forced."""
     import dfmpc_onnx.passes.quantize_activations as qa  # the module the pipeline runs
 
     rows = []
@@ -160,8 +163,8 @@ def clip_rules(tmp: Path) -> list[dict]:
 
 
 def headroom(tmp: Path) -> list[dict]:
-    """Top-1 at W8A8 with headroom 1, 2 and 3, and how far real activations exceed synthetic ones
-    (span ratio per tensor, real held-out vs the default synthetic inputs, 16 samples each)."""
+    """Top-1 at the default (W7A8) with headroom 1, 2 and 3, and how far real activations exceed
+    synthetic ones (span ratio per tensor, real held-out vs the default synthetic inputs, 16 samples each)."""
     from dfmpc_onnx.calibrate import ActivationSamples
     from dfmpc_onnx.synthetic import synthetic_inputs
 
@@ -194,12 +197,12 @@ def latency(tmp: Path, runs: int = 200) -> dict:
 
     fp32 = tmp / "resnet18.onnx"
     onnx.save(resnet18(), fp32)
-    ours = tmp / "resnet18.w8a8.onnx"
+    ours = tmp / "resnet18.w7a8.onnx"
     convert_file(fp32, ours, ConvertOptions(activations="int8"))
     rng = np.random.default_rng(0)
     ort_q = tmp / "resnet18.ort.onnx"
     ort_static(fp32, ort_q, [rng.standard_normal((1, 3, 224, 224)).astype(np.float32) for _ in range(8)])
-    paths = {"FP32": fp32, "ours W8A8": ours, "ORT W8A8": ort_q}
+    paths = {"FP32": fp32, "ours W7A8": ours, "ORT W8A8": ort_q}
     sessions = {k: session(p) for k, p in paths.items()}
     x = {"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
     for s in sessions.values():
@@ -214,10 +217,10 @@ def latency(tmp: Path, runs: int = 200) -> dict:
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    so.optimized_model_filepath = str(tmp / "resnet18.w8a8.optimized.onnx")
+    so.optimized_model_filepath = str(tmp / "resnet18.w7a8.optimized.onnx")
     ort.InferenceSession(str(ours), so, providers=["CPUExecutionProvider"])
     ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
-    result = {"ms": ms, "ratio_ours": ms["ours W8A8"] / ms["FP32"],
+    result = {"ms": ms, "ratio_ours": ms["ours W7A8"] / ms["FP32"],
               "ratio_ort": ms["ORT W8A8"] / ms["FP32"], "optimized_ops": dict(ops.most_common()),
               "runs": runs}
     print(json.dumps(result), flush=True)
@@ -226,26 +229,27 @@ def latency(tmp: Path, runs: int = 200) -> dict:
 
 def markdown(rows: list[dict], rules: list[dict], room: list[dict], lat: dict | None) -> str:
     cols = ["FP32", *OURS, "ORT random calib", "ORT real calib (anchor)"]
-    lines = ["| model | " + " | ".join(cols) + " | clip rule (W8A8) | W8A8/FP32 latency, batch 1 / 64 |",
+    lines = ["| model | " + " | ".join(cols)
+             + " | clip rule (default) | default/FP32 latency, batch 1 / 64 |",
              "|---|" + "---|" * (len(cols) + 2)]
     for r in rows:
         lines.append(f"| {r['model']} | " + " | ".join(f"{100 * r[c]:.1f}" for c in cols)
-                     + f" | {r['ours W8A8 clip']} | {r['W8A8/FP32 latency b1']:.2f}x / "
-                     f"{r['W8A8/FP32 latency b64']:.2f}x |")
+                     + f" | {r[DEFAULT + ' clip']} | {r['latency b1']:.2f}x / "
+                     f"{r['latency b64']:.2f}x |")
     if rules:
-        auto = {r["model"]: r["ours W8A8 clip"] for r in rows}
-        lines += ["", "Top-1 (%) at W8A8 with each clip rule forced; `auto`'s pick (on synthetic "
-                  "inputs) in bold. bnK: kept-BN statistics, mean +- K std (min-max where a grid "
-                  "has none; on BN-folded models that is min-max everywhere).", "",
+        auto = {r["model"]: r[DEFAULT + " clip"] for r in rows}
+        lines += ["", "Top-1 (%) at the default (W7A8) with each clip rule forced; `auto`'s pick "
+                  "(on synthetic inputs) in bold. bnK: kept-BN statistics, mean +- K std "
+                  "(min-max where a grid has none; on BN-folded models that is min-max everywhere).", "",
                   "| model | " + " | ".join(RULES) + " |", "|---|" + "---|" * len(RULES)]
         for r in rules:
             cells = [f"**{100 * r[k]:.1f}**" if auto.get(r["model"]) == k else f"{100 * r[k]:.1f}"
                      for k in RULES]
             lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     if room:
-        lines += ["", "Top-1 (%) at W8A8 with activation headroom 1, 2 and 3 (the default): every "
-                  "synthetic range widened by that factor; and the span of each activation on 16 "
-                  "real held-out samples over its span on 16 synthetic inputs (median, 90th "
+        lines += ["", "Top-1 (%) at the default (W7A8) with activation headroom 1, 2 and 3 (the "
+                  "default): every synthetic range widened by that factor; and the span of each "
+                  "activation on 16 real held-out samples over its span on 16 synthetic inputs (median, 90th "
                   "percentile over the model's Conv/Gemm/Relu/Add/Mul outputs).", "",
                   "| model | H1 | H2 | H3 | real/synthetic span, median | 90th pct |",
                   "|---|---|---|---|---|---|"]

@@ -135,8 +135,10 @@ class ConvertOptions:
         "none", "none: weight-only (activations stay float; the model runs at float speed). "
         "int8: also quantize activations to 8 bits, with ranges measured on synthetic inputs, so "
         "ONNX Runtime runs Conv/Gemm/MatMul/Add/pooling on its integer kernels (QLinearConv, "
-        "QGemm, ...): W8A8 by default, faster than float on CPU; weights are stored in int8 "
-        "containers (--target-bits still plans 2/4-bit grids inside them).", ACTIVATIONS)
+        "QGemm, ...): faster than float on CPU. Weights go in int8 containers, on a 7-bit grid by "
+        "default with uint8 activations (W7A8: ORT's x86 kernels without VNNI saturate on full "
+        "int8 weights), 8-bit with --activation-type int8; --target-bits still plans 2/4-bit "
+        "grids inside them.", ACTIVATIONS)
     activation_type: str = _opt(
         "uint8", "--activations int8: uint8 (asymmetric; the fast path of ONNX Runtime's CPU "
         "kernels) or int8 (symmetric, zero point 0: what TensorRT wants).", ACTIVATION_TYPES)
@@ -172,7 +174,8 @@ class ConvertOptions:
             # Integer kernels read int8 containers: lower grids would save no bytes, only
             # accuracy. W8A8 unless a plan of lower grids is asked for.
             object.__setattr__(self, "method", "pairs")
-            object.__setattr__(self, "low_bits", 8)
+            object.__setattr__(self, "low_bits", self.widest_bits)
+            object.__setattr__(self, "high_bits", self.widest_bits)
             if self.correction is None:
                 object.__setattr__(self, "correction", "none")
         if self.method is None:  # bits given: the fixed pair plan they describe
@@ -240,6 +243,15 @@ class ConvertOptions:
         if self.correction is not None:
             return self.correction
         return "paper" if self.method == "paper" else "auto"
+
+    @property
+    def widest_bits(self) -> int:
+        """The widest weight grid the measured plan and the W8A8 default use: 7 with uint8
+        activations. ONNX Runtime's U8S8 kernels on x86 CPUs without VNNI add pairs of
+        uint8 x int8 products in int16 and saturate when weights use all of int8 (what its own
+        quantizer's reduce_range avoids): a 7-bit grid (-63..63) cannot. Measured no worse than
+        8 bits on our examples (benchmarks/ACTIVATIONS.md)."""
+        return 7 if self.activations == "int8" and self.activation_type == "uint8" else 8
 
     @property
     def integer_kernels(self) -> bool:

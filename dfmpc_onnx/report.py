@@ -113,8 +113,9 @@ class Report:
             stored = f"{e.stored_bits:.2f}" if e.stored_bits is not None else ""
             extra = (PARTNER_SEP.join(_elide(n, width) for n in e.partner.split(PARTNER_SEP))
                      if e.partner else e.reason)
+            widest = max(e.sensitivity) if e.sensitivity else 8  # 7 with uint8 activations
             sens = "/".join(f"{e.sensitivity[b]:.0e}" if b in e.sensitivity else "-"
-                            for b in (2, 4, 8)) if e.sensitivity else ""
+                            for b in (2, 4, max(widest, 7))) if e.sensitivity else ""
             lines.append(f"{_elide(e.name, width):<{width}} {e.op:<8} {e.role:<6} {bits:>4} "
                          f"{stored:>6} {e.quantizer or '':<11} {e.correction or '':<10} "
                          f"{e.params:>9} {comp:>11} {err:>9} {sens:>20}  {extra}".rstrip())

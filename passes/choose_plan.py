@@ -60,7 +60,7 @@ def _fallback(ctx: Context) -> None:
     for name, plan in list(ctx.plan.items()):
         bits = plan.bits
         if o.method == "auto" and name not in ctx.fixed:
-            bits = 8
+            bits = o.widest_bits
         correction = plan.correction
         if correction == "auto":
             correction = "bias"  # the quantize pass applies it only where statistics are trusted
@@ -69,7 +69,8 @@ def _fallback(ctx: Context) -> None:
         _unpair(ctx)
     if o.method == "auto" and any(n not in ctx.fixed for n in ctx.plan):
         ctx.report.notes.append(
-            "no measurement, so no automatic plan: every layer at 8 bits. Give the input shape "
+            f"no measurement, so no automatic plan: every layer at {o.widest_bits} bits. Give the "
+            "input shape "
             "(--input-shape) or choose a fixed plan (--method pairs --low-bits 4) for a smaller model")
 
 
@@ -156,8 +157,9 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
     params = sum(ctx.report.layer(n).params for n in names)
     budgets = [o.target_bits] if o.target_bits is not None else list(LADDER)
     chosen, chosen_fid, chosen_budget = None, None, None
-    eight = {n: (LayerPlan(8, "maxabs", _best_correction(m.candidates[n], 8)) if n in names else p)
-             for n, p in ctx.plan.items()}
+    top = o.widest_bits  # 8, or 7 with uint8 activations (options.widest_bits)
+    eight = {n: (LayerPlan(top, "maxabs", _best_correction(m.candidates[n], top)) if n in names
+                 else p) for n, p in ctx.plan.items()}
     check = None
     if o.target_bits is None:
         ctx.say(f"measuring the 8-bit plan on {CHECK_FACTOR * m.samples} held-out inputs")
@@ -172,7 +174,7 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
                 plan = _to_plan(ctx, names, cands, choice)
                 trials += [plan, {n: LayerPlan(p.bits, p.quantizer, "none") if n in names else p
                                   for n, p in plan.items()}]
-        for low, high in ((2, 8), (4, 8)):
+        for low, high in ((2, top), (4, top)):
             plan = _pair_plan(ctx, names, cands, low, high)
             if plan is not None and _plan_bytes(ctx, names, cands, plan) <= budget:
                 trials.append(plan)
@@ -193,7 +195,7 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
         chosen_budget = None
         if o.target_bits is not None:
             ctx.report.notes.append(f"--target-bits {o.target_bits:g} is below what the smallest "
-                                    "grids need; every layer at 8 bits instead")
+                                    f"grids need; every layer at {top} bits instead")
     ctx.plan.update(chosen)
     ctx.measured |= {n for n in names if ctx.plan[n].correction == "bias"}
     _unpair(ctx)

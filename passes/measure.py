@@ -101,6 +101,7 @@ def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarra
         return [(plan.bits, plan.quantizer)]
     choices = []
     for bits, grids in CANDIDATE_GRIDS.items():
+        bits = min(bits, ctx.options.widest_bits)  # 7 with uint8 activations: see options
         choices.append((bits, "maxabs"))
         others = [g for g in grids if g != "maxabs"
                   and (not ctx.options.integer_kernels or g in INTEGER_KERNEL_GRIDS)]
@@ -193,8 +194,8 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
         cands.append(Candidate(bits, grid, "none", nbytes, m.probe.measure(arrays).score))
     if can_correct:
         for bits in sorted({c.bits for c in cands}):
-            if bits >= 8:
-                continue  # 8-bit rounding leaves nothing worth correcting
+            if bits >= ctx.options.widest_bits:
+                continue  # the widest grid's rounding leaves nothing worth correcting
             best = min((c for c in cands if c.bits == bits), key=lambda c: c.divergence)
             choice = LayerPlan(bits, best.quantizer, "bias")
             fid = m.probe.measure(m.replacement(name, choice, ctx))

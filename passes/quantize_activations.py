@@ -200,7 +200,13 @@ def _report(ctx: Context, plan: ActivationPlan, chosen: str, scores: dict[str, F
         ctx.report.notes.append(
             f"activations: {with_bn} of {len(plan.range_from)} grids from kept BatchNormalization "
             f"statistics (mean +- {BN_STDS:g} std), the others from the synthetic inputs' min-max")
-    low = sorted({qt.bits for qt in ctx.quantized.values() if qt.bits < 8})
+    full = sorted(n for n, qt in ctx.quantized.items() if qt.grid[1] > 63)
+    if full and o.activation_type == "uint8":
+        ctx.report.notes.append(
+            f"{len(full)} layers use all of int8 with uint8 activations: ONNX Runtime's x86 kernels "
+            "on CPUs without VNNI can saturate on them (its reduce_range); 7 bits, the default, "
+            "cannot")
+    low = sorted({qt.bits for qt in ctx.quantized.values() if qt.bits < o.widest_bits})
     if low:
         ctx.report.notes.append(
             f"weights on {'/'.join(map(str, low))}-bit grids are stored in int8 containers, "

@@ -27,7 +27,7 @@ from dfmpc_onnx.errors import OptionsError
 from dfmpc_onnx.options import ConvertOptions
 from dfmpc_onnx.validate.sessions import has_activation_qdq
 
-W8A8 = ConvertOptions(activations="int8", fidelity_samples=8)
+A8 = ConvertOptions(activations="int8", fidelity_samples=8)  # the default: W7A8
 
 
 def residual_net(seed: int = 0, c: int = 8) -> onnx.ModelProto:
@@ -77,7 +77,7 @@ def default_session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 
 def test_every_layer_runs_on_an_integer_kernel(tmp_path):
-    q, report = convert(residual_net(), W8A8)
+    q, report = convert(residual_net(), A8)
     ops = optimized_ops(q, tmp_path)
     assert ops["QLinearConv"] == 3 and ops["Conv"] == 0
     assert ops["QLinearAdd"] == 1 and ops["Add"] == 0
@@ -95,7 +95,7 @@ def has_activation_qdq_model(model: onnx.ModelProto) -> bool:
 
 
 def test_weights_are_int8_with_zero_points_and_biases_int32():
-    q, _ = convert(residual_net(), W8A8)
+    q, _ = convert(residual_net(), A8)
     inits = {t.name: t for t in q.graph.initializer}
     for node in q.graph.node:
         if node.op_type in ("Conv", "Gemm"):
@@ -156,7 +156,7 @@ def test_integer_outputs_match_a_numpy_reference(tmp_path):
     """conv0 -> Relu -> conv1, run by ORT's QLinearConv; the uint8 output of conv1 equals the
     same quantization computed in NumPy (float64 convolution of the dequantized integers, int32
     bias, one rounding), to one step where ORT's fixed-point requantization rounds a tie apart."""
-    q, _ = convert(residual_net(), W8A8)
+    q, _ = convert(residual_net(), A8)
     inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
     nodes = {n.name: n for n in q.graph.node}
     producer = {o: n for n in q.graph.node for o in n.output}
@@ -199,8 +199,8 @@ def test_integer_outputs_match_a_numpy_reference(tmp_path):
 
 
 def test_conversion_is_deterministic():
-    a, ra = convert(residual_net(), W8A8)
-    b, rb = convert(residual_net(), W8A8)
+    a, ra = convert(residual_net(), A8)
+    b, rb = convert(residual_net(), A8)
     assert a.SerializeToString() == b.SerializeToString()
     assert ra.activations == rb.activations
 
@@ -278,8 +278,10 @@ def test_float_layers_get_no_activation_grids():
 # -- options --------------------------------------------------------------------------------------
 
 
-def test_default_is_w8a8_and_target_bits_plans_low_grids_in_int8_containers():
+def test_default_is_w7a8_for_uint8_w8a8_for_int8_and_target_bits_plans_low_grids():
     o = ConvertOptions(activations="int8")
+    assert (o.method, o.low_bits, o.high_bits) == ("pairs", 7, 7)  # no U8S8 saturation on AVX2
+    o = ConvertOptions(activations="int8", activation_type="int8")
     assert (o.method, o.low_bits, o.high_bits) == ("pairs", 8, 8)
     q, report = convert(conv_net(c=16), ConvertOptions(activations="int8", target_bits=4,
                                                         fidelity_samples=8))
@@ -288,6 +290,15 @@ def test_default_is_w8a8_and_target_bits_plans_low_grids_in_int8_containers():
     q_types = {t.data_type for t in q.graph.initializer if t.name.endswith("_W_q")}
     assert q_types == {TensorProto.INT8}
     assert any("int8 containers" in n for n in report.notes)
+    assert all(e.bits <= 7 for e in report.layers if e.bits)  # the widest grid is 7 bits here
+
+
+def test_weights_on_all_of_int8_with_uint8_activations_are_flagged():
+    _, report = convert(residual_net(), ConvertOptions(activations="int8", low_bits=8,
+                                                       fidelity_samples=8))
+    assert any("saturate" in n for n in report.notes)
+    _, report = convert(residual_net(), A8)
+    assert not any("saturate" in n for n in report.notes)
 
 
 @pytest.mark.parametrize("quantizer", ["asym", "block32"])
@@ -298,7 +309,7 @@ def test_grids_integer_kernels_cannot_read_are_refused(quantizer):
 
 def test_validate_keeps_qdq_only_for_activation_models(tmp_path):
     model = residual_net()
-    w8a8, _ = convert(model, W8A8)
+    w8a8, _ = convert(model, A8)
     weight_only, _ = convert(model, ConvertOptions(low_bits=8, fidelity_samples=0))
     onnx.save(w8a8, tmp_path / "a.onnx")
     onnx.save(weight_only, tmp_path / "w.onnx")
@@ -313,7 +324,7 @@ def test_validate_keeps_qdq_only_for_activation_models(tmp_path):
 def test_a_clamp_read_by_a_subgraph_is_kept_and_the_model_runs():
     import awkward_models
 
-    q, report = convert(awkward_models.with_if(), W8A8)
+    q, report = convert(awkward_models.with_if(), A8)
     onnx.checker.check_model(q, full_check=True)
     assert report.activations["tensors"] > 0
     default_session(q)  # loads: the If body still finds the tensor it reads
@@ -325,7 +336,7 @@ def test_a_model_ort_cannot_run_is_refused_in_one_line():
     from dfmpc_onnx.errors import UnsupportedModelError
 
     with pytest.raises(UnsupportedModelError, match="weight-only"):
-        convert(awkward_models.custom_domain(), W8A8)
+        convert(awkward_models.custom_domain(), A8)
 
 
 def test_bn_rule_takes_ranges_from_kept_batchnorm_statistics():
@@ -345,7 +356,7 @@ def test_a_model_with_a_fixed_batch_of_one_is_calibrated_run_by_run():
     model = residual_net()
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
     model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
-    q, report = convert(model, W8A8)
+    q, report = convert(model, A8)
     assert report.activations["tensors"] > 0 and report.fidelity["top1_agreement"] is not None
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
     assert default_session(q).run(None, {"input": x})[0].shape == (1, 10)
