@@ -154,7 +154,7 @@ class ConvertOptions:
         3.0, "--activations int8: every range measured on synthetic inputs is widened by this "
         "factor (graph inputs excepted; never past a Clip's bounds). Real data drives deep "
         "activations further than noise does: on our examples and a third-party model the real "
-        "span exceeded the synthetic one in most layers (90th percentile 1.3-2.9x), and "
+        "span exceeded the synthetic one in most layers (90th percentile 1.3-2.6x), and "
         "saturating costs far more than the resolution a wider grid gives up "
         "(benchmarks/ACTIVATIONS.md). 1 trusts the synthetic ranges as they are.")
     plan: dict[str, Any] = _opt(
