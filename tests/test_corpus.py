@@ -187,3 +187,30 @@ def test_non_finite_weight_stays_float(tmp_path: Path) -> None:
     report = convert_file(src, out)
     assert report.layer("conv2").role == "float" and "NaN or Inf" in report.layer("conv2").reason
     check_converted(src, out, report)
+
+
+def _inline(model: onnx.ModelProto) -> bytes:
+    """The model's bytes with every loaded external tensor marked inline again."""
+    for t in model.graph.initializer:
+        t.data_location = onnx.TensorProto.DEFAULT
+        del t.external_data[:]
+    return model.SerializeToString()
+
+
+def test_external_data_gives_the_same_output(tmp_path: Path) -> None:
+    """The same model saved inline and with external data converts to the same tensors, and the
+    external data round-trips: loaded back, it holds what the inline file holds."""
+    from tinymodels import conv_net
+
+    model = conv_net(seed=5, bn=True)
+    inline, external = tmp_path / "inline", tmp_path / "external"
+    inline.mkdir()
+    external.mkdir()
+    onnx.save(model, str(inline / "m.onnx"))
+    onnx.save(model, str(external / "m.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="m.weights", size_threshold=0)
+    assert _inline(onnx.load(str(external / "m.onnx"))) == _inline(onnx.load(str(inline / "m.onnx")))
+    for folder in (inline, external):
+        convert_file(folder / "m.onnx", folder / "m.q.onnx")
+    assert (_inline(onnx.load(str(external / "m.q.onnx")))
+            == _inline(onnx.load(str(inline / "m.q.onnx"))))
