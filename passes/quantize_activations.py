@@ -39,6 +39,7 @@ from .measure import _first_line, make_inputs
 # examples 6 stayed within 0.2 points of the synthetic min-max ranges at W8A8; 3 lost up to 5 points
 # and 4 up to 0.4 by clipping (benchmarks/ACTIVATIONS.md, `python -m benchmarks.activations`).
 BN_STDS = 6.0
+RULE_CHECK_FACTOR = 4
 MIN_CALIBRATION = 8  # samples, even with --fidelity-samples 0: ranges cannot come from nothing
 
 
@@ -76,7 +77,9 @@ class QuantizeActivations:
         if len(rules) > 1:
             # Neither the calibration inputs (seed) nor those the report's fidelity is measured
             # on (seed + 1, measure-plan): the rule is not chosen on what judges it.
-            held = make_inputs(model, ctx, n=n, seed=o.seed + 2)
+            # Four times as many as calibration: the rules differ by little on noise, and on 16
+            # inputs the pick was a coin toss (benchmarks/third_party.py).
+            held = make_inputs(model, ctx, n=RULE_CHECK_FACTOR * n, seed=o.seed + 2)
             weight_only = _run(model, held)
             for rule in rules:
                 ctx.say(f"activations: measuring clip rule {rule}")
