@@ -89,21 +89,27 @@ def interleaved_ms(paths: list[Path], x: np.ndarray, runs: int) -> list[float]:
     return [1e3 * statistics.median(t) for t in times]
 
 
-def ort_static(src: Path, dst: Path, calibration: list[np.ndarray]) -> None:
-    """ONNX Runtime's own static QDQ quantization, its usual CPU settings."""
+def ort_static(src: Path, dst: Path, calibration: list[np.ndarray], pre_process: bool = True) -> None:
+    """ONNX Runtime's own static QDQ quantization, its usual CPU settings (per-channel int8
+    weights, uint8 activations, MinMax), calibrated on ``calibration`` (arrays for the first
+    input). ``pre_process``: ORT's recommended shape inference and optimisation first."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.it = iter([{"input": c} for c in calibration])
+            self.it = iter([{name: c} for c in calibration])
 
         def get_next(self):
             return next(self.it, None)
 
-    pre = dst.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(pre))
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    if pre_process:
+        pre = dst.with_suffix(".pre.onnx")
+        quant_pre_process(str(src), str(pre))
+        src = pre
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from benchmarks.activations import ort_static
 from dfmpc_onnx import convert_file
 from dfmpc_onnx.calibrate import ActivationSamples
 from dfmpc_onnx.options import ConvertOptions
@@ -90,21 +91,6 @@ def top1(path: Path, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(s.run(None, {"x": x})[0], axis=1) == y))
 
 
-def ort_static(src: Path, dst: Path, calibration: list[np.ndarray]) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{"x": c} for c in calibration])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    # ORT's pre-processing (symbolic shape inference) fails on this export; quantize as given.
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-
-
 def span_ratios(model: onnx.ModelProto, x: np.ndarray) -> dict[str, float]:
     names = [n.output[0] for n in model.graph.node if n.op_type in ("Conv", "Relu", "Add", "Mul")]
     real = ActivationSamples(model, names, {"x": x[:16]})
@@ -132,10 +118,12 @@ def main() -> None:
         row[f"ours W7A8 headroom {h:g}"] = top1(out, x, y)
         row[f"headroom {h:g} clip"] = report.activations["clip"]
     rng = np.random.default_rng(0)
+    # ORT's pre-processing (symbolic shape inference) fails on this export: quantize it as given.
     ort_static(src, work / "ort_random.onnx",
-               [rng.standard_normal((1, 3, 48, 192)).astype(np.float32) for _ in range(16)])
+               [rng.standard_normal((1, 3, 48, 192)).astype(np.float32) for _ in range(16)],
+               pre_process=False)
     row["ORT random calib"] = top1(work / "ort_random.onnx", x, y)
-    ort_static(src, work / "ort_real.onnx", [x[i:i + 1] for i in range(0, 64, 4)])
+    ort_static(src, work / "ort_real.onnx", [x[i:i + 1] for i in range(0, 64, 4)], pre_process=False)
     row["ORT real calib (anchor)"] = top1(work / "ort_real.onnx", x, y)
     row["real/synthetic activation span"] = span_ratios(onnx.load(src), x)
     (ROOT / "benchmarks" / "third_party_results.json").write_text(json.dumps(row, indent=1) + "\n")
