@@ -36,8 +36,8 @@ from .base import Context
 from .measure import _first_line, make_inputs
 
 # --activation-clip bn: mean +- this many standard deviations of each channel. On the kept-BN
-# examples 6 stayed within 0.2 points of the synthetic min-max ranges at W8A8; 3 lost up to 5 points
-# and 4 up to 0.4 by clipping (benchmarks/ACTIVATIONS.md, `python -m benchmarks.activations`).
+# examples 6 stayed within 0.5 points of the synthetic min-max ranges; 3 lost up to 5.3 points and
+# 4 up to 0.2 by clipping (benchmarks/ACTIVATIONS.md, `python -m benchmarks.activations`).
 BN_STDS = 6.0
 RULE_CHECK_FACTOR = 4
 MIN_CALIBRATION = 8  # samples, even with --fidelity-samples 0: ranges cannot come from nothing
