@@ -21,6 +21,7 @@ from .modelio import (
     save_model_atomic,
     uses_external_data,
 )
+from .opset import serialized_bytes
 from .options import ConvertOptions
 from .report import Report
 
@@ -48,7 +49,7 @@ def convert(model_or_path: ModelLike, options: ConvertOptions | None = None, *,
     options = options or ConvertOptions()
     start = time.perf_counter()
     model, report = _convert(_load(model_or_path), options, progress)
-    if check and model.ByteSize() < TWO_GB:
+    if check and serialized_bytes(model) < TWO_GB:
         # The caller's model or file is unchanged: it tells a broken input from a broken output.
         check_output(model, runtime=not custom_nodes(model), source=model_or_path)
     report.seconds = time.perf_counter() - start
@@ -82,10 +83,10 @@ def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
     start = time.perf_counter()
     out = check_output_path(output_path, input_path)
     model = load_model(input_path)
-    external = uses_external_data_in_file(input_path) or model.ByteSize() >= TWO_GB
+    external = uses_external_data_in_file(input_path) or serialized_bytes(model) >= TWO_GB
     model, report = _convert(model, options, progress)
     report.seconds = time.perf_counter() - start  # conversion time excludes writing
-    external = external or model.ByteSize() >= TWO_GB
+    external = external or serialized_bytes(model) >= TWO_GB
     save_model_atomic(model, out, external=external, runtime=not custom_nodes(model),
                       source=input_path)
     return report

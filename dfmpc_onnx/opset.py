@@ -14,8 +14,8 @@ because the upgrade trips on something the exporter wrote. What trips it in prac
 - graph outputs declared with a shape newer inference contradicts: as a last resort their
   declared shape becomes the inferred one, and the report says so.
 
-Large initializers are lifted out while the converter and the checker run (both serialise the
-model: 2 GB protobuf limit, and copies of every weight otherwise). What still fails raises
+The converter and the checker run on a light copy whose large initializers are stubs (both
+serialise the model: 2 GB protobuf limit, and copies of every weight otherwise). What still fails raises
 OpsetUpgradeError, naming the step that failed and the highest opset the model does reach, so
 the caller can choose containers that need less (int8 containers at opset 13).
 """
@@ -25,12 +25,13 @@ from __future__ import annotations
 import functools
 
 import onnx
+from google.protobuf.message import Message
 from onnx import shape_inference, version_converter
 
 from .errors import UnsupportedModelError
 from .graph import opset_version, tensor_bytes
 
-# Initializers above this size are lifted out while the version converter runs: it serialises the
+# Initializers above this size are stubs in the light copy the version converter runs on: it serialises the
 # model (2 GB protobuf limit) and never needs weight values.
 _LIFT_BYTES = 1 << 20
 
@@ -52,16 +53,9 @@ def upgrade_opset(model: onnx.ModelProto, target: int) -> list[str]:
     except that stale intermediate value_info is dropped all the same). Returns notes for the
     report. Raises OpsetUpgradeError, leaving ``model`` unchanged, when the version converter
     fails or its result fails the full checker while the input itself passes it."""
-    lifted = _lift_large_initializers(model.graph)
-    light = onnx.ModelProto()
-    try:
-        light.CopyFrom(model)  # megabytes: the large weights are stubs
-        notes = _upgrade_light(light, max(target, opset_version(model)))
-    except BaseException:
-        _restore(model.graph, lifted)
-        raise
-    model.CopyFrom(light)  # the upgraded graph, then the real weights in place of their stubs
-    _restore(model.graph, lifted)
+    light = light_copy(model)  # megabytes: the large weights are stubs
+    notes = _upgrade_light(light, max(target, opset_version(model)))
+    _adopt(model, light)  # the upgraded graph around the real weights
     return notes
 
 
@@ -70,20 +64,14 @@ def highest_reachable_opset(model: onnx.ModelProto, wanted: list[int]) -> int | 
     current opset always counts), or None. ``model`` is not changed. For a fallback: call with
     the opsets of the containers in order of preference, e.g. [25, 21, 13]."""
     current = opset_version(model)
-    lifted = _lift_large_initializers(model.graph)
-    try:
-        for opset in sorted(wanted, reverse=True):
-            if opset <= current:
-                return opset
-            light = onnx.ModelProto()
-            light.CopyFrom(model)
-            try:
-                _upgrade_light(light, opset)
-            except OpsetUpgradeError:
-                continue
+    for opset in sorted(wanted, reverse=True):
+        if opset <= current:
             return opset
-    finally:
-        _restore(model.graph, lifted)
+        try:
+            _upgrade_light(light_copy(model), opset)
+        except OpsetUpgradeError:
+            continue
+        return opset
     return None
 
 
@@ -99,18 +87,14 @@ def fit_runtime_opset(model: onnx.ModelProto, floor: int) -> list[str]:
     for opset in range(current - 1, floor - 1, -1):
         if not runtime_has_dequantize(opset):
             continue
-        lifted = _lift_large_initializers(model.graph)
-        light = onnx.ModelProto()
+        light = light_copy(model)
         try:
-            light.CopyFrom(model)
             notes = _upgrade_light(light, opset)
         except OpsetUpgradeError as exc:
-            _restore(model.graph, lifted)
             raise OpsetUpgradeError(
                 f"ONNX Runtime {_ort_version()} has no DequantizeLinear for opset {current}, so the "
                 f"output could not load; {exc}", current=current, target=opset) from exc
-        model.CopyFrom(light)
-        _restore(model.graph, lifted)
+        _adopt(model, light)
         return notes + [f"ai.onnx opset {current} -> {opset}: ONNX Runtime {_ort_version()} has no "
                         f"DequantizeLinear for opset {current}"]
     raise OpsetUpgradeError(
@@ -218,7 +202,7 @@ def _convert(model: onnx.ModelProto, current: int, target: int) -> onnx.ModelPro
 def _fit_outputs_to_inference(model: onnx.ModelProto) -> list[str]:
     """Declare each graph output whose declared shape shape inference contradicts (rank, or a
     fixed size) with the inferred shape instead. Returns their names."""
-    probe = _checkable(model)
+    probe = checkable(model)
     for out in probe.graph.output:
         if out.type.HasField("tensor_type"):
             out.type.tensor_type.ClearField("shape")
@@ -251,7 +235,7 @@ def _put_back_uninferred(model: onnx.ModelProto, dropped: list[onnx.ValueInfoPro
     if not dropped:
         return []
     try:
-        inferred = shape_inference.infer_shapes(_checkable(model), strict_mode=False)
+        inferred = shape_inference.infer_shapes(checkable(model), strict_mode=False)
     except Exception:  # noqa: BLE001 - the later passes run without shapes, and say so
         return []
     known = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
@@ -284,7 +268,7 @@ def _initializers_not_inputs(graph: onnx.GraphProto) -> bool:
     return any(t.name not in inputs for t in graph.initializer)
 
 
-def _checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy the checker accepts although large weights are stubs (no values): each stub becomes
     a graph input of the same type and shape, which is all that checking and shape inference need
     of a weight. Stubs are initializers with dims and no data field."""
@@ -310,34 +294,66 @@ def _is_stub(t: onnx.TensorProto) -> bool:
 def _full_check_error(model: onnx.ModelProto) -> str | None:
     """None if the model (large weights possibly stubs) passes the full checker, else why."""
     try:
-        onnx.checker.check_model(_checkable(model), full_check=True)
+        onnx.checker.check_model(checkable(model), full_check=True)
     except Exception as exc:  # noqa: BLE001 - checker and shape inference raise several types
         return _first_line(exc)
     return None
 
 
-def _lift_large_initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
-    """Move the large initializers out of ``graph``, leaving stubs (name, type, shape, no data).
+def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializers over 1 MB are stubs (name, type, shape, no data).
 
-    Whole-model tools (version converter, shape inference) serialise the model: with the weights
-    lifted they stay far from the 2 GB protobuf limit and copy megabytes, not gigabytes. The
-    tensors are moved, not copied (deleting from a repeated field detaches the message)."""
-    large = [i for i, t in enumerate(graph.initializer) if tensor_bytes(t) > _LIFT_BYTES]
-    lifted = []
-    for i in reversed(large):
-        lifted.append(graph.initializer[i])
-        del graph.initializer[i]
-    for t in reversed(lifted):
-        graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
-    return lifted[::-1]
+    Checking and shape inference never need weight values; built field by field, the copy costs
+    megabytes where ``CopyFrom`` would cost the weights again, and ``model`` is not touched (with
+    upb protobuf, moving tensors out and back copies them into the model's arena, which never
+    shrinks)."""
+    copy = onnx.ModelProto()
+    _copy_fields(model, copy, skip="graph")
+    _copy_fields(model.graph, copy.graph, skip="initializer")
+    for t in model.graph.initializer:
+        if tensor_bytes(t) > _LIFT_BYTES:
+            copy.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+        else:
+            copy.graph.initializer.append(t)
+    return copy
 
 
-def _restore(graph: onnx.GraphProto, lifted: list[onnx.TensorProto]) -> None:
-    """Put lifted tensors back in place of their stubs (at the end of the initializer list)."""
-    names = {t.name for t in lifted}
-    for i in reversed([i for i, t in enumerate(graph.initializer) if t.name in names]):
-        del graph.initializer[i]
-    graph.initializer.extend(lifted)
+def serialized_bytes(model: onnx.ModelProto) -> int:
+    """The model's serialised size to within the few bytes of each large tensor's header, without
+    serialising it: upb's ``ByteSize`` encodes the whole message, a transient copy of every
+    weight. Enough to decide whether the 2 GB protobuf limit calls for external data."""
+    light = light_copy(model)
+    return light.ByteSize() + sum(tensor_bytes(t) for t in light.graph.initializer if _is_stub(t))
+
+
+def _copy_fields(src: Message, dst: Message, skip: str) -> None:
+    for field, value in src.ListFields():
+        if field.name == skip:
+            continue
+        target = getattr(dst, field.name)
+        if hasattr(value, "extend") and not isinstance(value, (str, bytes)):
+            target.extend(value)
+        elif isinstance(value, Message):
+            target.CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
+def _adopt(model: onnx.ModelProto, light: onnx.ModelProto) -> None:
+    """Make ``model`` the graph ``light`` holds (converted from ``light_copy(model)``), with its
+    own large weights in place of the stubs: every field is taken from ``light`` but the large
+    initializers, which stay where they are, so no weight is copied."""
+    stubs = {t.name for t in light.graph.initializer if _is_stub(t)}
+    for field in [f for f, _ in model.ListFields() if f.name != "graph"]:
+        model.ClearField(field.name)
+    _copy_fields(light, model, skip="graph")
+    for field in [f for f, _ in model.graph.ListFields() if f.name != "initializer"]:
+        model.graph.ClearField(field.name)
+    _copy_fields(light.graph, model.graph, skip="initializer")
+    inits = model.graph.initializer
+    for i in reversed([i for i, t in enumerate(inits) if t.name not in stubs]):
+        del inits[i]
+    inits.extend(t for t in light.graph.initializer if t.name not in stubs)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from onnx import numpy_helper, shape_inference
 from dfmpc_onnx.errors import UnsupportedModelError
 from dfmpc_onnx.graph import GraphIndex, attr, drop_unused_initializers, opset_version
 from dfmpc_onnx.layers import as_linear_layer
-from dfmpc_onnx.opset import _lift_large_initializers, _restore
+from dfmpc_onnx.opset import light_copy
 
 from .base import BnFold, Context
 
@@ -200,14 +200,12 @@ class InferShapes:
     provides = ("shapes",)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
-        lifted = _lift_large_initializers(model.graph)  # weights' values never matter to shapes
-        try:
-            inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        try:  # on a light copy: weights' values never matter to shapes
+            inferred = shape_inference.infer_shapes(light_copy(model), strict_mode=False,
+                                                    data_prop=True)
         except Exception as exc:  # noqa: BLE001
             ctx.report.notes.append(f"shape inference failed ({exc}); continuing without shapes")
             return False
-        finally:
-            _restore(model.graph, lifted)
         model.graph.ClearField("value_info")
         model.graph.value_info.extend(inferred.graph.value_info)
         return True
