@@ -81,6 +81,19 @@ class LinearLayer:
             return w[:, :, 0]
         return w[:, :, 0].T
 
+    @property
+    def row_sliceable(self) -> bool:
+        """Whether canonical output rows are a plain slice of the stored weight (one group, not
+        ConvTranspose): statistics can then be taken a block of output channels at a time."""
+        return self.group == 1 and self.op != "ConvTranspose"
+
+    def canonical_part(self, w_part: np.ndarray) -> np.ndarray:
+        """A block of output channels of the stored weight (sliced along ``out_axis``), in the
+        canonical layout: (rows, in_per_group, taps). Only for ``row_sliceable`` layers."""
+        if self.op == "Conv":
+            return w_part.reshape(w_part.shape[0], *self.canonical_shape[1:])
+        return (w_part if self.out_axis == 0 else w_part.T)[:, :, None]
+
     def dense(self, w_canonical: np.ndarray) -> np.ndarray:
         """Canonical weight expanded over groups to (out, in_total, taps), zeros across groups."""
         if self.group == 1:

@@ -11,7 +11,7 @@ Expectations through an activation phi use Gauss-Hermite quadrature on the bivar
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,6 +214,28 @@ def through_linear(w_f: np.ndarray, w_q: np.ndarray, b_f: np.ndarray, b_q: np.nd
     var_q = _contract(w_q, w_q, k, s.var_q, group)
     cov = _contract(w_f, w_q, k, s.cov_fq, group)
     return TensorStats(mean_f, var_f, mean_q, var_q, cov, "propagated")
+
+
+def through_linear_by_blocks(blocks: Iterable[tuple[np.ndarray, np.ndarray]], b_f: np.ndarray,
+                             bias_q: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                             s: TensorStats, coverage: np.ndarray | None = None
+                             ) -> tuple[TensorStats, np.ndarray]:
+    """``through_linear`` for a one-group layer given as blocks of output rows (canonical float64
+    (rows, in, taps) of the float and quantized weight), so a layer of 100 M weights never holds
+    two float64 copies of itself. Every statistic is per output channel, so the blocks are
+    independent. ``bias_q(mean_f, mean_q)`` gives the quantized bias from ``output_means``'s two
+    vectors (bias correction needs them before the quantized stream's mean). Returns the output
+    statistics and that bias."""
+    parts = []
+    for w_f, w_q in blocks:
+        k = _cover(w_f.shape[2], coverage)
+        se = s.expand(w_f.shape[1])
+        parts.append((_contract(w_f, None, k, se.mean_f, 1), _contract(w_q, None, k, se.mean_f, 1),
+                      _contract(w_q, None, k, se.mean_q, 1), _contract(w_f, w_f, k, se.var_f, 1),
+                      _contract(w_q, w_q, k, se.var_q, 1), _contract(w_f, w_q, k, se.cov_fq, 1)))
+    f_at_f, q_at_f, q_at_q, var_f, var_q, cov = (np.concatenate(p) for p in zip(*parts, strict=True))
+    b_q = bias_q(f_at_f, q_at_f)
+    return TensorStats(f_at_f + b_f, var_f, q_at_q + b_q, var_q, cov, "propagated"), b_q
 
 
 def output_means(w_f, w_q, group: int, s: TensorStats,

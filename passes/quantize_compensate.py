@@ -28,16 +28,22 @@ from dfmpc_onnx.layers import LinearLayer, as_linear_layer
 from dfmpc_onnx.options import LayerPlan
 from dfmpc_onnx.propagate import Shapes, propagate
 from dfmpc_onnx.quantizers import QuantizedTensor, WeightLayout, get_quantizer
+from dfmpc_onnx.quantizers.base import slices_of
 from dfmpc_onnx.stats import (
     TensorStats,
     joint_pre_activation,
     output_means,
     tap_coverage,
     through_linear,
+    through_linear_by_blocks,
 )
 
 from .base import Context, Pair
 from .find_pairs import channel_axis
+
+# Layers with at least this many weights are quantized and measured a block of output channels
+# at a time when they can be (see _Walker._streams): 64 MB as float32.
+STREAM_ELEMENTS = 1 << 24
 
 
 class QuantizeAndCompensate:
@@ -182,16 +188,21 @@ class _Walker:
         layer, reason = as_linear_layer(node, self.index)
         if layer is None:  # planned layers were checked by find-pairs; this is a bug if reached
             raise RuntimeError(f"layer {node.name!r} is no longer quantizable: {reason}")
+        inp = LayerInput(self._input_stats(node, layer), self._coverage(layer))
+        self.inputs[node.name] = inp
+        w_f = layer.to_canonical(self.index.array(layer.weight).astype(np.float64))
+        return layer, inp, w_f, self._float_bias(layer)
+
+    def _input_stats(self, node: onnx.NodeProto, layer: LinearLayer) -> TensorStats:
         o = self.o
         s_in = self.stats.get(node.input[0])
         if s_in is None or s_in.channels not in (1, layer.in_channels):
             s_in = TensorStats.gaussian(o.input_mean, o.input_std ** 2, "assumed")
-        inp = LayerInput(s_in, self._coverage(layer))
-        self.inputs[node.name] = inp
-        w_f = layer.to_canonical(self.index.array(layer.weight).astype(np.float64))
-        b_f = (self.index.array(layer.bias).astype(np.float64).reshape(-1) if layer.bias
-               else np.zeros(layer.out_channels))
-        return layer, inp, w_f, b_f
+        return s_in
+
+    def _float_bias(self, layer: LinearLayer) -> np.ndarray:
+        return (self.index.array(layer.bias).astype(np.float64).reshape(-1) if layer.bias
+                else np.zeros(layer.out_channels))
 
     def _float_layer(self, node: onnx.NodeProto) -> None:
         layer, inp, w_f, b_f = self._input(node)
@@ -199,16 +210,76 @@ class _Walker:
         out = through_linear(w_f, w_f, b_f, b_f, layer.group, inp.stats, inp.coverage)
         self._set(node.output[0], out, channel_axis(layer))
 
+    def _corrects_bias(self, node: onnx.NodeProto, layer: LinearLayer, s_in: TensorStats) -> bool:
+        """Whether this layer's bias is corrected; where the plan asks for it and it cannot be,
+        the report's entry says why."""
+        entry = self.ctx.report.layer(node.name)
+        if not self.o.corrects_bias(self.ctx.plan[node.name].correction):
+            return False
+        if layer.op == "MatMul":
+            entry.reason = "MatMul has no bias input: mean not corrected"
+            return False
+        # Corrections need statistics worth trusting (kept BN), unless the user asks otherwise or
+        # the plan's correction was chosen by measuring it (ctx.measured).
+        if not (s_in.trusted or self.o.propagated_stats or node.name in self.ctx.measured):
+            entry.reason = "no BN statistics upstream: not corrected (--propagated-stats forces)"
+            return False
+        return True
+
+    def _streams(self, node: onnx.NodeProto) -> bool:
+        """Whether the layer is large and simple enough to take a block of output channels at a
+        time (``_streamed_layer``): one group, max-abs grid, no compensation into or out of it."""
+        layer, _ = as_linear_layer(node, self.index)
+        plan = self.ctx.plan[node.name]
+        if (layer is None or not layer.row_sliceable or plan.quantizer != "maxabs"
+                or node.name in self.pending or layer.out_channels == 0
+                or int(np.prod(layer.stored_shape)) < STREAM_ELEMENTS):
+            return False
+        pairs = self.pairs_of_a.get(node.name, [])
+        return not (pairs and plan.correction == "paper") and not any(
+            self.ctx.plan[p.b].correction in COMPENSATIONS for p in pairs)
+
+    def _streamed_layer(self, node: onnx.NodeProto) -> None:
+        """``_layer`` for a large layer, a block of output channels at a time: the model's float
+        weight is read in place and no weight-sized float64 array is made (a VGG classifier layer
+        is 100 M weights: 0.8 GB a float64 copy). Same values as ``_layer`` (tested)."""
+        ctx, o = self.ctx, self.o
+        layer, _ = as_linear_layer(node, self.index)
+        s_in = self._input_stats(node, layer)
+        inp = self.inputs[node.name] = LayerInput(s_in, self._coverage(layer))
+        stored = self.index.array(layer.weight)
+        b_f = self._float_bias(layer)
+        plan = ctx.plan[node.name]
+        entry = ctx.report.layer(node.name)
+        entry.stats = s_in.source
+        qt = quantize_layer(layer, stored, plan, o.granularity == "channel")
+        correct = self._corrects_bias(node, layer, s_in)
+
+        def blocks():
+            for part in slices_of(stored.shape, layout_of(layer).out_axis):
+                yield (layer.canonical_part(np.asarray(stored[part], dtype=np.float64)),
+                       layer.canonical_part(qt.dequantize_part(part)))
+
+        out, b_q = through_linear_by_blocks(
+            blocks(), b_f, (lambda mf, mq: b_f + bias_shift(mf, mq)) if correct else (lambda *_: b_f),
+            s_in, inp.coverage)
+        self.index.release(layer.weight)
+        if correct:
+            ctx.new_bias[node.name] = b_q
+        ctx.quantized[node.name] = qt
+        entry.quantizer, entry.correction = qt.quantizer, plan.correction
+        self._set(node.output[0], out, channel_axis(layer))
+
     def _layer(self, node: onnx.NodeProto) -> None:
+        if self._streams(node):
+            self._streamed_layer(node)
+            return
         ctx, o = self.ctx, self.o
         layer, inp, w_f, b_f = self._input(node)
         s_in, cover = inp.stats, inp.coverage
         plan = ctx.plan[node.name]
         entry = ctx.report.layer(node.name)
         entry.stats = s_in.source
-        # Corrections need statistics worth trusting (kept BN), unless the user asks otherwise or
-        # the plan's correction was chosen by measuring it (ctx.measured).
-        trusted = s_in.trusted or o.propagated_stats or node.name in ctx.measured
         bias_corrected = o.corrects_bias(plan.correction)
         w_target = w_f
         pending = self.pending.pop(node.name, None)
@@ -228,13 +299,9 @@ class _Walker:
             qt, b_q = qt.rescaled(c, layout_of(layer).out_axis), b_f * c
             entry.comp_min, entry.comp_max = float(c.min()), float(c.max())
         w_q = layer.to_canonical(qt.dequantize())
-        if bias_corrected and layer.op != "MatMul" and trusted:
+        if self._corrects_bias(node, layer, s_in):
             mean_f, mean_q = output_means(w_f, w_q, layer.group, s_in, cover)
             b_q = b_q + bias_shift(mean_f, mean_q)
-        elif bias_corrected and layer.op == "MatMul":
-            entry.reason = "MatMul has no bias input: mean not corrected"
-        elif bias_corrected:
-            entry.reason = "no BN statistics upstream: not corrected (--propagated-stats forces)"
         if b_q is not b_f:
             ctx.new_bias[node.name] = b_q
         ctx.quantized[node.name] = qt

@@ -110,6 +110,14 @@ class QuantizedTensor:
         out *= self._broadcast(self.scale)
         return out
 
+    def dequantize_part(self, part: tuple[slice, ...]) -> np.ndarray:
+        """``dequantize()[part]``, computing only that block (``part`` from ``slices_of``)."""
+        out = self.q[part].astype(np.float64)
+        if self.zero_point is not None:
+            out -= _sliced(self._broadcast(self.zero_point.astype(np.float64)), part)
+        out *= _sliced(self._broadcast(self.scale), part)
+        return out
+
     def rescaled(self, factor: np.ndarray, out_axis: int) -> QuantizedTensor:
         """The same integers with output channel j's scale multiplied by ``factor[j]``.
 
@@ -156,6 +164,35 @@ def channel_shape(ndim: int, axis: int) -> list[int]:
     shape = [1] * ndim
     shape[axis] = -1
     return shape
+
+
+def _sliced(b: np.ndarray, part: tuple[slice, ...]) -> np.ndarray:
+    """A broadcastable scale or zero point cut like its weight (axes of size 1 stay whole)."""
+    if b.ndim == 0:
+        return b
+    return b[tuple(p if size != 1 else slice(None) for p, size in zip(part, b.shape, strict=True))]
+
+
+# Elements per block where a weight is processed a block at a time (32 MB of float64).
+BLOCK_ELEMENTS = 1 << 22
+
+
+def slices_of(shape: tuple[int, ...], axis: int, elements: int = BLOCK_ELEMENTS
+              ) -> list[tuple[slice, ...]]:
+    """Index tuples cutting an array of ``shape`` along ``axis`` into blocks of about
+    ``elements`` (at least one index along ``axis`` each): a layer of 100 M weights is then
+    rounded, dequantized or measured without weight-sized float64 temporaries."""
+    if not shape:
+        return [()]
+    n = shape[axis]
+    per = max(1, int(np.prod(shape, dtype=np.int64)) // max(n, 1))
+    step = max(1, elements // per)
+    out = []
+    for lo in range(0, n, step):
+        idx = [slice(None)] * len(shape)
+        idx[axis] = slice(lo, min(n, lo + step))
+        out.append(tuple(idx))
+    return out
 
 
 def round_to_grid(t: np.ndarray, lo: int, hi: int) -> np.ndarray:

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import QuantizedTensor, WeightLayout, channel_shape, per_channel_view, round_to_grid
+from .base import (
+    QuantizedTensor,
+    WeightLayout,
+    channel_shape,
+    per_channel_view,
+    round_to_grid,
+    slices_of,
+)
 
 
 def qmax(bits: int) -> int:
@@ -22,7 +29,11 @@ def symmetric(w: np.ndarray, bits: int, axis: int | None, amax: np.ndarray | flo
     amax = np.asarray(amax, dtype=np.float64)
     scale = np.where(amax > 0, amax / m, 1.0)
     div = scale if axis is None else scale.reshape(channel_shape(w.ndim, axis))
-    q = round_to_grid(np.asarray(w, dtype=np.float64) / div, -m, m)
+    q = np.empty(w.shape, np.int8 if m <= 127 else np.int16)
+    for part in slices_of(w.shape, 0 if axis is None else axis):
+        # float64 a block at a time: the same values, without a weight-sized float64 copy
+        d = div if axis is None else div[part]
+        q[part] = round_to_grid(np.asarray(w[part], dtype=np.float64) / d, -m, m)
     return QuantizedTensor(q, scale, None, axis, None, (-m, m), bits, name)
 
 
@@ -35,7 +46,11 @@ class MaxAbs:
 
     def quantize(self, w: np.ndarray, bits: int, layout: WeightLayout,
                  per_channel: bool = True) -> QuantizedTensor:
+        # block by block: np.abs of a 100 M-weight layer would be a weight-sized temporary
+        parts = slices_of(w.shape, layout.out_axis)
         if not per_channel:
-            return symmetric(w, bits, None, np.abs(w).max(initial=0.0), self.name)
-        amax = np.abs(per_channel_view(w, layout.out_axis)).max(axis=1, initial=0.0)
+            amax = max((np.abs(w[p]).max(initial=0.0) for p in parts), default=0.0)
+            return symmetric(w, bits, None, amax, self.name)
+        amax = np.concatenate([np.abs(per_channel_view(w[p], layout.out_axis)).max(axis=1, initial=0.0)
+                               for p in parts])
         return symmetric(w, bits, layout.out_axis, amax, self.name)

@@ -1,0 +1,102 @@
+"""Large layers are rounded and measured a block of output channels at a time, to bound memory:
+the blocks must give exactly what the whole-array code gives (which the other tests check)."""
+
+from __future__ import annotations
+
+import dfmpc_onnx.passes.quantize_compensate as qc
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from dfmpc_onnx import quantizers
+from dfmpc_onnx.api import convert
+from dfmpc_onnx.options import ConvertOptions
+from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
+from dfmpc_onnx.quantizers.base import slices_of
+from tests.test_pairs import mlp_model
+from tests.tinymodels import conv_net
+
+
+@pytest.mark.parametrize("shape,axis,elements", [((7, 3, 2), 0, 5), ((7, 3, 2), 1, 1),
+                                                  ((4, 9), 1, 100), ((5,), 0, 2), ((3, 4), 0, 0)])
+def test_slices_cover_every_index_once(shape, axis, elements):
+    hits = np.zeros(shape, int)
+    for part in slices_of(shape, axis, elements):
+        hits[part] += 1
+    assert (hits == 1).all()
+
+
+@pytest.mark.parametrize("name,per_channel,axis", [("maxabs", True, 0), ("maxabs", False, 0),
+                                                   ("maxabs", True, 1), ("asym", True, 0),
+                                                   ("block32", True, 0), ("mse", True, 1)])
+def test_dequantize_part_equals_a_slice_of_dequantize(name, per_channel, axis):
+    w = np.random.default_rng(0).standard_normal((6, 64)).astype(np.float32)
+    qt = get_quantizer(name).quantize(w, 4, WeightLayout(axis, 1 - axis), per_channel)
+    whole = qt.dequantize()
+    for part in slices_of(w.shape, axis, 64):
+        np.testing.assert_array_equal(qt.dequantize_part(part), whole[part])
+
+
+@pytest.mark.parametrize("shape,axis", [((5, 4, 3, 3), 0), ((6, 5), 1)])
+@pytest.mark.parametrize("per_channel", [True, False])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_blockwise_rounding_equals_the_formula(monkeypatch, shape, axis, per_channel, bits):
+    """Max-abs rounding in blocks of 3 elements against rint(w / scale) on the whole array."""
+    w = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    monkeypatch.setattr(quantizers.base, "BLOCK_ELEMENTS", 3)
+    qt = get_quantizer("maxabs").quantize(w, bits, WeightLayout(axis, None), per_channel)
+    m = 2 ** (bits - 1) - 1
+    w64 = w.astype(np.float64)
+    amax = np.moveaxis(np.abs(w64), axis, 0).reshape(shape[axis], -1).max(1)
+    scale = amax / m if per_channel else np.asarray(amax.max() / m)
+    div = np.expand_dims(scale, tuple(d for d in range(w.ndim) if d != axis)) if per_channel else scale
+    np.testing.assert_array_equal(qt.q, np.clip(np.rint(w64 / div), -m, m))
+    np.testing.assert_array_equal(qt.scale, scale)
+
+
+def _converted(monkeypatch, model: onnx.ModelProto, options: ConvertOptions, stream: bool):
+    monkeypatch.setattr(qc, "STREAM_ELEMENTS", 0 if stream else 1 << 60)
+    monkeypatch.setattr(quantizers.base, "BLOCK_ELEMENTS", 7)  # several blocks per tiny layer
+    q, report = convert(model, options)
+    return {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}, report
+
+
+@pytest.mark.parametrize("model,options,corrects", [
+    (conv_net(bn=True), ConvertOptions(method="pairs", low_bits=4, correction="bias"), True),
+    (conv_net(bn=False), ConvertOptions(method="pairs", low_bits=3, correction="bias",
+                                        propagated_stats=True), True),
+    (mlp_model("gemm"), ConvertOptions(method="pairs", low_bits=4, correction="bias",
+                                       propagated_stats=True, protect_first_last=False), True),
+    (mlp_model("matmul"), ConvertOptions(method="pairs", low_bits=4, correction="bias",
+                                         propagated_stats=True), False),  # no bias input
+], ids=["conv-bn-kept", "conv-propagated", "gemm-transB0", "matmul"])
+def test_streamed_layers_convert_to_the_same_model(monkeypatch, model, options, corrects):
+    """Every layer streamed vs none: the same integers and scales, biases equal to rounding, and
+    the same statistics downstream (bias correction of later layers reads them)."""
+    streamed, rep_s = _converted(monkeypatch, model, options, stream=True)
+    whole, rep_w = _converted(monkeypatch, model, options, stream=False)
+    assert streamed.keys() == whole.keys()
+    assert any(k.endswith("_bias_corrected") for k in whole) == corrects
+    for name, value in whole.items():
+        if value.dtype.kind == "f":
+            np.testing.assert_allclose(streamed[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+        else:
+            np.testing.assert_array_equal(streamed[name], value, err_msg=name)
+    assert [e.reason for e in rep_s.layers] == [e.reason for e in rep_w.layers]
+
+
+def test_streaming_applies_only_where_it_is_exact(monkeypatch):
+    """Grouped layers, other grids and compensated pairs keep the whole-array path."""
+    monkeypatch.setattr(qc, "STREAM_ELEMENTS", 0)
+    seen = []
+    real = qc._Walker._streamed_layer
+    monkeypatch.setattr(qc._Walker, "_streamed_layer",
+                        lambda self, node: (seen.append(node.name), real(self, node)))
+    convert(conv_net(bn=True), ConvertOptions(method="pairs", low_bits=4, correction="ls-full",
+                                              quantizer="maxabs"))
+    assert seen and not {"conv1", "conv2"} & set(seen)  # the compensated pair
+    seen.clear()
+    convert(conv_net(bn=True), ConvertOptions(method="pairs", low_bits=4, correction="none",
+                                              quantizer="mse"))
+    assert seen == []
