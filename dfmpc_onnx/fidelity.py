@@ -49,6 +49,9 @@ from .errors import UnsupportedModelError
 from .graph import GraphIndex, _subgraph_outer_inputs
 from .synthetic import fixed_batch, model_inputs
 
+# The most samples one ORT run of a probe takes (a dynamic batch of more is cut into runs).
+RUN_ROWS = 16
+
 
 @dataclass(frozen=True)
 class Fidelity:
@@ -99,7 +102,7 @@ class FidelityProbe:
 
     def _prepare(self, inputs: Mapping[str, np.ndarray], max_segments: int) -> None:
         """Cut the graph, run the float model on ``inputs`` and cache what the segments read."""
-        self._chunks = split_batches(self._model, inputs)
+        self._chunks = split_batches(self._model, inputs, RUN_ROWS)
         self._segments = self._segment(max(1, max_segments))
         self._first = {w: min(i for i, seg in enumerate(self._segments) if w in seg.weights)
                        for w in self.weights if any(w in seg.weights for seg in self._segments)}
@@ -220,11 +223,16 @@ class FidelityProbe:
 
     def _float_run(self, extra: list[str]) -> list[dict[str, np.ndarray]]:
         """Run the float model once, returning its outputs and the ``extra`` activations."""
-        graph = onnx.GraphProto()
-        graph.CopyFrom(self._model.graph)
-        have = {o.name for o in graph.output} | set(self._chunks[0])
-        graph.output.extend(onnx.ValueInfoProto(name=name) for name in extra if name not in have)
-        session = self._session(_derived(self._model, graph))
+        # The extra outputs are added to the model for the time it is serialised, not to a copy:
+        # a copy of the graph holds every weight again.
+        outputs = self._model.graph.output
+        have = {o.name for o in outputs} | set(self._chunks[0])
+        added = [name for name in extra if name not in have]
+        outputs.extend(onnx.ValueInfoProto(name=name) for name in added)
+        try:
+            session = self._session(self._model)
+        finally:
+            del outputs[len(outputs) - len(added):]
         names = [o.name for o in session.get_outputs()]
         runs = []
         for feeds in self._chunks:
@@ -245,6 +253,10 @@ class FidelityProbe:
         so.log_severity_level = 3
         # Many small sessions live at once on a shared machine: idle threads must sleep, not spin.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Dozens of sessions live at once, each ORT arena keeping its peak activations (batch of
+        # 16 at 224x224: hundreds of MB a session). Without arenas the VGG-19 probe held 3.6 GB
+        # after three layers instead of 7.4 GB, at the same speed (benchmarks/memory.py).
+        so.enable_cpu_mem_arena = False
         return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
@@ -329,10 +341,15 @@ def _sumsq(x: np.ndarray) -> float:
 
 
 def _with_weights_as_initializers(model: onnx.ModelProto, weights: Sequence[str]) -> onnx.ModelProto:
-    """A copy of ``model`` where named weights held by Constant nodes become initializers."""
+    """``model`` where named weights held by Constant nodes become initializers: a copy if there
+    are any, else ``model`` itself (the probe never modifies it; a copy of a large model's weights
+    would cost their size again)."""
+    wanted = set(weights)
+    if not any(node.op_type == "Constant" and node.domain in ("", "ai.onnx")
+               and node.output[0] in wanted for node in model.graph.node):
+        return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    wanted = set(weights)
     keep = []
     for node in out.graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output[0] in wanted:
@@ -365,8 +382,12 @@ def _value_info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), dims)
 
 
-def split_batches(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Feeds per run: one run, or runs of the model's fixed batch when ``inputs`` stack several."""
+def split_batches(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray],
+                  max_rows: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Feeds per run: one run, or runs of the model's fixed batch when ``inputs`` stack several.
+    With ``max_rows``, a dynamic batch of more rows is cut into runs of at most that many (when
+    every input has the same rows): ORT's activations then scale with the run, not the inputs
+    (64 held-out inputs of a 224x224 VGG in one run: gigabytes of convolution buffers)."""
     declared = {vi.name: vi for vi in model_inputs(model)}
     missing = [name for name in declared if name not in inputs]
     if missing:
@@ -380,6 +401,11 @@ def split_batches(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> l
         rows = feeds[name].shape[0] if feeds[name].ndim else 0
         if b and rows > b and rows % b == 0:
             runs = max(runs, rows // b)
+    rows = {value.shape[0] if value.ndim else -1 for value in feeds.values()}
+    if runs == 1 and max_rows and len(rows) == 1 and (n := rows.pop()) > max_rows:
+        runs = -(-n // max_rows)  # a dynamic batch: runs of nearly equal size
+        return [{name: np.array_split(value, runs)[i] for name, value in feeds.items()}
+                for i in range(runs)]
     if runs == 1:
         return [feeds]
     for name, value in feeds.items():

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from dfmpc_onnx.allocate import Candidate
-from dfmpc_onnx.graph import GraphIndex
+from dfmpc_onnx.graph import GraphIndex, tensor_bytes
 from dfmpc_onnx.layers import LinearLayer, as_linear_layer
 from dfmpc_onnx.options import INTEGER_KERNEL_GRIDS, LayerPlan
 
@@ -73,14 +73,18 @@ def layer_replacement(layer: LinearLayer, choice: LayerPlan, ctx: Context,
                       inp: LayerInput | None, probe) -> tuple[dict[str, np.ndarray], float]:
     """The arrays a probe swaps in for ``layer`` quantized as ``choice`` (the same rounding and
     bias correction the quantize pass will apply), and the bytes that choice stores."""
-    w = probe.weight(layer.weight).astype(np.float64)
+    w = probe.weight(layer.weight)
+    if choice.quantizer != "maxabs":  # max-abs rounds the stored floats the same, block by block
+        w = w.astype(np.float64)
     fold = ctx.bn_fold.get(layer.name)
     qt = quantize_layer(layer, w, choice, ctx.options.granularity == "channel",
                         None if fold is None else fold.k)
-    w_q = qt.dequantize()
-    out = {layer.weight: w_q}
     nbytes = qt.ideal_bytes(ctx.options.format, probe.weight(layer.weight).dtype.itemsize)
-    if choice.correction == "bias" and layer.bias and inp is not None:
+    corrects = choice.correction == "bias" and layer.bias and inp is not None
+    # The probe runs the weight's own type: without a bias to correct, no float64 copy is made.
+    w_q = qt.dequantize() if corrects else qt.dequantize_as(probe.weight(layer.weight).dtype)
+    out = {layer.weight: w_q}
+    if corrects:
         b_f = probe.weight(layer.bias).astype(np.float64).reshape(-1)
         out[layer.bias] = corrected_bias(layer, layer.to_canonical(w),
                                          layer.to_canonical(w_q), b_f, inp).reshape(
@@ -107,8 +111,8 @@ def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarra
                   and (not ctx.options.integer_kernels or g in INTEGER_KERNEL_GRIDS)]
         if others:
             per_channel = ctx.options.granularity == "channel"
-            err = {g: float(np.sum((quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel)
-                                    .dequantize() - w) ** 2)) for g in others}
+            err = {g: quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel)
+                   .squared_error(w) for g in others}
             choices.append((bits, min(others, key=lambda g: err[g])))
     return choices
 
@@ -123,6 +127,15 @@ class MeasureLayers:
         todo = [n for n in ctx.layers if n in ctx.plan and (
             (o.method == "auto" and n not in ctx.fixed) or ctx.plan[n].correction == "auto")]
         if not todo or o.fidelity_samples == 0:
+            return False
+        need, free = probe_memory(model, o.fidelity_samples), available_memory()
+        if free is not None and need > free:
+            ctx.report.notes.append(
+                f"not measured: measuring needs about {need / 1e9:.1f} GB (the float weights four "
+                f"times over and {o.fidelity_samples} samples' activations) and {free / 1e9:.1f} GB "
+                "is available; fixed rules were used instead of measurements. Fewer "
+                "--fidelity-samples, or a machine with more memory, measure it")
+            ctx.say("not measuring: not enough memory (see the report)")
             return False
         try:
             measurement = _build(model, ctx)
@@ -139,6 +152,40 @@ class MeasureLayers:
             return False
         ctx.measurement = measurement
         return False
+
+
+def probe_memory(model: onnx.ModelProto, samples: int) -> int:
+    """A generous estimate of the peak bytes measuring ``model`` on ``samples`` inputs adds: the
+    model's float weights four times (the probe's decoded copy, ORT's constant sessions and their
+    re-laid-out convolutions, transients while building) and, per sample, every intermediate
+    tensor of known shape twice (the cached segment inputs, and a trial's live activations).
+    Measured on the VGG-19 shape (benchmarks/memory.py): estimate 5.9 GB, peak 4.8 GB."""
+    weights = sum(tensor_bytes(t) for t in model.graph.initializer)
+    per_sample = 0
+    for vi in model.graph.value_info:
+        t = vi.type.tensor_type
+        if not t.HasField("shape") or t.elem_type == 0:
+            continue
+        dims = [d.dim_value for d in t.shape.dim[1:]]  # the first: the batch
+        if all(d > 0 for d in dims):
+            try:
+                itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+            except (KeyError, ValueError):  # a type NumPy has no dtype for: count 4 bytes
+                itemsize = 4
+            per_sample += int(np.prod(dims, dtype=np.int64)) * itemsize
+    return 4 * weights + 2 * samples * per_sample
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def make_inputs(model: onnx.ModelProto, ctx: Context, *, n: int | None = None,
@@ -240,6 +287,10 @@ class MeasurePlan:
         except Exception as exc:  # noqa: BLE001 - the fidelity is a prediction, never fatal
             ctx.report.notes.append(f"predicted fidelity not measured: {_first_line(exc)}")
             return False
+        finally:
+            # Nothing measures after this: the probe's sessions and cached activations (gigabytes
+            # on a large model) must not live on through emitting and writing the model.
+            ctx.measurement = None
         ctx.report.fidelity = {"score": fid.score, "top1_agreement": fid.top1_agreement,
                                "metric": sorted(set(fid.metric.values())), "samples": samples,
                                "inputs": kind}
@@ -252,7 +303,7 @@ def _measure_once(model: onnx.ModelProto, repl: dict[str, np.ndarray], ctx: Cont
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    from dfmpc_onnx.fidelity import compare, split_batches
+    from dfmpc_onnx.fidelity import RUN_ROWS, compare, split_batches
 
     inputs = make_inputs(model, ctx, n=n, seed=ctx.options.seed + 1)
     quant = onnx.ModelProto()
@@ -266,7 +317,7 @@ def _measure_once(model: onnx.ModelProto, repl: dict[str, np.ndarray], ctx: Cont
     so.log_severity_level = 3
     so.intra_op_num_threads = 2
     outs = [o_.name for o_ in model.graph.output]
-    chunks = split_batches(model, inputs)  # runs of the model's fixed batch, if it has one
+    chunks = split_batches(model, inputs, RUN_ROWS)  # runs of the fixed batch, or of RUN_ROWS
     runs = []
     for m in (model, quant):
         sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])

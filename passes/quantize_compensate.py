@@ -28,7 +28,7 @@ from dfmpc_onnx.layers import LinearLayer, as_linear_layer
 from dfmpc_onnx.options import LayerPlan
 from dfmpc_onnx.propagate import Shapes, propagate
 from dfmpc_onnx.quantizers import QuantizedTensor, WeightLayout, get_quantizer
-from dfmpc_onnx.quantizers.base import slices_of
+from dfmpc_onnx.quantizers.base import quantize_by_rows, slices_of
 from dfmpc_onnx.stats import (
     TensorStats,
     joint_pre_activation,
@@ -92,6 +92,8 @@ def quantize_layer(layer: LinearLayer, w_stored: np.ndarray, plan: LayerPlan, pe
     quantizer = get_quantizer(plan.quantizer)
     layout = layout_of(layer)
     if fold_k is None or plan.quantizer != "paper":
+        if per_channel and plan.quantizer != "paper":
+            return quantize_by_rows(quantizer, w_stored, plan.bits, layout)
         return quantizer.quantize(w_stored, plan.bits, layout, per_channel)
     shape = [1] * w_stored.ndim
     shape[layout.out_axis] = -1

@@ -100,3 +100,51 @@ def test_streaming_applies_only_where_it_is_exact(monkeypatch):
     convert(conv_net(bn=True), ConvertOptions(method="pairs", low_bits=4, correction="none",
                                               quantizer="mse"))
     assert seen == []
+
+
+@pytest.mark.parametrize("name", ["maxabs", "asym", "block32"])
+def test_blockwise_dequantize_and_error_equal_the_whole_array(monkeypatch, name):
+    monkeypatch.setattr(quantizers.base, "BLOCK_ELEMENTS", 5)
+    w = np.random.default_rng(2).standard_normal((6, 64)).astype(np.float32)
+    qt = get_quantizer(name).quantize(w, 3, WeightLayout(0, 1), True)
+    np.testing.assert_array_equal(qt.dequantize_as(np.float32), qt.dequantize().astype(np.float32))
+    expected = float(np.sum((qt.dequantize() - w.astype(np.float64)) ** 2))
+    assert qt.squared_error(w) == pytest.approx(expected, rel=1e-12)
+
+
+def test_mse_clipping_search_in_row_blocks_equals_all_rows_at_once(monkeypatch):
+    from dfmpc_onnx.quantizers import mse
+
+    w = np.random.default_rng(3).standard_normal((9, 40)).astype(np.float32)
+    whole = get_quantizer("mse").quantize(w, 3, WeightLayout(0, 1), True)
+    monkeypatch.setattr(mse, "BLOCK_ELEMENTS", 50)  # one row of 40 a block
+    blocks = get_quantizer("mse").quantize(w, 3, WeightLayout(0, 1), True)
+    np.testing.assert_array_equal(blocks.q, whole.q)
+    np.testing.assert_array_equal(blocks.scale, whole.scale)
+
+
+@pytest.mark.parametrize("name", sorted(set(quantizers.QUANTIZERS) - {"paper"}))
+@pytest.mark.parametrize("shape,layout", [((6, 8, 3, 3), WeightLayout(0, 1)),
+                                          ((64, 6), WeightLayout(1, 0))])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_every_per_channel_grid_quantizes_the_same_by_rows(name, shape, layout, bits):
+    from dfmpc_onnx.quantizers.base import quantize_by_rows
+
+    quantizer = get_quantizer(name)
+    if not quantizer.supports(bits):
+        pytest.skip(f"{name} has no {bits}-bit grid")
+    # float64, as the converter hands these grids their weights: sums along a channel may then
+    # differ from the whole array's by rounding alone (1e-16), never the integers.
+    w = np.random.default_rng(4).standard_normal(shape)
+    w[tuple(slice(0, 1) if d == layout.out_axis else slice(None) for d in range(w.ndim))] *= 9
+    whole = quantizer.quantize(w, bits, layout, True)
+    rows = quantize_by_rows(quantizer, w, bits, layout, elements=1)  # one channel a block
+    for field in ("q", "scale", "zero_point"):
+        a, b = getattr(rows, field), getattr(whole, field)
+        if b is None:
+            assert a is None
+        else:
+            assert a.dtype == b.dtype and a.shape == b.shape, field
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=0, err_msg=field)
+    assert (rows.grid, rows.axis, rows.block_size, rows.bits) == (
+        whole.grid, whole.axis, whole.block_size, whole.bits)

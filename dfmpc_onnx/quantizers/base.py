@@ -110,6 +110,18 @@ class QuantizedTensor:
         out *= self._broadcast(self.scale)
         return out
 
+    def dequantize_as(self, dtype: np.dtype) -> np.ndarray:
+        """``dequantize().astype(dtype)``, a block at a time: no float64 copy of a large weight."""
+        out = np.empty(self.q.shape, dtype)
+        for part in slices_of(self.q.shape, 0):
+            out[part] = self.dequantize_part(part)
+        return out
+
+    def squared_error(self, w: np.ndarray) -> float:
+        """``sum((dequantize() - w) ** 2)`` in float64, a block at a time."""
+        return float(sum(np.sum((self.dequantize_part(p) - np.asarray(w[p], np.float64)) ** 2)
+                         for p in slices_of(self.q.shape, 0)))
+
     def dequantize_part(self, part: tuple[slice, ...]) -> np.ndarray:
         """``dequantize()[part]``, computing only that block (``part`` from ``slices_of``)."""
         out = self.q[part].astype(np.float64)
@@ -193,6 +205,31 @@ def slices_of(shape: tuple[int, ...], axis: int, elements: int = BLOCK_ELEMENTS
         idx[axis] = slice(lo, min(n, lo + step))
         out.append(tuple(idx))
     return out
+
+
+def quantize_by_rows(quantizer: Quantizer, w: np.ndarray, bits: int, layout: WeightLayout,
+                     elements: int | None = None) -> QuantizedTensor:
+    """``quantizer.quantize(w, bits, layout, per_channel=True)`` a block of output channels at a
+    time, the blocks joined: a per-channel grid treats each output channel alone, so this is the
+    same tensor (tested for every grid) without the weight-sized float64 temporaries that some
+    grids' searches make per candidate (sorting, clipping levels): gigabytes on a VGG classifier
+    layer. A grid that answers with one scale for the whole tensor is quantized whole."""
+    axis = layout.out_axis
+    parts = slices_of(w.shape, axis, elements or BLOCK_ELEMENTS)
+    if len(parts) == 1:
+        return quantizer.quantize(w, bits, layout, True)
+    blocks = [quantizer.quantize(w[p], bits, layout, True) for p in parts]
+    first = blocks[0]
+    if first.scale.ndim == 0:  # not per channel (the paper's grid): the whole tensor at once
+        return quantizer.quantize(w, bits, layout, True)
+    along = 0 if first.scale.ndim == 1 else axis  # per channel (C,), or block-wise (rank of q)
+    zero_point = (None if first.zero_point is None else
+                  np.concatenate([b.zero_point for b in blocks], axis=along))
+    dtype = np.result_type(*[b.q.dtype for b in blocks])
+    return replace(first, q=np.concatenate([b.q.astype(dtype, copy=False) for b in blocks], axis=axis),
+                   scale=np.concatenate([b.scale for b in blocks], axis=along),
+                   zero_point=zero_point,
+                   grid=(min(b.grid[0] for b in blocks), max(b.grid[1] for b in blocks)))
 
 
 def round_to_grid(t: np.ndarray, lo: int, hi: int) -> np.ndarray:

@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import QuantizedTensor, WeightLayout, per_channel_view
+from .base import BLOCK_ELEMENTS, QuantizedTensor, WeightLayout, per_channel_view, slices_of
 from .maxabs import qmax, symmetric
 
 _COARSE = np.linspace(0.2, 1.0, 17)
 
 
 def _errors(rows: np.ndarray, levels: np.ndarray, m: int) -> np.ndarray:
-    """Squared rounding error per row for each candidate clipping level (levels: (C, K))."""
+    """Squared rounding error per row for each candidate clipping level (levels: (C, K)), a block
+    of rows at a time (rows are independent; a 100 M-weight layer at once made several float64
+    temporaries of its size per level)."""
     out = np.empty(levels.shape)
-    for k in range(levels.shape[1]):
-        s = np.where(levels[:, k] > 0, levels[:, k] / m, 1.0)[:, None]
-        err = np.clip(np.rint(rows / s), -m, m) * s - rows
-        out[:, k] = np.einsum("cn,cn->c", err, err)
+    for (part,) in slices_of(rows.shape[:1], 0, max(1, BLOCK_ELEMENTS // max(rows.shape[1], 1))):
+        block = rows[part]
+        for k in range(levels.shape[1]):
+            s = np.where(levels[part, k] > 0, levels[part, k] / m, 1.0)[:, None]
+            err = np.clip(np.rint(block / s), -m, m) * s - block
+            out[part, k] = np.einsum("cn,cn->c", err, err)
     return out
 
 
