@@ -78,13 +78,16 @@ class TensorStats:
         """
         c = len(mean)
         s = self.expand(c)
-        a = np.where(s.var_f > _EPS, np.abs(std) / np.sqrt(np.maximum(s.var_f, _EPS)), 1.0)
-        shift = mean - s.mean_f
-        var = std.astype(np.float64) ** 2
-        dead = s.var_f <= _EPS
-        var_q = np.where(dead, var, s.var_q * a * a)
-        cov = np.where(dead, var, s.cov_fq * a * a)
-        return TensorStats(mean.astype(np.float64), var, s.mean_q + shift, var_q, cov, "bn")
+        # A weight of inf upstream makes both streams' statistics inf: the shift is then NaN,
+        # which the consumers of statistics treat as unknown, not an error.
+        with np.errstate(invalid="ignore", over="ignore"):
+            a = np.where(s.var_f > _EPS, np.abs(std) / np.sqrt(np.maximum(s.var_f, _EPS)), 1.0)
+            shift = mean - s.mean_f
+            var = std.astype(np.float64) ** 2
+            dead = s.var_f <= _EPS
+            var_q = np.where(dead, var, s.var_q * a * a)
+            cov = np.where(dead, var, s.cov_fq * a * a)
+            return TensorStats(mean.astype(np.float64), var, s.mean_q + shift, var_q, cov, "bn")
 
 
 def _std_rho(var_a, var_b, cov):

@@ -74,8 +74,8 @@ def layer_replacement(layer: LinearLayer, choice: LayerPlan, ctx: Context,
     """The arrays a probe swaps in for ``layer`` quantized as ``choice`` (the same rounding and
     bias correction the quantize pass will apply), and the bytes that choice stores."""
     w = probe.weight(layer.weight)
-    if choice.quantizer != "maxabs":  # max-abs rounds the stored floats the same, block by block
-        w = w.astype(np.float64)
+    if ctx.options.granularity != "channel" or choice.quantizer == "paper":
+        w = w.astype(np.float64)  # else quantize_by_rows takes float64 a block at a time
     fold = ctx.bn_fold.get(layer.name)
     qt = quantize_layer(layer, w, choice, ctx.options.granularity == "channel",
                         None if fold is None else fold.k)
@@ -235,7 +235,9 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
     can_correct = (bool(layer.bias) and inp is not None and layer.op != "MatMul"
                    and (inp.stats.trusted or ctx.options.propagated_stats))
     cands: list[Candidate] = []
-    w = m.probe.weight(layer.weight).astype(np.float64)
+    w = m.probe.weight(layer.weight)
+    if ctx.options.granularity != "channel":
+        w = w.astype(np.float64)  # else quantize_by_rows takes float64 a block at a time
     for bits, grid in _candidate_choices(ctx, name, layer, w):
         arrays, nbytes = layer_replacement(layer, LayerPlan(bits, grid, "none"), ctx, inp, m.probe)
         cands.append(Candidate(bits, grid, "none", nbytes, m.probe.measure(arrays).score))

@@ -189,6 +189,8 @@ def check_output(src: Path, out: Path, report: dict) -> None:
 # What earlier runs found, kept as regressions: a float64 weight (output failed the checker, 6),
 # group=0 (ZeroDivisionError, 7), a rank-1 Gemm weight (IndexError, 7), BN vectors of the wrong
 # shape (broadcast error, 7), a rank-1 Conv weight made invalid by the opset upgrade (6).
+@example(base="conv_net_bn", mutations=[("weight_value", 1, 0, float("inf"))])  # NaN BN shift
+@example(base="conv_net_silu", mutations=[("weight_value", 7, 0, float("inf"))])  # inf outputs
 @example(base="conv_net_bn", mutations=[("weight_dtype", 0, 0, 0.0)])
 @example(base="conv_net_bn", mutations=[("attribute", 0, 0, 0.0)])
 @example(base="gemm_variants", mutations=[("weight_dims", 848846, 555, 0.0)])

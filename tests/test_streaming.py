@@ -103,10 +103,12 @@ def test_streaming_applies_only_where_it_is_exact(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["maxabs", "asym", "block32"])
-def test_blockwise_dequantize_and_error_equal_the_whole_array(monkeypatch, name):
+@pytest.mark.parametrize("shape,layout", [((6, 64), WeightLayout(0, 1)),
+                                          ((70, 5), WeightLayout(1, 0))])  # cut across blocks
+def test_blockwise_dequantize_and_error_equal_the_whole_array(monkeypatch, name, shape, layout):
     monkeypatch.setattr(quantizers.base, "BLOCK_ELEMENTS", 5)
-    w = np.random.default_rng(2).standard_normal((6, 64)).astype(np.float32)
-    qt = get_quantizer(name).quantize(w, 3, WeightLayout(0, 1), True)
+    w = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    qt = get_quantizer(name).quantize(w, 3, layout, True)
     np.testing.assert_array_equal(qt.dequantize_as(np.float32), qt.dequantize().astype(np.float32))
     expected = float(np.sum((qt.dequantize() - w.astype(np.float64)) ** 2))
     assert qt.squared_error(w) == pytest.approx(expected, rel=1e-12)

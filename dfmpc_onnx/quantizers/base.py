@@ -126,9 +126,18 @@ class QuantizedTensor:
         """``dequantize()[part]``, computing only that block (``part`` from ``slices_of``)."""
         out = self.q[part].astype(np.float64)
         if self.zero_point is not None:
-            out -= _sliced(self._broadcast(self.zero_point.astype(np.float64)), part)
-        out *= _sliced(self._broadcast(self.scale), part)
+            out -= self._part_of(self.zero_point.astype(np.float64), part)
+        out *= self._part_of(self.scale, part)
         return out
+
+    def _part_of(self, values: np.ndarray, part: tuple[slice, ...]) -> np.ndarray:
+        """``_broadcast(values)[part]`` without expanding block-wise scales over the whole
+        weight (a weight-sized float64 array per block otherwise)."""
+        if values.ndim == 0 or self.block_size is None:
+            return _sliced(self._broadcast(values), part)
+        rows = tuple(slice(None) if d == self.axis else p for d, p in enumerate(part))
+        full = expand_blocks(values[rows], self.axis, self.block_size, self.q.shape[self.axis])
+        return full[tuple(p if d == self.axis else slice(None) for d, p in enumerate(part))]
 
     def rescaled(self, factor: np.ndarray, out_axis: int) -> QuantizedTensor:
         """The same integers with output channel j's scale multiplied by ``factor[j]``.
@@ -216,12 +225,15 @@ def quantize_by_rows(quantizer: Quantizer, w: np.ndarray, bits: int, layout: Wei
     layer. A grid that answers with one scale for the whole tensor is quantized whole."""
     axis = layout.out_axis
     parts = slices_of(w.shape, axis, elements or BLOCK_ELEMENTS)
-    if len(parts) == 1:
-        return quantizer.quantize(w, bits, layout, True)
-    blocks = [quantizer.quantize(w[p], bits, layout, True) for p in parts]
+    # Each block in float64, as the grids' searches expect: the caller need not make a float64
+    # copy of the whole weight.
+    blocks = [quantizer.quantize(np.asarray(w[p], dtype=np.float64), bits, layout, True)
+              for p in parts]
     first = blocks[0]
+    if len(blocks) == 1:
+        return first
     if first.scale.ndim == 0:  # not per channel (the paper's grid): the whole tensor at once
-        return quantizer.quantize(w, bits, layout, True)
+        return quantizer.quantize(np.asarray(w, dtype=np.float64), bits, layout, True)
     along = 0 if first.scale.ndim == 1 else axis  # per channel (C,), or block-wise (rank of q)
     zero_point = (None if first.zero_point is None else
                   np.concatenate([b.zero_point for b in blocks], axis=along))
