@@ -215,7 +215,12 @@ def warn_if_poor(report, options: ConvertOptions) -> None:
     if not f:
         return
     agree = f.get("top1_agreement")
-    poor = agree < options.min_agreement if agree is not None else f["score"] > 1 - options.min_agreement
+    if f.get("single_class"):  # agreement says nothing there: the outputs' own error does
+        poor = f["centered_error"] > 1 - options.min_agreement
+    elif agree is not None:
+        poor = agree < options.min_agreement
+    else:
+        poor = f["score"] > 1 - options.min_agreement
     if poor:
         click.echo(f"warning: poor predicted fidelity ({report.fidelity_line()[20:]}); trade size "
                    "back for accuracy with --target-bits (higher) or --method auto", err=True)

@@ -63,6 +63,12 @@ class Fidelity:
     top1_agreement: float | None  # over classifier-like outputs; None when there is none
     # Per sample: whether every classifier-like output picks the float model's class.
     agrees: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # Whether the float model gives every sample the same class (on every classifier-like
+    # output): agreement then cannot tell candidates apart.
+    single_class: bool = False
+    # Over classifier-like outputs, the largest relative error of the outputs' input-dependent
+    # part: ||(b - mean b) - (a - mean a)||^2 / ||a - mean a||^2, means over samples.
+    centered_error: float | None = None
 
 
 @dataclass
@@ -270,6 +276,8 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[M
     metric: dict[str, str] = {}
     top1: list[float] = []
     agrees: np.ndarray | None = None
+    single: list[bool] = []
+    centered: list[float] = []
     for name in outputs:
         a = [np.asarray(r[name]) for r in reference]
         b = [np.asarray(c[name]) for c in candidate]
@@ -281,6 +289,8 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[M
             same = np.argmax(a_all, axis=1) == np.argmax(b_all, axis=1)
             top1.append(float(np.mean(same)))
             agrees = same if agrees is None else agrees & same
+            single.append(len(np.unique(np.argmax(a_all, axis=1))) == 1)
+            centered.append(_centered_error(a_all, b_all))
         elif kind == "rel_mse":
             err = sum(_sumsq(x.astype(np.float64) - y.astype(np.float64)) for x, y in zip(a, b, strict=True))
             norm = sum(_sumsq(x.astype(np.float64)) for x in a)
@@ -292,7 +302,21 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[M
             divergence[name] = diff / max(1, sum(x.size for x in a))
     values = list(divergence.values())
     score = float(np.mean(values)) if values else 0.0
-    return Fidelity(divergence, metric, score, float(np.mean(top1)) if top1 else None, agrees)
+    return Fidelity(divergence, metric, score, float(np.mean(top1)) if top1 else None, agrees,
+                    bool(single) and all(single), max(centered) if centered else None)
+
+
+def _centered_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Relative squared error of the input-dependent part of ``b`` (rows: samples): each column's
+    mean over the samples removed from both. Infinite when ``b`` is not finite; 0 when ``a``
+    does not vary and ``b`` equals it."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    with np.errstate(all="ignore"):  # outputs of inf (a weight of inf): the error is inf
+        a_c, b_c = a64 - a64.mean(axis=0), b64 - b64.mean(axis=0)
+        err, norm = _sumsq(b_c - a_c), _sumsq(a_c)
+    if not (np.isfinite(err) and np.isfinite(norm)):
+        return float("inf")
+    return float(err / norm) if norm > 0 else (0.0 if err == 0 else float("inf"))
 
 
 def output_metric(a: np.ndarray) -> str:

@@ -45,7 +45,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     # Predicted fidelity of the result, measured on synthetic inputs: score (mean divergence:
-    # KL of softmax for class scores, relative MSE otherwise), top1_agreement, samples, inputs.
+    # KL of softmax for class scores, relative MSE otherwise), top1_agreement, samples, inputs,
+    # single_class (agreement is uninformative) and centered_error (see fidelity.Fidelity).
     fidelity: dict = field(default_factory=dict)
     # --activations int8: type, how many tensors and grids, the clip rule kept and each rule's
     # measured divergence from the weight-only model (passes/quantize_activations.py).
@@ -140,6 +141,9 @@ class Report:
 def _fmt_fidelity(f: dict) -> str:
     agree = ("" if f.get("top1_agreement") is None
              else f"top-1 agreement {100 * f['top1_agreement']:.1f}%, ")
+    if f.get("single_class"):
+        agree += (f"(uninformative: the float model gives every input the same class; error of the "
+                  f"input-dependent outputs {f['centered_error']:.2e}), ")
     return (f"{agree}divergence {f['score']:.2e} ({'/'.join(f.get('metric', []))}) on "
             f"{f['samples']} synthetic {f['inputs']} inputs")
 

@@ -92,7 +92,17 @@ def _fid_ok(fid, min_agreement: float, floor=None) -> bool:
     another seed), the plan is judged on the samples the 8-bit plan keeps: those are not on a
     knife's edge, and a plan that flips them changes what the model decides. (Asking only for as
     many flips as 8 bits make let a 3.3-bit plan through that flipped other samples, and cost 2.7
-    points on the BN-folded glyph ResNet.)"""
+    points on the BN-folded glyph ResNet.)
+
+    Where the float model gives every synthetic input the same class, agreement cannot tell
+    plans apart (a random-weight SqueezeNet agreed on 100% at 4 bits while its outputs fell to
+    cosine 0.92 on other inputs, ZOO.md): the plan is then judged, like a non-classifier, by the
+    relative error of how its outputs vary with the input (``Fidelity.centered_error``)."""
+    if fid.top1_agreement is not None and fid.single_class and fid.centered_error is not None:
+        need = 1.0 - min_agreement
+        if floor is not None and floor.centered_error is not None:
+            need = max(need, floor.centered_error)
+        return fid.centered_error <= need
     if fid.top1_agreement is not None:
         if floor is None or floor.top1_agreement >= min_agreement:
             return fid.top1_agreement >= min_agreement
@@ -207,6 +217,13 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
            f" (the fewest of {', '.join(f'{b:g}' for b in LADDER)} whose predicted top-1 "
            f"agreement on {check.samples if check else 0} other synthetic inputs stays >= "
            f"{o.min_agreement:g} or at the 8-bit plan's)"))
+    if floor is not None and floor.single_class:
+        ctx.report.notes.append(
+            "the float model gives every synthetic input the same class, so top-1 agreement "
+            "could not tell plans apart: each was judged by the relative error of its outputs' "
+            f"input-dependent part, at most {1 - o.min_agreement:g} or the 8-bit plan's "
+            f"({floor.centered_error:.2e}). A model that answers one class to noise may need "
+            "--input-mean/--input-std or --input-range closer to its real inputs")
 
 
 def _best_correction(cands: list[Candidate], bits: int) -> str:

@@ -295,7 +295,8 @@ class MeasurePlan:
             ctx.measurement = None
         ctx.report.fidelity = {"score": fid.score, "top1_agreement": fid.top1_agreement,
                                "metric": sorted(set(fid.metric.values())), "samples": samples,
-                               "inputs": kind}
+                               "inputs": kind, "single_class": fid.single_class,
+                               "centered_error": fid.centered_error}
         return False
 
 
