@@ -1,8 +1,9 @@
 """Peak memory of a conversion against the model's float weights (issue 10, section 4).
 
-    python -m benchmarks.memory                      # VGG-19 shape, default options and --target-bits 4
+    python -m benchmarks.memory                      # VGG-19 shape, default options and none measured
     python -m benchmarks.memory --large              # also a VGG-like model of more than 2.5 GB
-    python -m benchmarks.memory --only large --options ""   # the large model alone, default options
+    python -m benchmarks.memory --only large --options "--low-bits 4 --correction none --fidelity-samples 0"
+    python -m benchmarks.memory --trace --options "" # where the memory goes, pass by pass
 
 Each model is built with NumPy and onnx.helper (seeded random weights, He-scaled so activations
 stay in range; no torch), saved with external data one tensor at a time (the builder never holds
@@ -14,32 +15,35 @@ bound of issue 10 (2x the float weight bytes plus 300 MB) and the wall time.
   5 MaxPool, then Gemm 25088->4096->4096->1000 (143.7 M weights, 575 MB).
 - ``large``: the same convolutions, Gemm 25088->16384->16384->1000 (711 M weights, 2.84 GB).
 
-Where the peak comes from (VGG-19 shape, 575 MB of float weights, external data, default options,
-branch ``mem`` at c517871, idle 2-core machine; VmRSS/VmHWM from /proc/self/status read at each
-progress message, ``/tmp`` trace script calling ``convert_file`` with a progress callback):
+Measured (``python -m benchmarks.memory``, idle 2-core machine, 2026-11-24):
 
-    0 s    start                            RSS    65 MB
-    7 s    loaded (load_model + check_input) RSS   712 MB, HWM 1.74 GB  (checker on the in-memory
-                                            proto serialises it: +1 copy of the weights, transient)
-    8 s    after infer-shapes               RSS 1.20 GB (+490 MB: _restore extends the initializers
-                                            with the lifted tensors, a copy, while ``lifted`` still
-                                            holds the originals; the heap keeps the pages)
-    30 s   probe built (float run, 8 samples in one batch)   RSS 3.6 GB, HWM 5.1 GB
-    ...    measure-layers, per layer        RSS grows ~0.4-4 GB a layer early on (7.9 GB at layer 2,
-                                            9.1 GB at layer 3): constant sessions of every later
-                                            segment (ORT's copy of the weights, Gemm prepacked),
-                                            a variant session per layer, batch-8 activations of
-                                            224x224 convolutions (100 MB a tensor)
-    243 s  end of measure-layers            RSS 10.3 GB, HWM 16.5 GB  <- the peak
-    582 s  end of choose-plan (25 plans)    RSS 10.3 GB
-    593 s  upgrade-opset, emit-qdq          RSS 11.0 GB (probe still held by ctx.measurement)
-    597 s  written                          peak (/usr/bin/time -v) 16.9 GB, 9 min 57 s
+    model  options                                      weights  peak     bound    time
+    vgg19  (default: measured plan)                     575 MB   6.41 GB  1.45 GB  547 s
+    vgg19  --low-bits 4 --correction none
+           --fidelity-samples 0 (no measurement)        575 MB   1.37 GB  1.45 GB  5.6 s
+    large  the same, no measurement                     2.86 GB  5.51 GB  6.03 GB  27.8 s
 
-With 2 samples (``FidelityProbe`` alone on all weights): loaded 0.73 GB; building the probe peaks
-at 4.6 GB (model copy in ``_with_weights_as_initializers``, ``self._float`` decoded, the float-run
-graph copied twice by ``CopyFrom`` + ``make_model``, ``SerializeToString``, ORT's session), 2.3 GB
-after; the first trial builds the constant sessions of all 19 segments: +1.3 GB. ORT's memory
-arena and memory pattern make no difference (measured off: the same RSS within 2%).
+(before this work: 16.9 GB / 597 s and 3.4 GB / 16 s). ``--trace`` runs one conversion in
+process and prints VmRSS/VmHWM at every progress message, which is where the figures below come
+from. Without measurement the peak is the float model once (the protobuf arena never shrinks)
+plus one layer's work: large layers are rounded and their statistics propagated a block of
+output channels at a time, and nothing serialises a whole-model copy (checks, shape inference
+and the opset converter run on a light copy with weight stubs; the output's ORT load check runs
+without graph optimisations, which would fold every DequantizeLinear back to float).
+
+Measuring (the default) adds, on the VGG-19 shape at 224x224 with 16 synthetic samples: the
+probe's decoded float weights (575 MB), ORT's constant sessions of every graph segment with their
+re-laid-out convolution weights (about the weights again), and the activations cached at every
+segment boundary (16 samples x 125 MB of intermediates a sample, the larger part): a plateau of
+4.0-4.5 GB through measure-layers, 6.4 GB at the peak while whole plans are tried. Each session's
+ORT arena used to keep its own peak activations (7.4 GB after three layers; now off), the 64
+held-out inputs ran as one batch (now runs of 16), and candidate grids made float64 copies of the
+103 M-weight classifier layer (now a block of channels at a time). Not done: sharing one copy of
+the weights between the ORT sessions (SessionOptions.add_initializer works with prepacking off,
+measured, but needs the model written with external-data stubs), and bounding the activation
+cache by recomputing instead of caching. Before measuring, the converter estimates what it will
+need (4x the weights + 2x the samples' activations: 6.3 GB here) and converts unmeasured, with a
+note, where the machine has less available.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ VGG19_CONVS = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
                512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 MODELS = {"vgg19": (4096, 4096), "large": (16384, 16384)}
 MB = 1_000_000
+UNMEASURED = "--low-bits 4 --correction none --fidelity-samples 0"
 
 
 def vgg(path: Path, hidden: tuple[int, int] = (4096, 4096), classes: int = 1000, seed: int = 0,
@@ -123,6 +128,31 @@ def vgg(path: Path, hidden: tuple[int, int] = (4096, 4096), classes: int = 1000,
     return offset
 
 
+def trace(model: Path, output: Path, options: list[str]) -> None:
+    """Convert in this process, printing the resident set (VmRSS) and its peak so far (VmHWM) at
+    each progress message: where a conversion's memory goes, pass by pass and layer by layer."""
+    import time
+
+    from dfmpc_onnx.api import convert_file
+    from dfmpc_onnx.cli import _options, main
+
+    # The options exactly as ``dfmpc-onnx convert`` parses them.
+    parsed = main.commands["convert"].make_context("convert", [str(model), "-o", str(output), *options])
+
+    start = time.perf_counter()
+
+    def say(message: str) -> None:
+        status = {k: int(v.split()[0]) // 1024 for k, _, v in
+                  (line.partition(":") for line in open("/proc/self/status"))
+                  if k in ("VmRSS", "VmHWM")}
+        print(f"{time.perf_counter() - start:7.1f} s  rss {status['VmRSS']:6d} MB  "
+              f"peak {status['VmHWM']:6d} MB  {message}", flush=True)
+
+    say("start")
+    convert_file(model, output, _options(parsed.params), progress=say)
+    say("written")
+
+
 def measure(model: Path, output: Path, options: list[str]) -> dict:
     """Convert under ``/usr/bin/time -v``; peak resident set (bytes), wall seconds, exit code."""
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "dfmpc_onnx.cli", "convert", str(model),
@@ -147,9 +177,17 @@ def main() -> None:
     ap.add_argument("--options", action="append",
                     help="convert options, one run each (default: '' and '--target-bits 4')")
     ap.add_argument("--out", default=None, help="folder for the models (default: a temporary one)")
+    ap.add_argument("--trace", action="store_true", help="convert the first model with the first "
+                    "--options in this process, printing VmRSS/VmHWM at every progress message")
     args = ap.parse_args()
     names = [args.only] if args.only else ["vgg19"] + (["large"] if args.large else [])
-    runs = args.options if args.options is not None else ["", "--target-bits 4"]
+    runs = args.options if args.options is not None else ["", UNMEASURED]
+    if args.trace:
+        with tempfile.TemporaryDirectory(dir=args.out) as tmp:
+            path = Path(tmp) / f"{names[0]}.onnx"
+            vgg(path, MODELS[names[0]])
+            trace(path, Path(tmp) / f"{names[0]}.q.onnx", shlex.split(runs[0]))
+        return
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         rows = []
         for name in names:

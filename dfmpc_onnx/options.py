@@ -69,7 +69,9 @@ class ConvertOptions:
         0.99, "--method auto without --target-bits: the predicted top-1 agreement with the float "
         "model, on the synthetic inputs, the plan must keep, or, where 8 bits everywhere keeps "
         "less (a model unsure on noise), as much as that (for outputs that are not class "
-        "scores: relative error at most 1 minus it, or the 8-bit plan's).")
+        "scores, and for a model that gives every synthetic input the same class: relative "
+        "error of the outputs, there of their input-dependent part, at most 1 minus it, or the "
+        "8-bit plan's).")
     low_bits: int | None = _opt(None, "--method pairs/paper: bits of the first layer of each pair "
                                       "(default 2, the paper's setting and the largest saving; 3-4 "
                                       "lose much less accuracy).")
