@@ -215,6 +215,11 @@ def warn_if_poor(report, options: ConvertOptions) -> None:
     if not f:
         return
     agree = f.get("top1_agreement")
+    if f.get("single_class") and f.get("centered_error") == float("inf"):
+        click.echo("warning: fidelity not predicted: the float model's outputs do not vary over "
+                   "the synthetic inputs; check the result with `dfmpc-onnx validate` on real "
+                   "inputs", err=True)
+        return
     if f.get("single_class"):  # agreement says nothing there: the outputs' own error does
         poor = f["centered_error"] > 1 - options.min_agreement
     elif agree is not None:

@@ -308,15 +308,15 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[M
 
 def _centered_error(a: np.ndarray, b: np.ndarray) -> float:
     """Relative squared error of the input-dependent part of ``b`` (rows: samples): each column's
-    mean over the samples removed from both. Infinite when ``b`` is not finite; 0 when ``a``
-    does not vary and ``b`` equals it."""
+    mean over the samples removed from both. Infinite when ``b`` is not finite, and when ``a``
+    does not vary at all (a saturated softmax): nothing can then be judged."""
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     with np.errstate(all="ignore"):  # outputs of inf (a weight of inf): the error is inf
         a_c, b_c = a64 - a64.mean(axis=0), b64 - b64.mean(axis=0)
         err, norm = _sumsq(b_c - a_c), _sumsq(a_c)
     if not (np.isfinite(err) and np.isfinite(norm)):
         return float("inf")
-    return float(err / norm) if norm > 0 else (0.0 if err == 0 else float("inf"))
+    return float(err / norm) if norm > 0 else float("inf")
 
 
 def output_metric(a: np.ndarray) -> str:

@@ -141,7 +141,9 @@ class Report:
 def _fmt_fidelity(f: dict) -> str:
     agree = ("" if f.get("top1_agreement") is None
              else f"top-1 agreement {100 * f['top1_agreement']:.1f}%, ")
-    if f.get("single_class"):
+    if f.get("single_class") and f.get("centered_error") == float("inf"):
+        agree += "(uninformative: the float model's outputs do not vary over these inputs), "
+    elif f.get("single_class"):
         agree += (f"(uninformative: the float model gives every input the same class; error of the "
                   f"input-dependent outputs {f['centered_error']:.2e}), ")
     return (f"{agree}divergence {f['score']:.2e} ({'/'.join(f.get('metric', []))}) on "

@@ -100,9 +100,9 @@ def _fid_ok(fid, min_agreement: float, floor=None) -> bool:
     relative error of how its outputs vary with the input (``Fidelity.centered_error``)."""
     if fid.top1_agreement is not None and fid.single_class and fid.centered_error is not None:
         need = 1.0 - min_agreement
-        if floor is not None and floor.centered_error is not None:
-            need = max(need, floor.centered_error)
-        return fid.centered_error <= need
+        if floor is not None and floor.centered_error is not None and np.isfinite(floor.centered_error):
+            need = max(need, floor.centered_error)  # infinite: outputs that do not vary, no plan
+        return fid.centered_error <= need  # can be judged, and the 8-bit plan is kept
     if fid.top1_agreement is not None:
         if floor is None or floor.top1_agreement >= min_agreement:
             return fid.top1_agreement >= min_agreement
@@ -217,7 +217,12 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
            f" (the fewest of {', '.join(f'{b:g}' for b in LADDER)} whose predicted top-1 "
            f"agreement on {check.samples if check else 0} other synthetic inputs stays >= "
            f"{o.min_agreement:g} or at the 8-bit plan's)"))
-    if floor is not None and floor.single_class:
+    if floor is not None and floor.single_class and not np.isfinite(floor.centered_error or 0.0):
+        ctx.report.notes.append(
+            "the float model's outputs did not vary over the synthetic inputs (a saturated "
+            "softmax?), so no plan could be judged: every measured layer at the widest bits. "
+            "--input-mean/--input-std or --input-range closer to its real inputs may help")
+    elif floor is not None and floor.single_class:
         ctx.report.notes.append(
             "the float model gives every synthetic input the same class, so top-1 agreement "
             "could not tell plans apart: each was judged by the relative error of its outputs' "

@@ -162,3 +162,19 @@ def test_agreement_is_not_trusted_where_the_float_model_answers_one_class():
     varied = a.copy()
     varied[:16, 3] -= 10.0  # two classes: agreement is informative again
     assert not compare([{"y": varied}], [{"y": varied}], ["y"]).single_class
+
+
+def test_outputs_that_do_not_vary_keep_every_layer_at_the_widest_bits():
+    """A saturated softmax gives the same one-hot answer to every input: no plan can be judged
+    on such outputs, so none below 8 bits is taken, and the report says why."""
+    from onnx import helper, numpy_helper
+
+    model = conv_net(seed=1, c=16, bn=True)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(1e6, np.float32), "big"))
+    model.graph.node.append(helper.make_node("Mul", ["logits", "big"], ["scaled"], name="scale"))
+    model.graph.node.append(helper.make_node("Softmax", ["scaled"], ["probs"], name="softmax"))
+    model.graph.output[0].name = "probs"
+    _, rep = convert(model)
+    assert rep.fidelity["single_class"] and rep.fidelity["centered_error"] == float("inf")
+    assert all(e.bits == 8 for e in rep.layers if e.bits)
+    assert any("did not vary over the synthetic inputs" in n for n in rep.notes)
