@@ -42,7 +42,7 @@ held-out inputs ran as one batch (now runs of 16), and candidate grids made floa
 the weights between the ORT sessions (SessionOptions.add_initializer works with prepacking off,
 measured, but needs the model written with external-data stubs), and bounding the activation
 cache by recomputing instead of caching. Before measuring, the converter estimates what it will
-need (4x the weights + 2x the samples' activations: 6.3 GB here) and converts unmeasured, with a
+need (4x the weights + 3x the samples' activations: 8.3 GB here) and converts unmeasured, with a
 note, where the machine has less available.
 """
 

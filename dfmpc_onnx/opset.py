@@ -15,9 +15,9 @@ because the upgrade trips on something the exporter wrote. What trips it in prac
   declared shape becomes the inferred one, and the report says so.
 
 The converter and the checker run on a light copy whose large initializers are stubs (both
-serialise the model: 2 GB protobuf limit, and copies of every weight otherwise). What still fails raises
-OpsetUpgradeError, naming the step that failed and the highest opset the model does reach, so
-the caller can choose containers that need less (int8 containers at opset 13).
+serialise the model: 2 GB protobuf limit, and copies of every weight otherwise). What still
+fails raises OpsetUpgradeError, naming the step that failed and the highest opset the model does
+reach, so the caller can choose containers that need less (int8 containers at opset 13).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from onnx import shape_inference, version_converter
 from .errors import UnsupportedModelError
 from .graph import opset_version, tensor_bytes
 
-# Initializers above this size are stubs in the light copy the version converter runs on: it serialises the
-# model (2 GB protobuf limit) and never needs weight values.
+# Initializers above this size are stubs in the light copy the version converter runs on: it
+# serialises the model (2 GB protobuf limit) and never needs weight values.
 _LIFT_BYTES = 1 << 20
 
 

@@ -132,7 +132,7 @@ class MeasureLayers:
         if free is not None and need > free:
             ctx.report.notes.append(
                 f"not measured: measuring needs about {need / 1e9:.1f} GB (the float weights four "
-                f"times over and {o.fidelity_samples} samples' activations) and {free / 1e9:.1f} GB "
+                f"times, {o.fidelity_samples} samples' activations three) and {free / 1e9:.1f} GB "
                 "is available; fixed rules were used instead of measurements. Fewer "
                 "--fidelity-samples, or a machine with more memory, measure it")
             ctx.say("not measuring: not enough memory (see the report)")
@@ -155,11 +155,11 @@ class MeasureLayers:
 
 
 def probe_memory(model: onnx.ModelProto, samples: int) -> int:
-    """A generous estimate of the peak bytes measuring ``model`` on ``samples`` inputs adds: the
-    model's float weights four times (the probe's decoded copy, ORT's constant sessions and their
-    re-laid-out convolutions, transients while building) and, per sample, every intermediate
-    tensor of known shape twice (the cached segment inputs, and a trial's live activations).
-    Measured on the VGG-19 shape (benchmarks/memory.py): estimate 5.9 GB, peak 4.8 GB."""
+    """A generous estimate of the peak bytes measuring ``model`` on ``samples`` inputs needs: the
+    model's float weights four times (the model, the probe's decoded copy, ORT's constant sessions
+    and their re-laid-out convolutions) and, per sample, every intermediate tensor of known shape
+    three times (the cached segment inputs, a trial's live activations, ORT's buffers). The
+    VGG-19 shape at 224x224 (benchmarks/memory.py): estimate 8.3 GB, measured peak 6.4 GB."""
     weights = sum(tensor_bytes(t) for t in model.graph.initializer)
     per_sample = 0
     for vi in model.graph.value_info:
@@ -173,7 +173,7 @@ def probe_memory(model: onnx.ModelProto, samples: int) -> int:
             except (KeyError, ValueError):  # a type NumPy has no dtype for: count 4 bytes
                 itemsize = 4
             per_sample += int(np.prod(dims, dtype=np.int64)) * itemsize
-    return 4 * weights + 2 * samples * per_sample
+    return 4 * weights + 3 * samples * per_sample
 
 
 def available_memory() -> int | None:
