@@ -57,9 +57,8 @@ COSINE_BATCH = 2
 COSINE_MIN = 0.999
 CALIBRATION_BATCH = 8
 SEED = 0
-COMMAND = ("for p in 1 2 3 4 5 6; do PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 19 /work/venv-zoo/bin/python "
-           "-m benchmarks.zoo --phase $p; done; PYTHONPATH=$PWD /work/venv-zoo/bin/python -m benchmarks.zoo "
-           "--table")
+COMMAND = ("PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 19 /work/venv-zoo/bin/python -m benchmarks.zoo "
+           "--phase 1 --phase 7 --table (phases 2-6 for the whole matrix, hours on 2 cores)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -717,6 +716,26 @@ def _reference_note(r: dict[str, str], ref: dict[str, float]) -> str:
     return "" if math.isnan(want) else f" (torch 8-bit rounding: {want:.6f})"
 
 
+def _keras_rows() -> list[str]:
+    """The NHWC section: Keras applications through tf2onnx (``benchmarks/zoo_tf.py``)."""
+    path = ROOT / "benchmarks" / "zoo_tf_results.json"
+    if not path.is_file():
+        return []
+    import json
+
+    lines = ["", "## NHWC: Keras applications through tf2onnx", "",
+             "From `benchmarks/zoo_tf.py` (its docstring has the commands; TensorFlow 2.21, tf2onnx "
+             "1.17, seeded random weights, logits): NHWC input, the transposes tf2onnx writes, "
+             "default options and 8/8, cosine vs float on two seeded normal inputs.", "",
+             "| arch | input | opset | Transpose nodes | Conv/Gemm/MatMul | default: exit, bits, cosine "
+             "| 8/8: exit, pairs, cosine |", "|---|---|---|---|---|---|---|"]
+    for r in json.loads(path.read_text()):
+        lines.append(f"| {r['arch']} | {r['input']} | {r['opset']} | {r['transposes']} | {r['layers']} | "
+                     f"{r['exit default']}, {r.get('bits default', '')}, {r.get('cos default', '')} | "
+                     f"{r['exit 8/8']}, {r.get('pairs 8/8', '')}, {r.get('cos 8/8', '')} |")
+    return lines
+
+
 def write_table(command: str) -> None:
     """ZOO.md from the CSV: a summary per export, one overview line per architecture (at the
     first export of phase 1), pairs across exports, then every failure with its first line."""
@@ -832,6 +851,7 @@ def write_table(command: str) -> None:
                 cells.append(f"{r['pairs']} / {_f(r['pct_in_pairs'], '.0f')}%{flag}")
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
 
+    lines += _keras_rows()
     bad_rows = [r for r in rows if _status(r, ref) not in ("ok", "8/8 = torch rounding")]
     lines += ["", "## Everything not ok", "",
               "| arch | export | status | first line |", "|---|---|---|---|"]
