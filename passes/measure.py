@@ -273,7 +273,9 @@ class MeasurePlan:
         repl: dict[str, np.ndarray] = {}
         for name, qt in ctx.quantized.items():
             layer, _ = as_linear_layer(nodes[name], index)
-            repl[layer.weight] = qt.dequantize()
+            # In the weight's own type (what the runs use): no float64 copy of every weight.
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(index.initializers[layer.weight].data_type)
+            repl[layer.weight] = qt.dequantize_as(dtype)
             if name in ctx.new_bias and layer.bias:
                 repl[layer.bias] = ctx.new_bias[name]
         try:
