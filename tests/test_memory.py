@@ -7,11 +7,11 @@ import dfmpc_onnx.passes.measure as measure
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from tinymodels import conv_net
 
 from dfmpc_onnx.api import convert
 from dfmpc_onnx.opset import light_copy, serialized_bytes
 from dfmpc_onnx.options import ConvertOptions
-from tests.tinymodels import conv_net
 
 
 def _big_conv_net() -> onnx.ModelProto:

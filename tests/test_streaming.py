@@ -8,14 +8,14 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from test_pairs import mlp_model
+from tinymodels import conv_net
 
 from dfmpc_onnx import quantizers
 from dfmpc_onnx.api import convert
 from dfmpc_onnx.options import ConvertOptions
 from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
 from dfmpc_onnx.quantizers.base import slices_of
-from tests.test_pairs import mlp_model
-from tests.tinymodels import conv_net
 
 
 @pytest.mark.parametrize("shape,axis,elements", [((7, 3, 2), 0, 5), ((7, 3, 2), 1, 1),
