@@ -225,13 +225,13 @@ def quantize_by_rows(quantizer: Quantizer, w: np.ndarray, bits: int, layout: Wei
     layer. A grid that answers with one scale for the whole tensor is quantized whole."""
     axis = layout.out_axis
     parts = slices_of(w.shape, axis, elements or BLOCK_ELEMENTS)
+    if len(parts) <= 1:  # one block (or no output channel): the grid sees the whole tensor
+        return quantizer.quantize(np.asarray(w, dtype=np.float64), bits, layout, True)
     # Each block in float64, as the grids' searches expect: the caller need not make a float64
     # copy of the whole weight.
     blocks = [quantizer.quantize(np.asarray(w[p], dtype=np.float64), bits, layout, True)
               for p in parts]
     first = blocks[0]
-    if len(blocks) == 1:
-        return first
     if first.scale.ndim == 0:  # not per channel (the paper's grid): the whole tensor at once
         return quantizer.quantize(np.asarray(w, dtype=np.float64), bits, layout, True)
     along = 0 if first.scale.ndim == 1 else axis  # per channel (C,), or block-wise (rank of q)

@@ -52,5 +52,5 @@ class MaxAbs:
             amax = max((np.abs(w[p]).max(initial=0.0) for p in parts), default=0.0)
             return symmetric(w, bits, None, amax, self.name)
         amax = np.concatenate([np.abs(per_channel_view(w[p], layout.out_axis)).max(axis=1, initial=0.0)
-                               for p in parts])
+                               for p in parts] or [np.zeros(0)])  # no output channel: no scale
         return symmetric(w, bits, layout.out_axis, amax, self.name)
