@@ -230,10 +230,12 @@ class _Walker:
 
     def _streams(self, node: onnx.NodeProto) -> bool:
         """Whether the layer is large and simple enough to take a block of output channels at a
-        time (``_streamed_layer``): one group, max-abs grid, no compensation into or out of it."""
+        time (``_streamed_layer``): one group, a grid quantize_by_rows cuts exactly (per channel,
+        or max-abs), no compensation into or out of it."""
         layer, _ = as_linear_layer(node, self.index)
         plan = self.ctx.plan[node.name]
-        if (layer is None or not layer.row_sliceable or plan.quantizer != "maxabs"
+        by_rows = plan.quantizer != "paper" and self.o.granularity == "channel"
+        if (layer is None or not layer.row_sliceable or not (by_rows or plan.quantizer == "maxabs")
                 or node.name in self.pending or layer.out_channels == 0
                 or int(np.prod(layer.stored_shape)) < STREAM_ELEMENTS):
             return False

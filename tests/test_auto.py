@@ -144,8 +144,9 @@ def test_the_ladder_is_checked_on_held_out_inputs_and_the_report_says_so():
 def test_agreement_is_not_trusted_where_the_float_model_answers_one_class():
     """Random-weight networks give every synthetic input the same class: 100% agreement then
     says nothing, and the plan is judged by the error of its input-dependent outputs."""
-    from dfmpc_onnx.fidelity import compare
     from dfmpc_onnx.passes.choose_plan import _fid_ok
+
+    from dfmpc_onnx.fidelity import compare
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((32, 10)) * 0.01

@@ -70,7 +70,11 @@ def _converted(monkeypatch, model: onnx.ModelProto, options: ConvertOptions, str
                                        propagated_stats=True, protect_first_last=False), True),
     (mlp_model("matmul"), ConvertOptions(method="pairs", low_bits=4, correction="bias",
                                          propagated_stats=True), False),  # no bias input
-], ids=["conv-bn-kept", "conv-propagated", "gemm-transB0", "matmul"])
+    (conv_net(bn=True), ConvertOptions(method="pairs", low_bits=2, correction="bias",
+                                       quantizer="mse-ternary"), True),
+    (mlp_model("gemm"), ConvertOptions(method="pairs", low_bits=4, correction="bias",
+                                       quantizer="block32", propagated_stats=True), True),
+], ids=["conv-bn-kept", "conv-propagated", "gemm-transB0", "matmul", "mse-ternary", "block32"])
 def test_streamed_layers_convert_to_the_same_model(monkeypatch, model, options, corrects):
     """Every layer streamed vs none: the same integers and scales, biases equal to rounding, and
     the same statistics downstream (bias correction of later layers reads them)."""
@@ -87,7 +91,8 @@ def test_streamed_layers_convert_to_the_same_model(monkeypatch, model, options, 
 
 
 def test_streaming_applies_only_where_it_is_exact(monkeypatch):
-    """Grouped layers, other grids and compensated pairs keep the whole-array path."""
+    """Per-tensor grids other than max-abs, the paper's grids and compensated pairs keep the
+    whole-array path."""
     monkeypatch.setattr(qc, "STREAM_ELEMENTS", 0)
     seen = []
     real = qc._Walker._streamed_layer
@@ -98,8 +103,10 @@ def test_streaming_applies_only_where_it_is_exact(monkeypatch):
     assert seen and not {"conv1", "conv2"} & set(seen)  # the compensated pair
     seen.clear()
     convert(conv_net(bn=True), ConvertOptions(method="pairs", low_bits=4, correction="none",
-                                              quantizer="mse"))
-    assert seen == []
+                                              quantizer="mse", granularity="tensor"))
+    assert seen == []  # a per-tensor MSE clip level is not a per-block one
+    convert(conv_net(bn=True), ConvertOptions(method="paper", low_bits=3, correction="none"))
+    assert seen == []  # the paper's grids: one scale per layer
 
 
 @pytest.mark.parametrize("name", ["maxabs", "asym", "block32"])
