@@ -17,13 +17,17 @@ from .modelio import (
     check_output,
     check_output_path,
     custom_nodes,
+    inlined,
     load_model,
+    make_work_folder,
     save_model_atomic,
     uses_external_data,
 )
 from .opset import serialized_bytes
 from .options import ConvertOptions
 from .report import Report
+from .weightstore import WeightStore
+from .weightstore import remove as remove_folder
 
 ModelLike = onnx.ModelProto | str | os.PathLike
 
@@ -57,13 +61,14 @@ def convert(model_or_path: ModelLike, options: ConvertOptions | None = None, *,
 
 
 def _convert(model: onnx.ModelProto, options: ConvertOptions,
-             progress: Callable[[str], None] | None) -> tuple[onnx.ModelProto, Report]:
+             progress: Callable[[str], None] | None,
+             store: WeightStore | None = None) -> tuple[onnx.ModelProto, Report]:
     """Run the passes on ``model`` (in place) and note what the output check will skip."""
-    ctx = Context(options, progress=progress)
+    ctx = Context(options, progress=progress, store=store)
     ctx.report.options = asdict(options)
     if options.synthetic == "distilled":
         ctx.source_model = onnx.ModelProto()
-        ctx.source_model.CopyFrom(model)
+        ctx.source_model.CopyFrom(inlined(model))  # torch needs the values, not stubs
     custom = custom_nodes(model)
     run_passes(conversion_passes(options), model, ctx)
     if custom:
@@ -82,13 +87,21 @@ def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
     options = options or ConvertOptions()
     start = time.perf_counter()
     out = check_output_path(output_path, input_path)
-    model = load_model(input_path)
-    external = uses_external_data_in_file(input_path) or serialized_bytes(model) >= TWO_GB
-    model, report = _convert(model, options, progress)
-    report.seconds = time.perf_counter() - start  # conversion time excludes writing
-    external = external or serialized_bytes(model) >= TWO_GB
-    save_model_atomic(model, out, external=external, runtime=not custom_nodes(model),
-                      source=input_path)
+    # The conversion's working folder, beside the output (where there is room for it): its weight
+    # store holds the large weights instead of memory (dfmpc_onnx.weightstore).
+    work = make_work_folder(out)
+    store = WeightStore(work)
+    try:
+        model = load_model(input_path, store)
+        external = uses_external_data_in_file(input_path) or serialized_bytes(model) >= TWO_GB
+        model, report = _convert(model, options, progress, store)
+        report.seconds = time.perf_counter() - start  # conversion time excludes writing
+        external = external or serialized_bytes(model) >= TWO_GB
+        save_model_atomic(model, out, external=external, runtime=not custom_nodes(model),
+                          source=input_path)
+    finally:
+        store.close()
+        remove_folder(work)
     return report
 
 

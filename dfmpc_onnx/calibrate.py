@@ -28,6 +28,7 @@ import onnx
 import onnxruntime as ort
 
 from .fidelity import split_batches
+from .weightstore import WeightStore, session_for
 
 CLIP_RULES = ("minmax", "percentile", "mse")
 ACTIVATION_TYPES = ("uint8", "int8")
@@ -102,7 +103,7 @@ class ActivationSamples:
 
     def __init__(self, model: onnx.ModelProto, tensors: Sequence[str],
                  inputs: Mapping[str, np.ndarray], *, keep: int = 1 << 16, batch: int = 1,
-                 seed: int = 0, threads: int = 2) -> None:
+                 seed: int = 0, threads: int = 2, store: WeightStore | None = None) -> None:
         self.tensors = list(dict.fromkeys(tensors))
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
@@ -113,8 +114,7 @@ class ActivationSamples:
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.intra_op_num_threads = threads
-        session = ort.InferenceSession(probe.SerializeToString(), so,
-                                       providers=["CPUExecutionProvider"])
+        session = session_for(probe, so, store)
         del probe
         rng = np.random.default_rng(seed)
         chunks = split_batches(model, inputs)  # runs of a fixed batch, or one run to slice

@@ -37,8 +37,13 @@ prints the score this gives, the sessions' own rounding, beside the smallest 8-b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -46,11 +51,22 @@ import onnxruntime as ort
 from onnx import helper
 
 from .errors import UnsupportedModelError
-from .graph import GraphIndex, _subgraph_outer_inputs
+from .graph import LARGE_TENSOR_BYTES, GraphIndex, _subgraph_outer_inputs, tensor_bytes
+from .quantizers.base import slices_of
 from .synthetic import fixed_batch, model_inputs
+from .weightstore import WeightStore, is_stub, mapped, session_for
 
-# The most samples one ORT run of a probe takes (a dynamic batch of more is cut into runs).
+# The most samples one ORT run of a probe takes (a dynamic batch of more is cut into runs), and
+# the most bytes of its largest activation a run may hold (fewer samples where one is large).
 RUN_ROWS = 16
+RUN_BYTES = 32 << 20
+# Cached activations kept in memory; beyond, in files. Decoded float weights kept for reuse.
+CACHE_BYTES = 64 << 20
+WEIGHT_CACHE_BYTES = 64 << 20
+# A segment with more weight-store bytes than this is never a constant session (``_Segment``):
+# ONNX Runtime would hold its weights for the probe's life, and a layer that large (the VGG-19
+# classifier's 411 MB) spends its time reading them, prepacked or not.
+MAPPED_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -79,8 +95,18 @@ class _Segment:
     live_in: list[str]  # activations it reads that earlier nodes (or the caller) produce
     outputs: list[str]  # what later segments read, and graph outputs made here
     weights: list[str]  # probed weights its nodes read
+    dead: list[str]  # activations nothing after this segment reads
+    # Its weights are large and in the weight store: it always runs its variant session, fed the
+    # float weights mapped from the store's file for the run, and no session holds them.
+    mapped: bool = False
+    signature: list[onnx.ValueInfoProto] = field(default_factory=list)  # live_in, seen on a run
     constant: ort.InferenceSession | None = None  # every weight a constant: fast, prepacked
     variant: ort.InferenceSession | None = None  # ``weights`` are graph inputs
+
+
+# A candidate may be given lazily: a function that makes it when its segment is reached (a whole
+# plan's weights then never exist all at once; see ``FidelityProbe.measure``).
+Candidate = np.ndarray | Callable[[], np.ndarray]
 
 
 class FidelityProbe:
@@ -90,30 +116,46 @@ class FidelityProbe:
     graph; they may be shared by several nodes and may be float16. ``threads`` is the number of
     intra-op threads of every ORT session; ``max_segments`` bounds the number of graph pieces
     (two sessions each), so a model with hundreds of layers does not get hundreds of sessions.
+    ``store``: the conversion's weight store when the model holds its stubs; sessions then map
+    the weights from its file, and large cached activations go to its folder.
+    ``cache_segments`` False: only the inputs are cached and every trial runs the whole model (a
+    probe for a few whole-plan trials).
+
+    Memory, on a model whose weights outgrow the machine (benchmarks/memory.py): float weights are
+    read when asked for and only the last few kept (``WEIGHT_CACHE_BYTES``); cached activations
+    beyond ``CACHE_BYTES`` are written to files and mapped back when a trial reads them; a run
+    takes at most ``RUN_BYTES`` of its largest activation; and lazy candidates are made when their
+    segment runs, written to a file when later runs need them again.
     """
 
     def __init__(self, model: onnx.ModelProto, weights: Sequence[str], inputs: Mapping[str, np.ndarray],
-                 threads: int = 2, max_segments: int = 32) -> None:
+                 threads: int = 2, max_segments: int = 32, store: WeightStore | None = None,
+                 cache_segments: bool = True) -> None:
         self.threads = threads
         self.weights = list(dict.fromkeys(weights))
+        self._probed = set(self.weights)
         self._model = _with_weights_as_initializers(model, self.weights)
         graph = self._model.graph
         self._index = GraphIndex(graph)
         missing = [w for w in self.weights if w not in self._index.initializers]
         if missing:
             raise ValueError(f"not a weight of this graph: {', '.join(missing)}")
-        self._float = {w: self._index.array(w) for w in self.weights}
+        self._store = store
+        self._files = _Files(store.folder if store is not None else None)
+        self._recent: dict[str, int] = {}  # decoded weights the index keeps, oldest first
         self._outputs = [o.name for o in graph.output]
-        self._prepare(inputs, max_segments)
-
-    def _prepare(self, inputs: Mapping[str, np.ndarray], max_segments: int) -> None:
-        """Cut the graph, run the float model on ``inputs`` and cache what the segments read."""
-        self._chunks = split_batches(self._model, inputs, RUN_ROWS)
         self._segments = self._segment(max(1, max_segments))
         self._first = {w: min(i for i, seg in enumerate(self._segments) if w in seg.weights)
                        for w in self.weights if any(w in seg.weights for seg in self._segments)}
-        needed = {name for seg in self._segments for name in seg.live_in}
-        self._cache = self._float_run(sorted(needed))
+        self._prepare(inputs, anywhere=cache_segments)
+
+    def _prepare(self, inputs: Mapping[str, np.ndarray], anywhere: bool) -> None:
+        """Run the float model on ``inputs`` through the segments, keeping what trials read:
+        with ``anywhere``, every segment's inputs (a trial starts at the first changed layer),
+        else only the graph's inputs (every trial runs from the start)."""
+        self._anywhere = anywhere
+        self._chunks = split_batches(self._model, inputs, self._rows(inputs))
+        self._cache = self._float_run(anywhere)
         self.reference: dict[str, np.ndarray] = {
             name: _concat([c[name] for c in self._cache]) for name in self._outputs}
 
@@ -124,76 +166,131 @@ class FidelityProbe:
         """How many input samples (rows) the probe runs on."""
         return sum(len(next(iter(c.values()))) for c in self._chunks if c)
 
-    def on_inputs(self, inputs: Mapping[str, np.ndarray], max_segments: int = 1) -> FidelityProbe:
-        """A probe of the same model and weights (shared, not copied) on other inputs: to check a
-        choice on inputs it was not made on. One segment by default: a few whole-model trials,
-        nothing cached but the model inputs."""
+    def on_inputs(self, inputs: Mapping[str, np.ndarray]) -> FidelityProbe:
+        """A probe of the same model, weights and sessions (shared, not copied) on other inputs:
+        to check a choice on inputs it was not made on. Only the inputs are cached: its trials
+        run the whole model."""
         other = object.__new__(FidelityProbe)
-        other.threads, other.weights = self.threads, self.weights
-        other._model, other._index, other._float = self._model, self._index, self._float
-        other._outputs = self._outputs
-        other._prepare(inputs, max_segments)
+        other.__dict__.update({k: v for k, v in self.__dict__.items()
+                               if k not in ("_chunks", "_cache", "reference", "_anywhere")})
+        other._prepare(inputs, anywhere=False)
         return other
 
     def weight(self, name: str) -> np.ndarray:
         """The float value of a probed weight (do not modify it)."""
-        return self._float[name]
+        value = self._index.array(name)
+        self._recent.pop(name, None)
+        self._recent[name] = value.nbytes
+        while len(self._recent) > 1 and sum(self._recent.values()) > WEIGHT_CACHE_BYTES:
+            self._index.release(next(iter(self._recent)))
+            del self._recent[next(iter(self._recent))]
+        return value
+
+    def weight_rows(self, name: str):
+        """The float value of a probed weight to slice along its first axis: where it lives in
+        the weight store, only the rows sliced are read (``weightstore.StoredArray``)."""
+        return self._index.rows(name)
 
     def runs(self) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
         """The probe's input batches and the float model's outputs on each (do not modify)."""
         return self._chunks, [{name: c[name] for name in self._outputs} for c in self._cache]
 
-    def measure(self, replacements: Mapping[str, np.ndarray]) -> Fidelity:
-        """Fidelity of the float model with ``replacements`` (name -> candidate array) swapped in."""
-        changed: dict[str, np.ndarray] = {}
+    def measure(self, replacements: Mapping[str, Candidate]) -> Fidelity:
+        """Fidelity of the float model with ``replacements`` (name -> candidate array, or a
+        function making it) swapped in. A lazy candidate counts as changed; an array equal to the
+        float weight does not."""
+        changed: dict[str, Candidate] = {}
         for name, value in replacements.items():
-            if name not in self._float:
+            if name not in self._probed:
                 raise ValueError(f"'{name}' is not one of the probed weights")
-            ref = self._float[name]
-            value = np.asarray(value)
-            if value.shape != ref.shape:
-                raise ValueError(f"candidate for '{name}' has shape {value.shape}, the weight {ref.shape}")
-            value = value.astype(ref.dtype, copy=False)
-            if name in self._first and not np.array_equal(value, ref):
+            if name not in self._first:
+                continue
+            if callable(value):
                 changed[name] = value
+                continue
+            value = self._checked(name, np.asarray(value))
+            if not _equal(value, self.weight_rows(name)):
+                changed[name] = value
+        self._forget_large()  # the trial needs the candidates, not the float copies
         outputs = self._trial(changed) if changed else self._cache
         return compare(self._cache, outputs, self._outputs)
 
     # -- trials -------------------------------------------------------------------------------
 
-    def _trial(self, changed: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    def _checked(self, name: str, value: np.ndarray) -> np.ndarray:
+        t = self._index.initializers[name]
+        shape = tuple(t.dims)
+        if value.shape != shape:
+            raise ValueError(f"candidate for '{name}' has shape {value.shape}, the weight {shape}")
+        return value.astype(helper.tensor_dtype_to_np_dtype(t.data_type), copy=False)
+
+    def _forget_large(self) -> None:
+        for name in [n for n, size in self._recent.items() if size > LARGE_TENSOR_BYTES]:
+            self._index.release(name)
+            del self._recent[name]
+
+    def _trial(self, changed: dict[str, Candidate]) -> list[dict[str, np.ndarray]]:
         """Run the segments from the first that reads a changed weight to the end."""
-        start = min(self._first[w] for w in changed)
+        start = min(self._first[w] for w in changed) if self._anywhere else 0
+        made: dict[str, object] = {}  # lazy candidates made so far: arrays or file handles
         results = []
-        for cached in self._cache:
+        for run, cached in enumerate(self._cache):
             values = dict(cached)
             for seg in self._segments[start:]:
-                feeds = {name: values[name] for name in seg.live_in}
-                mine = [w for w in seg.weights if w in changed]
-                if mine:
-                    if seg.variant is None:
-                        seg.variant = self._build(seg, variant=True)
-                    session = seg.variant
-                    feeds.update({w: changed.get(w, self._float[w]) for w in seg.weights})
-                else:
-                    if seg.constant is None:
-                        seg.constant = self._build(seg, variant=False)
-                    session = seg.constant
-                values.update(zip(seg.outputs, session.run(seg.outputs, feeds), strict=True))
+                feeds = {name: _loaded(values[name]) for name in seg.live_in}
+                mine = {w: self._candidate(w, changed[w], made, last=run + 1 == len(self._cache))
+                        for w in seg.weights if w in changed}
+                values.update(zip(seg.outputs, self._run(seg, feeds, mine), strict=True))
+                del feeds, mine  # no candidate outlives its segment's run
+                for name in seg.dead:
+                    values.pop(name, None)
             results.append({name: values[name] for name in self._outputs})
+        for handle in made.values():
+            self._files.drop(handle)
         return results
+
+    def _candidate(self, name: str, value: Candidate, made: dict[str, object], last: bool) -> np.ndarray:
+        """A changed weight's candidate for one run: a lazy one is made on its first run and,
+        where later runs need it and it is large, written to a file and mapped back for them."""
+        if not callable(value):
+            return value
+        if name in made:
+            return _loaded(made[name])
+        array = self._checked(name, np.asarray(value()))
+        if not last:  # a single run uses it once: nothing to keep
+            made[name] = self._files.keep(array, LARGE_TENSOR_BYTES)
+        return array
+
+    def _run(self, seg: _Segment, feeds: dict[str, np.ndarray], candidates: dict[str, np.ndarray]
+             ) -> list[np.ndarray]:
+        """One run of a segment: its constant session where no weight of it is replaced, else
+        its variant, fed the candidates and the float values of its other weights."""
+        if not candidates and not seg.mapped:
+            if seg.constant is None:
+                seg.constant = self._build(seg, variant=False)
+            return seg.constant.run(seg.outputs, feeds)
+        if seg.variant is None:
+            seg.variant = self._build(seg, variant=True)
+        for w in seg.weights:
+            if w in candidates:
+                feeds[w] = candidates[w]
+            elif seg.mapped and is_stub(t := self._index.initializers[w]):
+                feeds[w] = mapped(t)  # unmapped again when the run is done
+            else:
+                feeds[w] = self.weight(w)
+        return seg.variant.run(seg.outputs, feeds)
 
     def _segment(self, max_segments: int) -> list[_Segment]:
         """Cut the graph before each node that reads a probed weight (at most ``max_segments``
-        cuts, spread evenly): a trial then reruns only from the first changed layer on."""
+        cuts, spread evenly): a trial then reruns only from the first changed layer on. The first
+        segment starts at the first node, so the float run goes through the segments too."""
         nodes = list(self._model.graph.node)
         probed = set(self.weights)
         reads = [list(nd.input) + sorted(_subgraph_outer_inputs(nd)) for nd in nodes]
         cuts = [i for i, names in enumerate(reads) if probed.intersection(names)]
-        if not cuts:
-            return []
         if len(cuts) > max_segments:
             cuts = [cuts[round(k * len(cuts) / max_segments)] for k in range(max_segments)]
+        cuts = [0] + [c for c in cuts if c > 0]
         bounds = list(zip(cuts, cuts[1:] + [len(nodes)], strict=True))
         last_use: dict[str, int] = {}
         for i, names in enumerate(reads):
@@ -212,44 +309,61 @@ class FidelityProbe:
             outputs = [o for nd in nodes[lo:hi] for o in nd.output
                        if o and (o in graph_outputs or last_use.get(o, -1) >= hi)]
             weights = [w for w in self.weights if any(w in names for names in reads[lo:hi])]
-            segments.append(_Segment(nodes[lo:hi], live_in, outputs, weights))
+            dead = [name for name in live_in if name not in graph_outputs and last_use.get(name, -1) < hi]
+            large = sum(tensor_bytes(inits[w]) for w in weights if is_stub(inits[w])) > MAPPED_BYTES
+            segments.append(_Segment(nodes[lo:hi], live_in, outputs, weights, dead, mapped=large))
         return segments
 
     def _build(self, seg: _Segment, variant: bool) -> ort.InferenceSession:
-        as_inputs = set(seg.weights) if variant else set()
-        sample = self._cache[0]
-        inputs = [_value_info(name, sample[name]) for name in seg.live_in]
-        inputs += [helper.make_tensor_value_info(w, helper.np_dtype_to_tensor_dtype(self._float[w].dtype),
-                                                 self._float[w].shape) for w in sorted(as_inputs)]
+        as_inputs = sorted(seg.weights) if variant else []
+        inputs = list(seg.signature)
+        for w in as_inputs:
+            t = self._index.initializers[w]
+            inputs.append(helper.make_tensor_value_info(w, t.data_type, list(t.dims)))
         used = {name for nd in seg.nodes for name in list(nd.input) + list(_subgraph_outer_inputs(nd))}
         inits = [t for t in self._model.graph.initializer if t.name in used and t.name not in as_inputs]
         outputs = [onnx.ValueInfoProto(name=name) for name in seg.outputs]
         graph = helper.make_graph(seg.nodes, f"{self._model.graph.name}_segment", inputs, outputs, inits)
         return self._session(_derived(self._model, graph))
 
-    def _float_run(self, extra: list[str]) -> list[dict[str, np.ndarray]]:
-        """Run the float model once, returning its outputs and the ``extra`` activations."""
-        # The extra outputs are added to the model for the time it is serialised, not to a copy:
-        # a copy of the graph holds every weight again.
-        outputs = self._model.graph.output
-        have = {o.name for o in outputs} | set(self._chunks[0])
-        added = [name for name in extra if name not in have]
-        outputs.extend(onnx.ValueInfoProto(name=name) for name in added)
-        try:
-            session = self._session(self._model)
-        finally:
-            del outputs[len(outputs) - len(added):]
-        names = [o.name for o in session.get_outputs()]
+    def _float_run(self, anywhere: bool) -> list[dict[str, np.ndarray]]:
+        """Run the float model through the segments (their constant sessions, built on the way),
+        returning per run its outputs and what later trials read: every segment's inputs with
+        ``anywhere``, else the graph inputs. Large values go to files once the cache is big."""
+        keep = set(self._outputs)
+        keep.update(name for seg in self._segments[:1] for name in seg.live_in)
+        if anywhere:
+            keep.update(name for seg in self._segments for name in seg.live_in)
+        cached_bytes = 0
         runs = []
         for feeds in self._chunks:
-            values = dict(zip(names, session.run(names, feeds), strict=True))
-            for name, value in values.items():
-                if not isinstance(value, np.ndarray):
-                    raise UnsupportedModelError(f"fidelity probe: tensor '{name}' is not a plain tensor "
-                                                f"({type(value).__name__}); the probe cannot cache it")
-            values.update(feeds)  # graph inputs that segments read
-            runs.append(values)
+            values: dict[str, np.ndarray] = dict(feeds)
+            kept: dict[str, object] = dict(feeds)  # graph inputs that segments read
+            for seg in self._segments:
+                if not seg.signature:
+                    seg.signature = [_value_info(name, values[name]) for name in seg.live_in]
+                out = self._run(seg, {name: values[name] for name in seg.live_in}, {})
+                for name, value in zip(seg.outputs, out, strict=True):
+                    if not isinstance(value, np.ndarray):
+                        raise UnsupportedModelError(f"fidelity probe: tensor '{name}' is not a plain "
+                                                    f"tensor ({type(value).__name__}); the probe "
+                                                    "cannot cache it")
+                    values[name] = value
+                    if name in keep and name not in kept:
+                        large = cached_bytes + value.nbytes > CACHE_BYTES and name not in self._outputs
+                        kept[name] = self._files.keep(value, 0) if large else value
+                        cached_bytes += 0 if large else value.nbytes
+                for name in seg.dead:
+                    values.pop(name, None)
+            runs.append(kept)
         return runs
+
+    def _rows(self, inputs: Mapping[str, np.ndarray]) -> int:
+        """Samples per run: ``RUN_ROWS``, fewer where one sample's largest activation (from the
+        inferred shapes) makes a run hold more than ``RUN_BYTES`` of it."""
+        largest = max((_per_sample_bytes(vi) for vi in self._model.graph.value_info), default=0)
+        largest = max([largest] + [v[0].nbytes for v in inputs.values() if np.ndim(v) > 0 and len(v)])
+        return max(1, min(RUN_ROWS, RUN_BYTES // max(largest, 1)))
 
     def _session(self, model: onnx.ModelProto) -> ort.InferenceSession:
         so = ort.SessionOptions()
@@ -263,7 +377,62 @@ class FidelityProbe:
         # 16 at 224x224: hundreds of MB a session). Without arenas the VGG-19 probe held 3.6 GB
         # after three layers instead of 7.4 GB, at the same speed (benchmarks/memory.py).
         so.enable_cpu_mem_arena = False
-        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return session_for(model, so, self._store)
+
+
+class _Files:
+    """Arrays kept in files of a folder (the weight store's, else a temporary one made when first
+    needed and removed with the probe), mapped back read-only when asked for."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self._folder = folder
+        self._made = False
+        self._count = 0
+
+    def keep(self, value: np.ndarray, threshold: int):
+        """``value`` itself if it is at most ``threshold`` bytes, else a handle to a file of it."""
+        if value.nbytes <= threshold:
+            return value
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="dfmpc-probe-"))
+            weakref.finalize(self, shutil.rmtree, self._folder, True)
+        self._count += 1
+        path = self._folder / f"probe-{os.getpid()}-{id(self)}-{self._count}.npy"
+        np.save(path, value, allow_pickle=False)
+        return _Stored(path)
+
+    def drop(self, handle) -> None:
+        if isinstance(handle, _Stored):
+            handle.path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    path: Path
+
+
+def _loaded(value) -> np.ndarray:
+    """A cached value, mapped from its file if it was written to one (unmapped when dropped)."""
+    return np.load(value.path, mmap_mode="r") if isinstance(value, _Stored) else value
+
+
+def _equal(value: np.ndarray, ref) -> bool:
+    """``np.array_equal`` a block of rows at a time (``ref`` may be read from the weight store)."""
+    if value.ndim == 0:
+        return bool(np.array_equal(value, np.asarray(ref)))
+    return all(np.array_equal(value[p], ref[p]) for p in slices_of(value.shape, 0))
+
+
+def _per_sample_bytes(vi: onnx.ValueInfoProto) -> int:
+    t = vi.type.tensor_type
+    dims = [d.dim_value for d in t.shape.dim[1:]] if t.HasField("shape") else []
+    if not dims or not all(d > 0 for d in dims) or not t.elem_type:
+        return 0
+    try:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).itemsize
+    except (KeyError, ValueError, TypeError):
+        itemsize = 4
+    return int(np.prod(dims, dtype=np.int64)) * itemsize
 
 
 # -- divergence ----------------------------------------------------------------------------------

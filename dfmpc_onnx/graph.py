@@ -13,6 +13,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+# Tensors above this many bytes are "large": stubs in light copies (dfmpc_onnx.opset) and kept in
+# the conversion's weight store rather than the protobuf (dfmpc_onnx.weightstore).
+LARGE_TENSOR_BYTES = 1 << 20
+
 
 class GraphIndex:
     """Producers, consumers and constants of one graph, looked up by tensor name."""
@@ -42,8 +46,24 @@ class GraphIndex:
     def array(self, name: str) -> np.ndarray:
         """The value of an initializer (cached: large weights are decoded once)."""
         if name not in self._arrays:
-            self._arrays[name] = numpy_helper.to_array(self.initializers[name])
+            t = self.initializers[name]
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                from .weightstore import read  # a stub: the value lives in the weight store
+
+                self._arrays[name] = read(t)
+            else:
+                self._arrays[name] = numpy_helper.to_array(t)
         return self._arrays[name]
+
+    def rows(self, name: str):
+        """The value of an initializer to slice along its first axis: a weight-store stub's
+        ``StoredArray`` (slices read only their rows; nothing cached), else ``array(name)``."""
+        t = self.initializers[name]
+        if t.data_location == onnx.TensorProto.EXTERNAL and name not in self._arrays:
+            from .weightstore import StoredArray
+
+            return StoredArray(t)
+        return self.array(name)
 
     def release(self, name: str) -> None:
         """Drop the cached value of ``name`` (it is decoded again if asked for): the quantize pass

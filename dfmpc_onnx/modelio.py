@@ -15,16 +15,21 @@ from .graph import tensor_bytes
 from .opset import (
     OpsetUpgradeError,
     checkable,
+    copy_fields,
     light_copy,
     upgrade_opset,
     without_intermediate_value_info,
 )
+from .weightstore import WeightStore, inline_copy, is_stub, offload, stub_bytes
 
 TWO_GB = (1 << 31) - (1 << 20)
 
 
-def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Load and check an ONNX model, with one clear sentence for every way a file can be wrong."""
+def load_model(path: str | os.PathLike, store: WeightStore | None = None) -> onnx.ModelProto:
+    """Load and check an ONNX model, with one clear sentence for every way a file can be wrong.
+
+    With ``store``, large initializers go to it and the model holds stubs (``weightstore``):
+    their values are never all in memory at once, and the input is only read."""
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"{p}: no such file")
@@ -46,11 +51,14 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{p}: parses as protobuf but holds no ONNX graph/opset "
                              "(is it a model file?)")
-    if uses_external_data(model):
-        try:
-            onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
-        except Exception as exc:  # noqa: BLE001 - OSError, ValueError, checker.ValidationError
-            raise ModelLoadError(f"{p}: external data could not be read: {_first_line(exc)}") from exc
+    try:
+        if store is not None:
+            model = offload(model, store, p.parent)  # the parsed model is dropped with its arena
+        for t in onnx.external_data_helper._get_all_tensors(model):
+            if t.data_location == onnx.TensorProto.EXTERNAL and not is_stub(t):
+                onnx.external_data_helper.load_external_data_for_tensor(t, str(p.parent))
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, checker.ValidationError
+        raise ModelLoadError(f"{p}: external data could not be read: {_first_line(exc)}") from exc
     check_input(model, p)
     return model
 
@@ -201,6 +209,16 @@ def check_output_path(output: str | os.PathLike, input_path: str | os.PathLike |
     return out
 
 
+def make_work_folder(output: Path) -> Path:
+    """A new hidden folder beside ``output`` for the conversion's working files (removed by the
+    caller when done, whatever happens)."""
+    parent = output.parent if str(output.parent) else Path(".")
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{output.name}.work.", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"{output}: cannot write in {parent} ({exc.strerror})") from exc
+
+
 def save_model_atomic(model: onnx.ModelProto, output: str | os.PathLike, *, external: bool,
                       check: bool = True, runtime: bool = True,
                       source: onnx.ModelProto | str | os.PathLike | None = None) -> list[Path]:
@@ -221,14 +239,9 @@ def save_model_atomic(model: onnx.ModelProto, output: str | os.PathLike, *, exte
         data_name = f"{out.name}.data"
         try:
             if external:
-                # Tensors under 1 KB stay inline, unless that would leave no external data at all
-                # (a small model saved with external data must come back with external data).
-                threshold = 1024 if any(tensor_bytes(t) >= 1024 for t in model.graph.initializer) else 0
-                onnx.save_model(model, str(tmp_model), save_as_external_data=True,
-                                all_tensors_to_one_file=True, location=data_name,
-                                size_threshold=threshold)
+                write_with_external_data(model, tmp_model, data_name)
             else:
-                onnx.save_model(model, str(tmp_model))
+                onnx.save_model(inlined(model), str(tmp_model))
         except OSError as exc:
             raise OutputError(f"{out}: write failed ({exc.strerror})") from exc
         if check:
@@ -242,6 +255,57 @@ def save_model_atomic(model: onnx.ModelProto, output: str | os.PathLike, *, exte
             f.unlink()
         tmpdir.rmdir()
     return written
+
+
+def write_with_external_data(model: onnx.ModelProto, path: Path, data_name: str) -> None:
+    """Write ``model`` to ``path`` with its main-graph initializers in ``data_name`` beside it,
+    one tensor at a time (weight-store stubs are copied from the store in chunks): the model is
+    never serialised with its weights, so writing costs no copy of them.
+
+    Tensors under 1 KB stay inline, unless that would leave no external data at all (a small
+    model saved with external data must come back with external data)."""
+    threshold = 1024 if any(tensor_bytes(t) >= 1024 for t in model.graph.initializer) else 0
+    light = onnx.ModelProto()
+    copy_fields(model, light, skip="graph")
+    copy_fields(model.graph, light.graph, skip="initializer")
+    offset = 0
+    with open(path.parent / data_name, "wb") as data:
+        for t in model.graph.initializer:
+            if tensor_bytes(t) < threshold or t.data_type == onnx.TensorProto.STRING:
+                light.graph.initializer.append(t)
+                continue
+            if is_stub(t):
+                chunks = stub_bytes(t)
+            elif t.HasField("raw_data"):
+                chunks = [t.raw_data]
+            else:
+                chunks = [onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t)).raw_data]
+            length = 0
+            for chunk in chunks:
+                data.write(chunk)
+                length += len(chunk)
+            out = light.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims,
+                                              data_location=onnx.TensorProto.EXTERNAL)
+            if t.doc_string:
+                out.doc_string = t.doc_string
+            for key, value in (("location", data_name), ("offset", str(offset)),
+                               ("length", str(length))):
+                out.external_data.add(key=key, value=value)
+            offset += length
+    with open(path, "wb") as fh:
+        fh.write(light.SerializeToString())
+
+
+def inlined(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``, or a copy with its weight-store stubs' values inline (for a single-file output,
+    under 2 GB by then)."""
+    if not any(is_stub(t) for t in model.graph.initializer):
+        return model
+    out = onnx.ModelProto()
+    copy_fields(model, out, skip="graph")
+    copy_fields(model.graph, out.graph, skip="initializer")
+    out.graph.initializer.extend(inline_copy(t) if is_stub(t) else t for t in model.graph.initializer)
+    return out
 
 
 def _first_line(exc: BaseException) -> str:

@@ -29,11 +29,7 @@ from google.protobuf.message import Message
 from onnx import shape_inference, version_converter
 
 from .errors import UnsupportedModelError
-from .graph import opset_version, tensor_bytes
-
-# Initializers above this size are stubs in the light copy the version converter runs on: it
-# serialises the model (2 GB protobuf limit) and never needs weight values.
-_LIFT_BYTES = 1 << 20
+from .graph import LARGE_TENSOR_BYTES, opset_version, tensor_bytes
 
 
 class OpsetUpgradeError(UnsupportedModelError):
@@ -308,10 +304,10 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     upb protobuf, moving tensors out and back copies them into the model's arena, which never
     shrinks)."""
     copy = onnx.ModelProto()
-    _copy_fields(model, copy, skip="graph")
-    _copy_fields(model.graph, copy.graph, skip="initializer")
+    copy_fields(model, copy, skip="graph")
+    copy_fields(model.graph, copy.graph, skip="initializer")
     for t in model.graph.initializer:
-        if tensor_bytes(t) > _LIFT_BYTES:
+        if tensor_bytes(t) > LARGE_TENSOR_BYTES:
             copy.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
         else:
             copy.graph.initializer.append(t)
@@ -326,9 +322,11 @@ def serialized_bytes(model: onnx.ModelProto) -> int:
     return light.ByteSize() + sum(tensor_bytes(t) for t in light.graph.initializer if _is_stub(t))
 
 
-def _copy_fields(src: Message, dst: Message, skip: str) -> None:
+def copy_fields(src: Message, dst: Message, skip: str | tuple[str, ...]) -> None:
+    """Copy every set field of ``src`` into ``dst`` but ``skip`` (field names)."""
+    skip = (skip,) if isinstance(skip, str) else skip
     for field, value in src.ListFields():
-        if field.name == skip:
+        if field.name in skip:
             continue
         target = getattr(dst, field.name)
         if hasattr(value, "extend") and not isinstance(value, (str, bytes)):
@@ -346,10 +344,10 @@ def _adopt(model: onnx.ModelProto, light: onnx.ModelProto) -> None:
     stubs = {t.name for t in light.graph.initializer if _is_stub(t)}
     for field in [f for f, _ in model.ListFields() if f.name != "graph"]:
         model.ClearField(field.name)
-    _copy_fields(light, model, skip="graph")
+    copy_fields(light, model, skip="graph")
     for field in [f for f, _ in model.graph.ListFields() if f.name != "initializer"]:
         model.graph.ClearField(field.name)
-    _copy_fields(light.graph, model.graph, skip="initializer")
+    copy_fields(light.graph, model.graph, skip="initializer")
     inits = model.graph.initializer
     for i in reversed([i for i, t in enumerate(inits) if t.name not in stubs]):
         del inits[i]

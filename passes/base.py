@@ -24,6 +24,8 @@ from dfmpc_onnx.quantizers import QuantizedTensor
 from dfmpc_onnx.report import Report
 
 if TYPE_CHECKING:
+    from dfmpc_onnx.weightstore import WeightStore
+
     from .measure import Measurement
 
 
@@ -72,6 +74,9 @@ class Context:
     # The model as given, kept only where a pass needs it whole (distilled inputs need the
     # BatchNormalization nodes that normalise folds).
     source_model: onnx.ModelProto | None = None
+    # Where large weights live (dfmpc_onnx.weightstore) when the conversion has a working folder;
+    # None: in the protobuf. Passes that rewrite a weight pass it to ``set_array``.
+    store: WeightStore | None = None
     container_format: str = ""  # the format emitted; "" until upgrade-opset decides (options')
     facts: set[str] = field(default_factory=set)  # what the passes run so far provided
     progress: Callable[[str], None] | None = None

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from dfmpc_onnx.graph import GraphIndex
 from dfmpc_onnx.layers import as_linear_layer
+from dfmpc_onnx.weightstore import set_array
 
 from .base import Context, Pair
 
@@ -68,16 +68,16 @@ class EqualizePairs:
                 columns = np.abs(b.dense(w_b[b.name])).max(axis=(0, 2))
                 r_b[source] = np.maximum(r_b[source], columns[target])
             s = np.where((r_a > 0) & (r_b > 0), np.sqrt(r_a / np.where(r_b > 0, r_b, 1)), 1.0)
-            _write(graph, index, a.weight, a.from_canonical(w_a / s[:, None, None]))
+            _write(index, a.weight, a.from_canonical(w_a / s[:, None, None]), ctx)
             if a.bias:
-                _write(graph, index, a.bias, index.array(a.bias).astype(np.float64) / s)
+                _write(index, a.bias, index.array(a.bias).astype(np.float64) / s, ctx)
             for b in {b.name: b for b in bs}.values():
                 s_in = np.ones(b.in_channels)
                 for p in pairs:
                     if p.b == b.name:
                         source, target = _slices(p)
                         s_in[target] = s[source]
-                _write(graph, index, b.weight, b.from_canonical(b.scale_inputs(w_b[b.name], s_in)))
+                _write(index, b.weight, b.from_canonical(b.scale_inputs(w_b[b.name], s_in)), ctx)
             for name in [a.node.output[0]]:
                 if name in ctx.bn_stats:
                     mean, std = ctx.bn_stats[name]
@@ -93,7 +93,6 @@ def _slices(pair: Pair) -> tuple[slice, slice]:
     return pair.channels.source, pair.channels.target
 
 
-def _write(graph: onnx.GraphProto, index: GraphIndex, name: str, value: np.ndarray) -> None:
-    tensor = index.initializers[name]
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
-    tensor.CopyFrom(numpy_helper.from_array(value.astype(dtype), name))
+def _write(index: GraphIndex, name: str, value: np.ndarray, ctx: Context) -> None:
+    set_array(index.initializers[name], value, ctx.store)
+    index.release(name)

@@ -22,18 +22,21 @@ the converter falls back to fixed rules and the report says why.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from dfmpc_onnx.allocate import Candidate
+from dfmpc_onnx.fidelity import FidelityProbe
 from dfmpc_onnx.graph import GraphIndex, tensor_bytes
 from dfmpc_onnx.layers import LinearLayer, as_linear_layer
 from dfmpc_onnx.options import INTEGER_KERNEL_GRIDS, LayerPlan
 
 from .base import Context
-from .quantize_compensate import LayerInput, corrected_bias, layer_inputs, quantize_layer
+from .quantize_compensate import LayerInput, corrected_bias, layer_inputs, layout_of, quantize_layer
 
 CANDIDATE_GRIDS: dict[int, tuple[str, ...]] = {
     8: ("maxabs",),
@@ -61,34 +64,68 @@ class Measurement:
         return layer_replacement(self.layers[name], choice, ctx, self.inputs.get(name),
                                  self.probe)[0]
 
-    def plan_replacements(self, plan: dict[str, LayerPlan], ctx: Context) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
+    def plan_replacements(self, plan: dict[str, LayerPlan], ctx: Context) -> dict[str, Callable]:
+        """Each planned layer's arrays, made lazily (``FidelityProbe.measure``): a whole plan's
+        weights never exist at once, each is made when the probe reaches its layer."""
+        out: dict[str, Callable] = {}
         for name, choice in plan.items():
             if name in self.layers:
-                out.update(self.replacement(name, choice, ctx))
+                made = _Made(lambda name=name, choice=choice: self.replacement(name, choice, ctx))
+                layer = self.layers[name]
+                corrects = _corrects(layer, choice, self.inputs.get(name))
+                for key in [layer.weight] + ([layer.bias] if corrects else []):
+                    out[key] = functools.partial(made.take, key)
         return out
+
+
+class _Made:
+    """A layer's replacement arrays, made on the first ``take`` and handed out once each: the
+    weight and the corrected bias come from one rounding, and nothing keeps them afterwards."""
+
+    def __init__(self, make: Callable[[], dict[str, np.ndarray]]) -> None:
+        self._make = make
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def take(self, key: str) -> np.ndarray:
+        if self._arrays is None:
+            self._arrays = self._make()
+        if key not in self._arrays:  # asked again (another run of the probe): make it again
+            self._arrays = self._make()
+        return self._arrays.pop(key)
+
+
+def _corrects(layer: LinearLayer, choice: LayerPlan, inp: LayerInput | None) -> bool:
+    """Whether ``layer_replacement`` gives a corrected bias for this choice."""
+    return bool(choice.correction == "bias" and layer.bias and inp is not None)
 
 
 def layer_replacement(layer: LinearLayer, choice: LayerPlan, ctx: Context,
                       inp: LayerInput | None, probe) -> tuple[dict[str, np.ndarray], float]:
     """The arrays a probe swaps in for ``layer`` quantized as ``choice`` (the same rounding and
-    bias correction the quantize pass will apply), and the bytes that choice stores."""
-    w = probe.weight(layer.weight)
-    if ctx.options.granularity != "channel" or choice.quantizer == "paper":
-        w = w.astype(np.float64)  # else quantize_by_rows takes float64 a block at a time
+    bias correction the quantize pass will apply), and the bytes that choice stores.
+
+    A per-channel grid rounds a block of output channels at a time, read from the weight store
+    where the model has one: a large layer's float weight is never whole in memory, only its
+    candidate is (the VGG-19 classifier's first layer is 411 MB)."""
+    by_rows = ctx.options.granularity == "channel" and choice.quantizer != "paper"
+    w = (probe.weight_rows(layer.weight) if by_rows and layout_of(layer).out_axis == 0
+         else probe.weight(layer.weight))
+    dtype = w.dtype
+    if not by_rows:
+        w = np.asarray(w).astype(np.float64)  # else quantize_by_rows takes float64 a block at a time
     fold = ctx.bn_fold.get(layer.name)
     qt = quantize_layer(layer, w, choice, ctx.options.granularity == "channel",
                         None if fold is None else fold.k)
-    nbytes = qt.ideal_bytes(ctx.options.format, probe.weight(layer.weight).dtype.itemsize)
-    corrects = choice.correction == "bias" and layer.bias and inp is not None
+    nbytes = qt.ideal_bytes(ctx.options.format, dtype.itemsize)
+    corrects = _corrects(layer, choice, inp)
     # The probe runs the weight's own type: without a bias to correct, no float64 copy is made.
-    w_q = qt.dequantize() if corrects else qt.dequantize_as(probe.weight(layer.weight).dtype)
+    w_q = qt.dequantize() if corrects else qt.dequantize_as(dtype)
     out = {layer.weight: w_q}
     if corrects:
-        b_f = probe.weight(layer.bias).astype(np.float64).reshape(-1)
-        out[layer.bias] = corrected_bias(layer, layer.to_canonical(w),
-                                         layer.to_canonical(w_q), b_f, inp).reshape(
-            probe.weight(layer.bias).shape)
+        bias = probe.weight(layer.bias)
+        b_f = bias.astype(np.float64).reshape(-1)
+        out[layer.bias] = corrected_bias(layer, layer.to_canonical(np.asarray(w, np.float64)),
+                                         layer.to_canonical(w_q), b_f, inp).reshape(bias.shape)
     return out, nbytes
 
 
@@ -209,8 +246,6 @@ def make_inputs(model: onnx.ModelProto, ctx: Context, *, n: int | None = None,
 
 
 def _build(model: onnx.ModelProto, ctx: Context) -> Measurement:
-    from dfmpc_onnx.fidelity import FidelityProbe
-
     o = ctx.options
     inputs = make_inputs(model, ctx)
     index = GraphIndex(model.graph)
@@ -220,7 +255,7 @@ def _build(model: onnx.ModelProto, ctx: Context) -> Measurement:
         layer, _ = as_linear_layer(nodes[name], index)
         names += [layer.weight] + ([layer.bias] if layer.bias else [])
     ctx.say("measuring: float run on synthetic inputs")
-    probe = FidelityProbe(model, names, inputs)
+    probe = FidelityProbe(model, names, inputs, store=ctx.store)
     return Measurement(probe, {}, {}, layer_inputs(model.graph, ctx), o.synthetic,
                        o.fidelity_samples)
 
@@ -235,10 +270,15 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
     can_correct = (bool(layer.bias) and inp is not None and layer.op != "MatMul"
                    and (inp.stats.trusted or ctx.options.propagated_stats))
     cands: list[Candidate] = []
-    w = m.probe.weight(layer.weight)
     if ctx.options.granularity != "channel":
-        w = w.astype(np.float64)  # else quantize_by_rows takes float64 a block at a time
-    for bits, grid in _candidate_choices(ctx, name, layer, w):
+        w = m.probe.weight(layer.weight).astype(np.float64)
+    elif layout_of(layer).out_axis == 0:
+        w = m.probe.weight_rows(layer.weight)  # rows read as needed (quantize_by_rows)
+    else:
+        w = m.probe.weight(layer.weight)
+    choices = _candidate_choices(ctx, name, layer, w)
+    del w  # a large float weight is not kept while the candidates run
+    for bits, grid in choices:
         arrays, nbytes = layer_replacement(layer, LayerPlan(bits, grid, "none"), ctx, inp, m.probe)
         cands.append(Candidate(bits, grid, "none", nbytes, m.probe.measure(arrays).score))
     if can_correct:
@@ -270,23 +310,26 @@ class MeasurePlan:
             return False
         index = GraphIndex(model.graph)
         nodes = {n.name: n for n in model.graph.node}
-        repl: dict[str, np.ndarray] = {}
+        repl: dict[str, Callable[[], np.ndarray]] = {}
         for name, qt in ctx.quantized.items():
             layer, _ = as_linear_layer(nodes[name], index)
-            # In the weight's own type (what the runs use): no float64 copy of every weight.
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(index.initializers[layer.weight].data_type)
-            repl[layer.weight] = qt.dequantize_as(dtype)
+            # In the weight's own type (what the runs use), made when the probe reaches the layer.
+            w = index.initializers[layer.weight]
+            repl[layer.weight] = functools.partial(_dequantized, qt, w.data_type, tuple(w.dims))
             if name in ctx.new_bias and layer.bias:
-                repl[layer.bias] = ctx.new_bias[name]
+                b = index.initializers[layer.bias]
+                repl[layer.bias] = functools.partial(np.reshape, ctx.new_bias[name], tuple(b.dims))
         try:
             m = ctx.measurement
             if m is not None and m.check is not None:
-                shaped = {k: v.reshape(m.probe.weight(k).shape) for k, v in repl.items()}
-                fid, samples = m.check.measure(shaped), m.check.samples
-                ctx.reference = m.check.runs()
+                check = m.check
             else:  # never on the inputs a choice (or activation ranges) was made on
                 samples = o.fidelity_samples or m.samples
-                fid = _measure_once(model, repl, ctx, samples)
+                inputs = make_inputs(model, ctx, n=samples, seed=o.seed + 1)
+                check = (m.probe.on_inputs(inputs) if m is not None else
+                         FidelityProbe(model, list(repl), inputs, store=ctx.store, cache_segments=False))
+            fid, samples = check.measure(repl), check.samples
+            ctx.reference = check.runs()
             kind = o.synthetic + ", held out"
         except Exception as exc:  # noqa: BLE001 - the fidelity is a prediction, never fatal
             ctx.report.notes.append(f"predicted fidelity not measured: {_first_line(exc)}")
@@ -302,33 +345,5 @@ class MeasurePlan:
         return False
 
 
-def _measure_once(model: onnx.ModelProto, repl: dict[str, np.ndarray], ctx: Context, n: int):
-    """Fidelity of ``model`` with ``repl`` swapped in, from one float and one quantized run on
-    ``n`` synthetic inputs of another seed than the measurements'."""
-    import onnxruntime as ort
-    from onnx import numpy_helper
-
-    from dfmpc_onnx.fidelity import RUN_ROWS, compare, split_batches
-
-    inputs = make_inputs(model, ctx, n=n, seed=ctx.options.seed + 1)
-    quant = onnx.ModelProto()
-    quant.CopyFrom(model)
-    for t in quant.graph.initializer:
-        if t.name in repl:
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
-            t.CopyFrom(numpy_helper.from_array(repl[t.name].reshape(tuple(t.dims)).astype(dtype),
-                                               t.name))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 2
-    outs = [o_.name for o_ in model.graph.output]
-    chunks = split_batches(model, inputs, RUN_ROWS)  # runs of the fixed batch, or of RUN_ROWS
-    runs = []
-    for m in (model, quant):
-        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        wanted = [i.name for i in sess.get_inputs()]
-        runs.append([dict(zip(outs, sess.run(outs, {k: c[k] for k in wanted}), strict=True))
-                     for c in chunks])
-        del sess
-    ctx.reference = (chunks, runs[0])
-    return compare(runs[0], runs[1], outs)
+def _dequantized(qt, data_type: int, shape: tuple[int, ...]) -> np.ndarray:
+    return qt.dequantize_as(onnx.helper.tensor_dtype_to_np_dtype(data_type)).reshape(shape)

@@ -16,6 +16,7 @@ from dfmpc_onnx.errors import UnsupportedModelError
 from dfmpc_onnx.graph import GraphIndex, attr, drop_unused_initializers, opset_version
 from dfmpc_onnx.layers import as_linear_layer
 from dfmpc_onnx.opset import light_copy
+from dfmpc_onnx.weightstore import set_array
 
 from .base import BnFold, Context
 
@@ -260,14 +261,14 @@ class FoldBatchNorm:
             k = gamma / np.sqrt(var + eps)
             w_tensor = index.initializers[layer.weight]
             w = layer.to_canonical(index.array(layer.weight).astype(np.float64)) * k[:, None, None]
-            dtype = numpy_helper.to_array(w_tensor).dtype
-            w_tensor.CopyFrom(numpy_helper.from_array(layer.from_canonical(w).astype(dtype),
-                                                      layer.weight))
+            index.release(layer.weight)
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(w_tensor.data_type)
+            set_array(w_tensor, layer.from_canonical(w), ctx.store)
+            del w
             b = index.array(layer.bias).astype(np.float64) if layer.bias else 0.0
             b = (b - mean) * k + beta
             if layer.bias:
-                index.initializers[layer.bias].CopyFrom(
-                    numpy_helper.from_array(b.astype(dtype), layer.bias))
+                set_array(index.initializers[layer.bias], b, ctx.store)
             else:
                 bias_name = f"{producer.name or layer.weight}_bn_bias"
                 graph.initializer.append(numpy_helper.from_array(b.astype(dtype), bias_name))

@@ -31,6 +31,7 @@ from dfmpc_onnx.calibrate import CLIP_RULES, ActivationSamples, QuantParams, qua
 from dfmpc_onnx.errors import UnsupportedModelError
 from dfmpc_onnx.fidelity import Fidelity, compare, split_batches
 from dfmpc_onnx.graph import drop_unused_initializers
+from dfmpc_onnx.weightstore import session_for
 
 from .base import Context
 from .measure import _first_line, make_inputs
@@ -61,7 +62,7 @@ class QuantizeActivations:
         ctx.say(f"activations: calibrating {len(plan.tensors)} tensors on {n} synthetic inputs")
         try:
             samples = ActivationSamples(model, plan.tensors, make_inputs(model, ctx, n=n),
-                                        seed=o.seed)
+                                        seed=o.seed, store=ctx.store)
         except Exception as exc:  # noqa: BLE001 - said in one line, with what to do
             raise UnsupportedModelError(
                 "--activations int8 sets activation ranges by running the model in ONNX Runtime "
@@ -80,13 +81,13 @@ class QuantizeActivations:
             # Four times as many as calibration: the rules differ by little on noise, and on 16
             # inputs the pick was a coin toss (benchmarks/third_party.py).
             held = make_inputs(model, ctx, n=RULE_CHECK_FACTOR * n, seed=o.seed + 2)
-            weight_only = _run(model, held)
+            weight_only = _run(model, held, ctx)
             for rule in rules:
                 ctx.say(f"activations: measuring clip rule {rule}")
                 trial = onnx.ModelProto()
                 trial.CopyFrom(model)
                 _emit(trial, ctx, plan, _params(plan, samples, rule, ctx, inputs))
-                scores[rule] = compare(weight_only, _run(trial, held), _outputs(model))
+                scores[rule] = compare(weight_only, _run(trial, held, ctx), _outputs(model))
                 del trial
             chosen = min(rules, key=lambda r: scores[r].score)  # ties: the earlier, simpler rule
         else:
@@ -95,7 +96,7 @@ class QuantizeActivations:
         _report(ctx, plan, chosen, scores, kept, n)
         if ctx.reference is not None:
             feeds, reference = ctx.reference
-            fid = compare(reference, [r for f in feeds for r in _run(model, f)], _outputs(model))
+            fid = compare(reference, [r for f in feeds for r in _run(model, f, ctx)], _outputs(model))
             ctx.report.fidelity.update(score=fid.score, top1_agreement=fid.top1_agreement,
                                        metric=sorted(set(fid.metric.values())))
         return True
@@ -171,14 +172,14 @@ def _outputs(model: onnx.ModelProto) -> list[str]:
     return [o.name for o in model.graph.output]
 
 
-def _run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+def _run(model: onnx.ModelProto, inputs: dict[str, np.ndarray], ctx: Context
+         ) -> list[dict[str, np.ndarray]]:
     """The model's outputs on ``inputs``, per run of its fixed batch if it has one (ORT with the
     default graph optimisations, so the integer kernels that will run are the ones measured)."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.intra_op_num_threads = 2
-    session = ort.InferenceSession(model.SerializeToString(), so,
-                                   providers=["CPUExecutionProvider"])
+    session = session_for(model, so, ctx.store)
     names = _outputs(model)
     wanted = [i.name for i in session.get_inputs()]
     return [dict(zip(names, session.run(names, {k: feeds[k] for k in wanted}), strict=True))

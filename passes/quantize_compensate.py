@@ -82,6 +82,13 @@ def layout_of(layer: LinearLayer) -> WeightLayout:
     return WeightLayout(layer.out_axis, 1 - layer.out_axis)
 
 
+def _large(layer: LinearLayer) -> bool:
+    """Whether a layer is large enough, and simple enough, to be walked a block of output
+    channels at a time (its statistics are per output channel, so blocks are independent)."""
+    return (layer.row_sliceable and layer.out_channels > 0
+            and int(np.prod(layer.stored_shape)) >= STREAM_ELEMENTS)
+
+
 def quantize_layer(layer: LinearLayer, w_stored: np.ndarray, plan: LayerPlan, per_channel: bool,
                    fold_k: np.ndarray | None = None) -> QuantizedTensor:
     """Round one layer's weight with its planned quantizer.
@@ -207,10 +214,26 @@ class _Walker:
                 else np.zeros(layer.out_channels))
 
     def _float_layer(self, node: onnx.NodeProto) -> None:
-        layer, inp, w_f, b_f = self._input(node)
-        self.index.release(layer.weight)
-        out = through_linear(w_f, w_f, b_f, b_f, layer.group, inp.stats, inp.coverage)
+        layer, _ = as_linear_layer(node, self.index)
+        if layer is not None and _large(layer):  # a block of output channels at a time
+            s_in = self._input_stats(node, layer)
+            inp = self.inputs[node.name] = LayerInput(s_in, self._coverage(layer))
+            stored, b_f = self._stored(layer), self._float_bias(layer)
+            blocks = ((w, w) for w in (layer.canonical_part(np.asarray(stored[part], dtype=np.float64))
+                                       for part in slices_of(stored.shape, layout_of(layer).out_axis)))
+            out, _ = through_linear_by_blocks(blocks, b_f, lambda *_: b_f, s_in, inp.coverage)
+            self.index.release(layer.weight)
+        else:
+            layer, inp, w_f, b_f = self._input(node)
+            self.index.release(layer.weight)
+            out = through_linear(w_f, w_f, b_f, b_f, layer.group, inp.stats, inp.coverage)
         self._set(node.output[0], out, channel_axis(layer))
+
+    def _stored(self, layer: LinearLayer):
+        """The stored float weight to slice along its output axis: where that is the first axis,
+        rows read from the weight store as sliced (``GraphIndex.rows``), else the whole array."""
+        return (self.index.rows(layer.weight) if layout_of(layer).out_axis == 0
+                else self.index.array(layer.weight))
 
     def _corrects_bias(self, node: onnx.NodeProto, layer: LinearLayer, s_in: TensorStats) -> bool:
         """Whether this layer's bias is corrected; where the plan asks for it and it cannot be,
@@ -235,9 +258,8 @@ class _Walker:
         layer, _ = as_linear_layer(node, self.index)
         plan = self.ctx.plan[node.name]
         by_rows = plan.quantizer != "paper" and self.o.granularity == "channel"
-        if (layer is None or not layer.row_sliceable or not (by_rows or plan.quantizer == "maxabs")
-                or node.name in self.pending or layer.out_channels == 0
-                or int(np.prod(layer.stored_shape)) < STREAM_ELEMENTS):
+        if (layer is None or not _large(layer) or not (by_rows or plan.quantizer == "maxabs")
+                or node.name in self.pending):
             return False
         pairs = self.pairs_of_a.get(node.name, [])
         return not (pairs and plan.correction == "paper") and not any(
@@ -251,7 +273,7 @@ class _Walker:
         layer, _ = as_linear_layer(node, self.index)
         s_in = self._input_stats(node, layer)
         inp = self.inputs[node.name] = LayerInput(s_in, self._coverage(layer))
-        stored = self.index.array(layer.weight)
+        stored = self._stored(layer)
         b_f = self._float_bias(layer)
         plan = ctx.plan[node.name]
         entry = ctx.report.layer(node.name)

@@ -268,3 +268,70 @@ def test_fixed_plan_fidelity_is_measured_on_a_model_with_a_fixed_batch_of_one():
     model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
     _, report = convert(model, ConvertOptions(low_bits=4, correction="none", fidelity_samples=4))
     assert report.fidelity["samples"] == 4 and report.fidelity["top1_agreement"] is not None
+
+
+# -- memory: what the probe keeps and where (benchmarks/memory.py) ------------------------------
+
+
+def _scores(probe: FidelityProbe, trials: list[dict]) -> list[float]:
+    return [probe.measure(t).score for t in trials]
+
+
+def _trials(probe: FidelityProbe, lazy: bool = False) -> list[dict]:
+    """One layer at a time, then all of them (a whole plan), at 3 bits."""
+    one = [{n: q(probe.weight(n), 3, a)} for n, a in CONV_AXES.items()]
+    every = {n: q(probe.weight(n), 3, a) for n, a in CONV_AXES.items()}
+    if lazy:
+        every = {n: (lambda v=v: v) for n, v in every.items()}
+    return [*one, every]
+
+
+def test_cached_activations_in_files_and_small_runs_measure_the_same(monkeypatch):
+    """Cached activations written to files (CACHE_BYTES 0), runs of a few samples (RUN_BYTES),
+    lazy candidates written to files between runs: memory changes, not the measurement."""
+    import dfmpc_onnx.fidelity as fidelity
+
+    model = conv_net()
+    inputs = synthetic_inputs(model, n=12, seed=2)
+    plain = FidelityProbe(model, list(CONV_AXES), inputs)
+    want = _scores(plain, _trials(plain))
+    assert len(plain.runs()[0]) == 1 and all(s > 0 for s in want)
+    monkeypatch.setattr(fidelity, "CACHE_BYTES", 0)
+    monkeypatch.setattr(fidelity, "RUN_BYTES", 3 * 3 * 8 * 8 * 4)  # the input: 3 samples a run
+    monkeypatch.setattr(fidelity, "LARGE_TENSOR_BYTES", 0)  # every lazy candidate to a file
+    lean = FidelityProbe(model, list(CONV_AXES), inputs)
+    assert len(lean.runs()[0]) == 4
+    stored = [v for c in lean._cache for k, v in c.items() if isinstance(v, fidelity._Stored)]
+    assert stored  # the cache is in files
+    np.testing.assert_allclose(_scores(lean, _trials(lean, lazy=True)), want, rtol=1e-5)
+    np.testing.assert_allclose(_scores(lean, _trials(lean)), want, rtol=1e-5)
+    folder = stored[0].path.parent
+    # the trials' files are gone, the cache's stay
+    assert sorted(p.name for p in folder.iterdir()) == sorted(v.path.name for v in stored)
+
+
+def test_a_probe_on_other_inputs_shares_the_sessions_and_measures_whole_models():
+    model = conv_net()
+    probe = FidelityProbe(model, list(CONV_AXES), synthetic_inputs(model, n=8, seed=1))
+    other_inputs = synthetic_inputs(model, n=20, seed=5)
+    other = probe.on_inputs(other_inputs)
+    fresh = FidelityProbe(model, list(CONV_AXES), other_inputs)
+    alone = FidelityProbe(model, list(CONV_AXES), other_inputs, cache_segments=False)
+    assert other._segments is probe._segments  # the same ORT sessions
+    assert set(other._cache[0]) == {"x", "logits"}  # only the inputs (and outputs) cached
+    want = _scores(fresh, _trials(fresh))
+    np.testing.assert_allclose(_scores(other, _trials(other, lazy=True)), want, rtol=1e-5)
+    np.testing.assert_allclose(_scores(alone, _trials(alone)), want, rtol=1e-5)
+    np.testing.assert_allclose(other.reference["logits"], fresh.reference["logits"])
+
+
+def test_the_probe_keeps_few_decoded_weights(monkeypatch):
+    import dfmpc_onnx.fidelity as fidelity
+
+    monkeypatch.setattr(fidelity, "WEIGHT_CACHE_BYTES", 1)
+    model = conv_net()
+    probe = FidelityProbe(model, list(CONV_AXES), synthetic_inputs(model, n=4, seed=1))
+    for name in CONV_AXES:
+        np.testing.assert_array_equal(probe.weight(name), numpy_helper.to_array(
+            next(t for t in model.graph.initializer if t.name == name)))
+    assert list(probe._recent) == ["fc.w"] and set(probe._index._arrays) <= {"fc.w"}

@@ -157,3 +157,35 @@ def test_every_per_channel_grid_quantizes_the_same_by_rows(name, shape, layout, 
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=0, err_msg=field)
     assert (rows.grid, rows.axis, rows.block_size, rows.bits) == (
         whole.grid, whole.axis, whole.block_size, whole.bits)
+
+
+@pytest.mark.parametrize("model", [conv_net(bn=True), mlp_model("gemm"), mlp_model("matmul")],
+                         ids=["conv-bn-kept", "gemm-transB0", "matmul"])
+def test_the_float_walk_gives_the_same_statistics_streamed(monkeypatch, model):
+    """The statistics walk the measurement uses (nothing quantized) a block of output channels at
+    a time equals the whole-array walk: every layer's input statistics, as bias correction reads
+    them."""
+    from dfmpc_onnx.passes import Context, analysis_passes, run_passes
+
+    def inputs(stream: bool):
+        monkeypatch.setattr(qc, "STREAM_ELEMENTS", 0 if stream else 1 << 60)
+        monkeypatch.setattr(quantizers.base, "BLOCK_ELEMENTS", 7)
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        ctx = Context(ConvertOptions(method="pairs", low_bits=4, fidelity_samples=0,
+                                     propagated_stats=True))
+        run_passes(analysis_passes()[:6], m, ctx)
+        return qc.layer_inputs(m.graph, ctx)
+
+    calls = []
+    real = qc.through_linear_by_blocks
+    monkeypatch.setattr(qc, "through_linear_by_blocks", lambda *a, **k: calls.append(1) or real(*a, **k))
+    streamed = inputs(True)
+    assert calls  # the streamed path ran
+    whole = inputs(False)
+    assert streamed.keys() == whole.keys() and len(whole) >= 3
+    for name, w in whole.items():
+        s = streamed[name]
+        for field in ("mean_f", "var_f", "mean_q", "var_q", "cov_fq"):
+            np.testing.assert_allclose(getattr(s.stats, field), getattr(w.stats, field),
+                                       rtol=1e-9, atol=1e-12, err_msg=f"{name} {field}")
