@@ -12,6 +12,7 @@ import onnx
 
 from dfmpc_onnx.passes import Context, conversion_passes, planning_passes, run_passes
 
+from .heap import map_large_blocks
 from .modelio import (
     TWO_GB,
     check_output,
@@ -87,6 +88,7 @@ def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
     options = options or ConvertOptions()
     start = time.perf_counter()
     out = check_output_path(output_path, input_path)
+    map_large_blocks()  # freed weight-sized temporaries go back to the system (dfmpc_onnx.heap)
     # The conversion's working folder, beside the output (where there is room for it): its weight
     # store holds the large weights instead of memory (dfmpc_onnx.weightstore).
     work = make_work_folder(out)

@@ -52,6 +52,7 @@ from onnx import helper
 
 from .errors import UnsupportedModelError
 from .graph import LARGE_TENSOR_BYTES, GraphIndex, _subgraph_outer_inputs, tensor_bytes
+from .heap import give_back
 from .quantizers.base import slices_of
 from .synthetic import fixed_batch, model_inputs
 from .weightstore import WeightStore, is_stub, mapped, session_for
@@ -156,6 +157,7 @@ class FidelityProbe:
         self._anywhere = anywhere
         self._chunks = split_batches(self._model, inputs, self._rows(inputs))
         self._cache = self._float_run(anywhere)
+        give_back()
         self.reference: dict[str, np.ndarray] = {
             name: _concat([c[name] for c in self._cache]) for name in self._outputs}
 
@@ -213,7 +215,10 @@ class FidelityProbe:
                 changed[name] = value
         self._forget_large()  # the trial needs the candidates, not the float copies
         outputs = self._trial(changed) if changed else self._cache
-        return compare(self._cache, outputs, self._outputs)
+        fid = compare(self._cache, outputs, self._outputs)
+        del outputs, changed
+        give_back()
+        return fid
 
     # -- trials -------------------------------------------------------------------------------
 

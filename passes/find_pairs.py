@@ -16,6 +16,7 @@ from dfmpc_onnx.activation import find_activation
 from dfmpc_onnx.channels import Shapes, follow
 from dfmpc_onnx.graph import GraphIndex
 from dfmpc_onnx.layers import LINEAR_OPS, LinearLayer, as_linear_layer
+from dfmpc_onnx.quantizers.base import slices_of
 from dfmpc_onnx.report import PARTNER_SEP, LayerReport
 
 from .base import Context, Pair
@@ -58,7 +59,8 @@ class FindPairs:
                 continue
             layer, reason = as_linear_layer(node, index)
             if layer is not None:
-                finite = np.isfinite(index.array(layer.weight)).all()
+                rows = index.rows(layer.weight)  # a block of rows at a time from a weight store
+                finite = all(np.isfinite(rows[p]).all() for p in slices_of(rows.shape, 0))
                 index.release(layer.weight)  # decoded only for this check; quantize decodes it again
                 if not finite:
                     # No scale represents NaN or Inf; rounding would silently turn them into numbers.

@@ -165,13 +165,15 @@ class MeasureLayers:
             (o.method == "auto" and n not in ctx.fixed) or ctx.plan[n].correction == "auto")]
         if not todo or o.fidelity_samples == 0:
             return False
-        need, free = probe_memory(model, o.fidelity_samples), available_memory()
+        need, free = probe_memory(model, ctx.store is not None), available_memory()
         if free is not None and need > free:
+            what = "ONNX Runtime's copy of the weights, the largest layer three times"
+            if ctx.store is None:
+                what += ", the weights in memory once more (convert_file keeps them in a file)"
             ctx.report.notes.append(
-                f"not measured: measuring needs about {need / 1e9:.1f} GB (the float weights four "
-                f"times, {o.fidelity_samples} samples' activations three) and {free / 1e9:.1f} GB "
-                "is available; fixed rules were used instead of measurements. Fewer "
-                "--fidelity-samples, or a machine with more memory, measure it")
+                f"not measured: measuring needs about {need / 1e9:.1f} GB ({what}) and "
+                f"{free / 1e9:.1f} GB is available; fixed rules were used instead of measurements. "
+                "A machine with more memory measures it")
             ctx.say("not measuring: not enough memory (see the report)")
             return False
         try:
@@ -191,26 +193,19 @@ class MeasureLayers:
         return False
 
 
-def probe_memory(model: onnx.ModelProto, samples: int) -> int:
-    """A generous estimate of the peak bytes measuring ``model`` on ``samples`` inputs needs: the
-    model's float weights four times (the model, the probe's decoded copy, ORT's constant sessions
-    and their re-laid-out convolutions) and, per sample, every intermediate tensor of known shape
-    three times (the cached segment inputs, a trial's live activations, ORT's buffers). The
-    VGG-19 shape at 224x224 (benchmarks/memory.py): estimate 8.3 GB, measured peak 6.4 GB."""
-    weights = sum(tensor_bytes(t) for t in model.graph.initializer)
-    per_sample = 0
-    for vi in model.graph.value_info:
-        t = vi.type.tensor_type
-        if not t.HasField("shape") or t.elem_type == 0:
-            continue
-        dims = [d.dim_value for d in t.shape.dim[1:]]  # the first: the batch
-        if all(d > 0 for d in dims):
-            try:
-                itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
-            except (KeyError, ValueError):  # a type NumPy has no dtype for: count 4 bytes
-                itemsize = 4
-            per_sample += int(np.prod(dims, dtype=np.int64)) * itemsize
-    return 4 * weights + 3 * samples * per_sample
+def probe_memory(model: onnx.ModelProto, stored: bool) -> int:
+    """A generous estimate of the peak bytes measuring ``model`` adds (``FidelityProbe``'s
+    memory limits): every weight held by ONNX Runtime's constant sessions, the largest layer three
+    times (its candidate, its integers and float rows being rounded), the activations cached in
+    memory (``CACHE_BYTES``; the rest go to files) and a run's working set (eight times
+    ``RUN_BYTES``), and, where the weights are not in a weight store (``stored``), the weights
+    once more for the protobuf. The VGG-19 shape at 224x224 (benchmarks/memory.py), stored:
+    estimate 2.0 GB, measured peak 1.0 GB above the loaded model."""
+    from dfmpc_onnx.fidelity import CACHE_BYTES, RUN_BYTES
+
+    sizes = [tensor_bytes(t) for t in model.graph.initializer]
+    weights, largest = sum(sizes), max(sizes, default=0)
+    return weights * (1 if stored else 2) + 3 * largest + CACHE_BYTES + 8 * RUN_BYTES
 
 
 def available_memory() -> int | None:
@@ -281,6 +276,7 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
     for bits, grid in choices:
         arrays, nbytes = layer_replacement(layer, LayerPlan(bits, grid, "none"), ctx, inp, m.probe)
         cands.append(Candidate(bits, grid, "none", nbytes, m.probe.measure(arrays).score))
+        del arrays  # before the next candidate is made: a large layer's candidate is its size
     if can_correct:
         for bits in sorted({c.bits for c in cands}):
             if bits >= ctx.options.widest_bits:

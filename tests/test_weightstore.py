@@ -111,32 +111,38 @@ def test_a_probe_on_stubs_measures_what_it_measures_in_memory(tmp_path, monkeypa
     for limit in (1 << 60, 0):
         monkeypatch.setattr(fidelity, "MAPPED_BYTES", limit)
         probe = fidelity.FidelityProbe(light, names, inputs, store=store)
-        stubbed = [s for s in probe._segments if any(is_stub(light.graph.initializer[
-            [t.name for t in light.graph.initializer].index(w)]) for w in s.weights)]
+        inits = {t.name: t for t in light.graph.initializer}
+        stubbed = [s for s in probe._segments if any(is_stub(inits[w]) for w in s.weights)]
         assert len(stubbed) >= 2 and all(s.mapped == (limit == 0) for s in stubbed)
-        np.testing.assert_allclose(probe.reference["logits"], memory.reference["logits"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(probe.reference["logits"], memory.reference["logits"],
+                                   rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose([probe.measure(t).score for t in trials], want, rtol=1e-5)
         lazy = {k: (lambda v=v: v) for t in trials for k, v in t.items()}
         whole = {k: v for t in trials for k, v in t.items()}
         assert probe.measure(lazy).score == pytest.approx(memory.measure(whole).score, rel=1e-5)
 
 
-@pytest.mark.parametrize("external", [False, True], ids=["inline-input", "external-input"])
-@pytest.mark.parametrize("options", [
-    ConvertOptions(fidelity_samples=4),
-    ConvertOptions(method="pairs", low_bits=4, correction="auto", fidelity_samples=4),
-    ConvertOptions(method="pairs", low_bits=2, correction="bias", fidelity_samples=0),
-    ConvertOptions(activations="int8", fidelity_samples=4),
-], ids=["measured", "pairs-auto", "unmeasured", "int8-activations"])
-@pytest.mark.parametrize("constants", [False, True], ids=["initializers", "constant-nodes"])
-def test_a_file_converts_to_what_the_in_memory_model_converts_to(tmp_path, external, options,
+MEASURED = ConvertOptions(fidelity_samples=4)
+UNMEASURED = ConvertOptions(method="pairs", low_bits=2, correction="bias", fidelity_samples=0)
+
+
+@pytest.mark.parametrize("options,external,constants", [
+    (MEASURED, False, False),
+    (MEASURED, True, False),
+    (MEASURED, False, True),
+    (ConvertOptions(method="pairs", low_bits=4, correction="auto", fidelity_samples=4), True, False),
+    (UNMEASURED, False, False),
+    (UNMEASURED, False, True),
+    (ConvertOptions(activations="int8", fidelity_samples=4), False, False),
+], ids=["measured", "measured-external", "measured-constants", "pairs-auto-external", "unmeasured",
+        "unmeasured-constants", "int8-activations"])
+def test_a_file_converts_to_what_the_in_memory_model_converts_to(tmp_path, options, external,
                                                                   constants):
     """convert_file keeps the large weights in its store, convert() in memory: the same model,
-    the same report; the input is untouched and nothing but the output is left beside it."""
+    the same report; the input is untouched and nothing but the output is left beside it.
+    ``constants``: the weights as Constant nodes, as some exporters write them."""
     model = conv_net(c=192, bn=True)
-    if constants:  # weights as Constant nodes, as some exporters write them
-        if external:
-            pytest.skip("external data holds initializers")
+    if constants:
         model = _weights_as_constants(model)
     src = _saved(model, tmp_path / "in" / "m.onnx", external=external)
     before = {p.name: p.read_bytes() for p in src.parent.iterdir()}

@@ -228,18 +228,23 @@ def quantize_by_rows(quantizer: Quantizer, w: np.ndarray, bits: int, layout: Wei
     if len(parts) <= 1:  # one block (or no output channel): the grid sees the whole tensor
         return quantizer.quantize(np.asarray(w, dtype=np.float64), bits, layout, True)
     # Each block in float64, as the grids' searches expect: the caller need not make a float64
-    # copy of the whole weight.
-    blocks = [quantizer.quantize(np.asarray(w[p], dtype=np.float64), bits, layout, True)
-              for p in parts]
+    # copy of the whole weight. The integers go straight into one array (joining the blocks'
+    # arrays would hold them twice).
+    q: np.ndarray | None = None
+    blocks = []
+    for p in parts:
+        b = quantizer.quantize(np.asarray(w[p], dtype=np.float64), bits, layout, True)
+        if b.scale.ndim == 0:  # not per channel (the paper's grid): the whole tensor at once
+            return quantizer.quantize(np.asarray(w, dtype=np.float64), bits, layout, True)
+        if q is None or np.result_type(q.dtype, b.q.dtype) != q.dtype:
+            q = np.empty(w.shape, b.q.dtype) if q is None else q.astype(np.result_type(q.dtype, b.q.dtype))
+        q[p] = b.q
+        blocks.append(replace(b, q=b.q[:0]))  # scales and zero points kept, integers dropped
     first = blocks[0]
-    if first.scale.ndim == 0:  # not per channel (the paper's grid): the whole tensor at once
-        return quantizer.quantize(np.asarray(w, dtype=np.float64), bits, layout, True)
     along = 0 if first.scale.ndim == 1 else axis  # per channel (C,), or block-wise (rank of q)
     zero_point = (None if first.zero_point is None else
                   np.concatenate([b.zero_point for b in blocks], axis=along))
-    dtype = np.result_type(*[b.q.dtype for b in blocks])
-    return replace(first, q=np.concatenate([b.q.astype(dtype, copy=False) for b in blocks], axis=axis),
-                   scale=np.concatenate([b.scale for b in blocks], axis=along),
+    return replace(first, q=q, scale=np.concatenate([b.scale for b in blocks], axis=along),
                    zero_point=zero_point,
                    grid=(min(b.grid[0] for b in blocks), max(b.grid[1] for b in blocks)))
 
