@@ -20,6 +20,12 @@ finish, and a rerun skips the rows already there, so the matrix fills progressiv
     ... --phase 5 / 6        # BN kept at 11, 13, 20; dynamo at 20 and 17
     ... --phase 7            # instead of 2-6: one more export per architecture, rotating
     ... --table              # rewrite ZOO.md from the CSV
+    ... --refill-coverage TAG  # rows of an older converter: pair columns and unpaired reasons
+                               # anew (re-export, find-pairs alone; no conversion, cosines stay)
+
+The pair columns come from find-pairs alone (``benchmarks/pair_coverage.py``) under both rules:
+the paper's one reader of the whole output (``--no-pair-through``) and the default through
+Concat, Split, branches and a kept BN; the 8/8 conversion's report gives ``pairs`` as a check.
 
 ``--fixtures tests/data/zoo`` writes the tiny CI models that ``tests/test_zoo_subset.py`` converts
 (no torch needed there). Needs torch, torchvision and timm; the converter itself never imports them.
@@ -28,8 +34,10 @@ finish, and a rerun skips the rows already there, so the matrix fills progressiv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
+import fcntl
 import math
 import multiprocessing as mp
 import os
@@ -57,8 +65,10 @@ COSINE_BATCH = 2
 COSINE_MIN = 0.999
 CALIBRATION_BATCH = 8
 SEED = 0
-COMMAND = ("PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 19 /work/venv-zoo/bin/python -m benchmarks.zoo "
-           "--phase 1 --phase 7 --table (phases 2-6 for the whole matrix, hours on 2 cores)")
+COMMAND = ("`PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 19 /work/venv-zoo/bin/python -m benchmarks.zoo "
+           "--phase 1 --table` (ts17-folded rows deleted from the CSV first), the other exports' "
+           "rows (phase 7) refreshed with `--refill-coverage TAG` for each; `--phase 7` converts them "
+           "anew (phases 2-6 for the whole matrix, hours on 2 cores)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,6 +398,12 @@ class Row:
     cos_ref88: float = math.nan
     input_dependence: float = math.nan
     error_88: str = ""
+    # find-pairs alone (benchmarks.pair_coverage, no conversion) under both rules: the paper's one
+    # reader of the whole output (--no-pair-through) and through Concat/Split/branches (default)
+    pairs_one: str = ""
+    pct_one: str = ""
+    pairs_through: str = ""
+    pct_through: str = ""
 
 
 COLUMNS = [f.name for f in fields(Row)]
@@ -441,18 +457,27 @@ def calibrate_bn(model: object, size: int) -> None:
         model.eval()  # type: ignore[attr-defined]
 
 
-def unpaired_reasons(src: Path) -> str:
-    """Why layers stay single, grouped. From ``inspect_model`` of the pair plan (the default
-    measured plan forms no pairs; after a conversion a single layer's reason says why it was not
-    bias-corrected instead)."""
-    from dfmpc_onnx.api import inspect_model
-    from dfmpc_onnx.options import ConvertOptions
-
-    layers = inspect_model(src, ConvertOptions(low_bits=8, high_bits=8, fidelity_samples=0)).layers
-    ends = {layers[0].name, layers[-1].name} if layers else set()
-    singles = Counter(_reason_key(e.reason) or ("first/last layer" if e.name in ends else "no reason given")
-                      for e in layers if e.role == "single")
+def unpaired_reasons(reasons: dict[str, str]) -> str:
+    """Why layers are in no pair, grouped: find-pairs' own reasons (``pair_coverage.coverage``).
+    Not a report's after planning: there a single layer's reason is overwritten by why it was not
+    bias-corrected ("no BN statistics upstream"), and the measured plan drops every pair."""
+    singles = Counter(_reason_key(r) or "no reason given" for r in reasons.values())
     return "; ".join(f"{n}x {r}" for r, n in singles.most_common())
+
+
+def fill_coverage(row: Row | dict[str, str], src: Path) -> None:
+    """The pair columns from find-pairs alone under both rules (seconds: nothing is quantized)."""
+    from .pair_coverage import coverage
+
+    one, through = coverage(src, False), coverage(src, True)
+    values = {"pairs_one": one.pairs, "pct_one": round(100 * one.weight_share, 1),
+              "pairs_through": through.pairs, "pct_through": round(100 * through.weight_share, 1),
+              "unpaired_reasons": unpaired_reasons(through.unpaired)}
+    for k, v in values.items():
+        if isinstance(row, dict):
+            row[k] = str(v)
+        else:
+            setattr(row, k, str(v))
 
 
 def reference_88(model: object, size: int) -> tuple[float, float]:
@@ -519,12 +544,13 @@ def run_one(arch: Arch, how: Export, work: Path) -> Row:
     row = Row(arch.name, arch.source, f"1x3x{arch.size}x{arch.size}", round(params / 1e6, 2),
               how.tag, how.exporter, how.opset, how.bn)
     x = torch.randn(1, 3, arch.size, arch.size)
-    if how == PHASES[1][0]:  # once per architecture is enough: it does not depend on the export
-        try:
-            cos, dependence = reference_88(model, arch.size)
-            row.cos_ref88, row.input_dependence = round(cos, 6), round(dependence, 3)
-        except Exception as exc:
-            print(f"{arch.name}: reference failed: {_first_line(exc)}", file=sys.stderr)
+    # Every row: it does not depend on the export, but an architecture whose phase-1 row is
+    # missing must still have it (vgg16_bn's 8/8 cosine was flagged "cos!" for want of one).
+    try:
+        cos, dependence = reference_88(model, arch.size)
+        row.cos_ref88, row.input_dependence = round(cos, 6), round(dependence, 3)
+    except Exception as exc:
+        print(f"{arch.name}: reference failed: {_first_line(exc)}", file=sys.stderr)
     src = work / f"{arch.name}.{how.tag}.onnx"
     start = time.perf_counter()
     try:
@@ -547,6 +573,10 @@ def run_one(arch: Arch, how: Export, work: Path) -> Row:
     row.conv, row.gemm, row.matmul = ops["Conv"], ops["Gemm"], ops["MatMul"]
     if how.bn == "kept" and not ops["BatchNormalization"]:
         row.export_error = "no BatchNormalization left in the export"
+    try:
+        fill_coverage(row, src)
+    except Exception as exc:
+        row.unpaired_reasons = f"pair coverage failed: {_first_line(exc)}"
 
     dst = work / "q.onnx"
     start = time.perf_counter()
@@ -559,7 +589,6 @@ def run_one(arch: Arch, how: Export, work: Path) -> Row:
         row.layers_float = len(floats)
         reasons = Counter(_reason_key(e.reason) for e in floats)
         row.float_reasons = "; ".join(f"{n}x {r}" for r, n in reasons.most_common())
-        row.unpaired_reasons = unpaired_reasons(src)
         try:
             row.cos_default = round(_compare(src, dst)[0], 5)
         except Exception as exc:
@@ -636,7 +665,23 @@ def read_rows() -> list[dict[str, str]]:
     return unique
 
 
+@contextlib.contextmanager
+def _csv_lock():
+    """One writer of the CSV at a time: a phase appending while a refill rewrites would lose rows."""
+    with open(Path(tempfile.gettempdir()) / "dfmpc_zoo_results.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def append_row(row: Row) -> None:
+    with _csv_lock():
+        _append_row(row)
+
+
+def _append_row(row: Row) -> None:
     """Append one row; a CSV written before a column was added is rewritten with the new header."""
     old = read_rows()
     if old and list(old[0]) != COLUMNS:
@@ -695,6 +740,8 @@ def _status(r: dict[str, str], ref: dict[str, float]) -> str:
     if r["exit_88"] != "0":
         return f"8/8 exit {r['exit_88']}"
     cos = _num(r["cos_88"])
+    if math.isnan(cos):  # the comparison itself failed (error_88 says why): no cosine to judge
+        return "8/8 cosine not measured"
     if cos >= COSINE_MIN:
         return "ok"
     if _matches_reference(cos, ref.get(r["arch"], math.nan)):
@@ -714,6 +761,18 @@ def _reference_note(r: dict[str, str], ref: dict[str, float]) -> str:
     explains it."""
     want = ref.get(r["arch"], math.nan)
     return "" if math.isnan(want) else f" (torch 8-bit rounding: {want:.6f})"
+
+
+def _pairs_cell(r: dict[str, str], spec: str) -> str:
+    """Pairs / weights in pairs, one-reader rule -> default rule (find-pairs alone); where the
+    8/8 conversion's report counts other pairs than find-pairs alone, it says so."""
+    if not r.get("pairs_through"):  # a row from before these columns: the 8/8 report's figures
+        return f"{r['pairs']} / {_f(r['pct_in_pairs'], spec)}%"
+    text = (f"{r['pairs_one']} / {_f(r['pct_one'], spec)}% -> "
+            f"{r['pairs_through']} / {_f(r['pct_through'], spec)}%")
+    if r.get("exit_88") == "0" and r["pairs"] != r["pairs_through"]:
+        text += f" (8/8 report: {r['pairs']})"
+    return text
 
 
 def _keras_rows() -> list[str]:
@@ -745,7 +804,10 @@ def write_table(command: str) -> None:
     tags += sorted({r["export"] for r in rows} - set(tags))
     archs = list(dict.fromkeys(r["arch"] for r in rows))
     cell = {(r["arch"], r["export"]): r for r in rows}
-    ref = {r["arch"]: _num(r.get("cos_ref88", "")) for r in rows if r["export"] == order[0]}
+    ref: dict[str, float] = {}  # the torch reference does not depend on the export
+    for r in rows:
+        if not math.isnan(_num(r.get("cos_ref88", ""))):
+            ref.setdefault(r["arch"], _num(r["cos_ref88"]))
     lines = [
         "# Zoo: real architectures through dfmpc-onnx",
         "",
@@ -753,7 +815,7 @@ def write_table(command: str) -> None:
         "2); every figure below is in that CSV, written by the command below. Rerunning appends only "
         "the rows missing from the CSV; delete it to start over.",
         "",
-        f"- Command: `{command}`",
+        f"- Command: {command}",
         f"- Table written: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Machine: {_machine()}, shared with other jobs; times are wall seconds under `nice -n 19` "
         "with OMP_NUM_THREADS=1 and only indicate cost.",
@@ -801,40 +863,47 @@ def write_table(command: str) -> None:
     first = order[0]
     lines += ["", f"## Architectures ({first})", "",
               "Layers: Conv/Gemm/MatMul nodes in the export. Float layers: how many of the report's "
-              "layers stay float, and why (grouped by the reason's first words). In pairs: weights of "
-              "the layers in a pair / weights of every Conv/ConvTranspose/Gemm/MatMul.",
+              "layers stay float, and why (grouped by the reason's first words). Pairs and weights in "
+              "pairs (weights of the layers in a pair / weights of every Conv/ConvTranspose/Gemm/"
+              "MatMul), before -> after: the paper's one-reader rule (`--no-pair-through`: B is the "
+              "one reader of A's whole output) -> the default rule, which also pairs through Concat, "
+              "Split, branches, a kept BN, a gate or attention (`benchmarks/pair_coverage.py`: "
+              "find-pairs alone on the export, first and last layer protected as in a conversion). "
+              "Unpaired layers: find-pairs' reasons under the default rule.",
               "",
-              "| arch | source | params M | input | layers | convert | s | pairs | in pairs | "
-              "float layers (why) | unpaired layers (why) | cos default | cos 8/8 | SQNR 8/8 dB | "
-              "torch ref 8/8 |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| arch | source | params M | input | layers | convert | s | pairs / weights in pairs: "
+              "one reader -> default | float layers (why) | unpaired layers (why) | cos default | "
+              "cos 8/8 | SQNR 8/8 dB | torch ref 8/8 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for arch in archs:
         r = cell.get((arch, first))
         if r is None:
             continue
         if r["export_ok"] != "ok":
             lines.append(f"| {arch} | {r['source']} | {r['params_m']} | {r['input']} | | export "
-                         f"{r['export_ok']}: {r['export_error'][:100]} | | | | | | | | | |")
+                         f"{r['export_ok']}: {r['export_error'][:100]} | | | | | | | | |")
             continue
         head = (f"| {arch} | {r['source']} | {r['params_m']} | {r['input']} | "
                 f"{r['conv']}/{r['gemm']}/{r['matmul']} | ")
         if r["convert_exit"] != "0":
             lines.append(head + f"exit {r['convert_exit']}: {r['convert_error'][:100]} | "
-                         f"{r['convert_s']} | | | | | | | | {_f(r.get('cos_ref88', ''), '.6f')} |")
+                         f"{r['convert_s']} | | | | | | | {_f(r.get('cos_ref88', ''), '.6f')} |")
             continue
         why = f"{r['layers_float']}/{r['layers']}" + (f": {r['float_reasons'][:150]}"
                                                      if r["float_reasons"] else "")
         cos88 = _f(r["cos_88"], ".6f") if r["exit_88"] == "0" else f"exit {r['exit_88']}"
-        lines.append(head + f"ok | {r['convert_s']} | {r['pairs']} | {_f(r['pct_in_pairs'], '.1f')}% "
+        lines.append(head + f"ok | {r['convert_s']} | {_pairs_cell(r, '.1f')} "
                      f"of {int(r['params_linear']) / 1e6:.2f} M | {why} | "
                      f"{r.get('unpaired_reasons', '')[:200]} | {_f(r['cos_default'], '.4f')} | "
                      f"{cos88} | {_f(r.get('sqnr_88', ''), '.1f')} | {_f(r.get('cos_ref88', ''), '.6f')} |")
 
     lines += ["", "## Pairs and weights in pairs across exports", "",
-              "Each cell: pairs / % of weights in pairs, or what went wrong (`exp` = export failed, "
+              "Each cell: pairs / % of weights in pairs under the one-reader rule -> under the "
+              "default rule, or what went wrong (`exp` = export failed, "
               "`exit N` = convert exit code); `(ref)`: 8/8 cosine below 0.999 but as close as plain "
               "8-bit rounding in torch gets, `(cos!)`: 8/8 cosine below 0.999 and below that "
-              "reference.", "",
+              "reference, `(no cos)`: the 8/8 comparison itself failed (Everything not ok says why).",
+              "",
               "| arch | " + " | ".join(tags) + " |", "|---|" + "---|" * len(tags)]
     for arch in archs:
         cells = []
@@ -847,8 +916,9 @@ def write_table(command: str) -> None:
             elif r["convert_exit"] != "0":
                 cells.append(f"exit {r['convert_exit']}")
             else:
-                flag = {"ok": "", "8/8 = torch rounding": " (ref)"}.get(_status(r, ref), " (cos!)")
-                cells.append(f"{r['pairs']} / {_f(r['pct_in_pairs'], '.0f')}%{flag}")
+                flag = {"ok": "", "8/8 = torch rounding": " (ref)",
+                        "8/8 cosine not measured": " (no cos)"}.get(_status(r, ref), " (cos!)")
+                cells.append(_pairs_cell(r, ".0f") + flag)
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
 
     lines += _keras_rows()
@@ -861,7 +931,7 @@ def write_table(command: str) -> None:
             text = r["export_error"]
         elif status.startswith("exit"):
             text = r["convert_error"]
-        elif status.startswith("8/8 exit"):
+        elif status.startswith("8/8 exit") or status == "8/8 cosine not measured":
             text = r["error_88"]
         else:
             text = f"cosine {_f(r['cos_88'], '.6f')}{_reference_note(r, ref)}"
@@ -1073,25 +1143,39 @@ def save_exports(names: list[str], tag: str, out: Path) -> int:
     return 0
 
 
-def refill_unpaired(tag: str) -> int:
-    """Recompute ``unpaired_reasons`` for one export's rows: rows written before that column came
-    from ``inspect_model`` held the bias-correction reasons instead."""
+def refill_coverage(tag: str, names: list[str] | None = None) -> int:
+    """Recompute, for one export's rows, what needs no conversion: the pair columns and unpaired
+    reasons (find-pairs alone, ``fill_coverage``) and a missing torch reference. Rows written by
+    an older converter get the current pairs without hours of conversions; their cosines stay."""
+    import torch
+
     with tempfile.TemporaryDirectory(prefix="zoo-") as tmp:
         for r in read_rows():
-            if r["export"] != tag or r["export_ok"] != "ok":
+            if r["export"] != tag or r["export_ok"] != "ok" or (names and r["arch"] not in names):
                 continue
-            save_exports([r["arch"]], tag, Path(tmp))
-            src = Path(tmp) / f"{r['arch']}.{tag}.onnx"
-            reasons = unpaired_reasons(src)
+            arch = next(a for a in ARCHS if a.name == r["arch"])
+            save_exports([arch.name], tag, Path(tmp))
+            src = Path(tmp) / f"{arch.name}.{tag}.onnx"
+            new: dict[str, str] = {}
+            fill_coverage(new, src)
             src.unlink()
-            rows = read_rows()  # reread: a running phase may have appended meanwhile
-            for row in rows:
-                if (row["arch"], row["export"]) == (r["arch"], tag):
-                    row["unpaired_reasons"] = reasons
-            with RESULTS.open("w", newline="") as fh:
-                writer = csv.DictWriter(fh, COLUMNS, restval="")
-                writer.writeheader()
-                writer.writerows({k: row.get(k, "") for k in COLUMNS} for row in rows)
+            if math.isnan(_num(r.get("cos_ref88", ""))):
+                torch.manual_seed(SEED)
+                np.random.seed(SEED)
+                model = arch.build().eval()
+                calibrate_bn(model, arch.size)
+                cos, dependence = reference_88(model, arch.size)
+                new["cos_ref88"], new["input_dependence"] = str(round(cos, 6)), str(round(dependence, 3))
+            print(f"[{tag}] {arch.name}: {new}", flush=True)
+            with _csv_lock():
+                rows = read_rows()  # reread: a running phase may have appended meanwhile
+                for row in rows:
+                    if (row["arch"], row["export"]) == (r["arch"], tag):
+                        row.update(new)
+                with RESULTS.open("w", newline="") as fh:
+                    writer = csv.DictWriter(fh, COLUMNS, restval="")
+                    writer.writeheader()
+                    writer.writerows({k: row.get(k, "") for k in COLUMNS} for row in rows)
     return 0
 
 
@@ -1106,8 +1190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save", metavar="TAG", help="only export the --only architectures with this "
                     "export (e.g. ts17-folded) into --out, to reproduce a row by hand")
     ap.add_argument("--out", type=Path, default=Path("."), help="folder for --save")
-    ap.add_argument("--refill-unpaired", metavar="TAG", help="recompute the unpaired_reasons column "
-                    "of this export's rows (re-export and analyse, no conversion)")
+    ap.add_argument("--refill-coverage", metavar="TAG", action="append",
+                    help="recompute the pair columns, unpaired reasons and a missing torch reference "
+                    "of this export's rows (re-export and analyse, no conversion; repeatable)")
     args = ap.parse_args(argv)
     if args.list:
         for a in ARCHS:
@@ -1118,8 +1203,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.save:
         return save_exports(args.only or [], args.save, args.out)
-    if args.refill_unpaired:
-        return refill_unpaired(args.refill_unpaired)
+    for tag in args.refill_coverage or []:
+        refill_coverage(tag, args.only)
     import timm  # noqa: F401  imported once here, before forking, so children start fast
     import torch
     import torchvision  # noqa: F401
