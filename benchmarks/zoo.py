@@ -59,7 +59,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "zoo_results.csv"
 TABLE = ROOT / "ZOO.md"
 EXPORT_TIMEOUT_S = 120
-CONVERT_TIMEOUT_S = 300
+# 900: on 2 shared cores a conversion the zoo once did in 190 s took over 300 s (coatnet_0)
+CONVERT_TIMEOUT_S = 900
 JOB_TIMEOUT_S = EXPORT_TIMEOUT_S + 2 * CONVERT_TIMEOUT_S + 120
 COSINE_BATCH = 2
 COSINE_MIN = 0.999
@@ -324,8 +325,11 @@ PHASES: dict[int, list[Export]] = {
 ROTATION = [how for phase in (2, 3, 4, 5, 6) for how in PHASES[phase]]
 
 
-class Timeout(Exception):
-    """Raised by SIGALRM inside a time-boxed step."""
+class Timeout(BaseException):
+    """Raised by SIGALRM inside a time-boxed step. Not an Exception: the converter's best-effort
+    steps catch Exception (a model it cannot measure still converts), and a Timeout caught there
+    made an over-time conversion go on with fixed rules instead of measurements, silently, or
+    fail as exit 7 (pass 'choose-plan' failed: Timeout) in the pass runner."""
 
 
 def _alarm(seconds: int) -> None:
@@ -404,6 +408,9 @@ class Row:
     pct_one: str = ""
     pairs_through: str = ""
     pct_through: str = ""
+    convert88_s: float = math.nan
+    # notes of either conversion saying a measurement did not run: its plan used fixed rules
+    unmeasured: str = ""
 
 
 COLUMNS = [f.name for f in fields(Row)]
@@ -427,8 +434,9 @@ def _compare(src: Path, out: Path) -> tuple[float, float, str]:
     logits can share a large common component that keeps the cosine near 1 whatever the error.
 
     An export whose float model itself fails at batch 2 although its batch axis is declared
-    dynamic (coatnet_0 through dynamo at opset 18: an Add broadcasting 16 by 32) is compared at
-    batch 1, and the note says so: that is the exporter's fault, not the converter's."""
+    dynamic (coatnet_0 through dynamo at opset 18: its attention's Reshape targets hold the
+    example's batch, [1, 12, 96, -1]) is compared at batch 1, and the note says so: that is the
+    exporter's fault, not the converter's."""
     from dfmpc_onnx.validate import make_session, output_stats, random_inputs
 
     ref_s, q_s = make_session(src, threads=1), make_session(out, threads=1)
@@ -533,11 +541,20 @@ def _convert(src: Path, dst: Path, options: object) -> tuple[str, str, object]:
     except Timeout as exc:
         return "timeout", f"convert {exc}", None
     except DfmpcError as exc:
+        if isinstance(exc.__cause__, Timeout):
+            return "timeout", f"convert {exc.__cause__}", None
         return str(exc.exit_code), _first_line(exc), None
     except Exception as exc:  # a bug in the converter: the CLI says exit 1
         return "1", _first_line(exc), None
     finally:
         signal.alarm(0)
+
+
+def _unmeasured(which: str, report: object) -> str:
+    """The report's notes that say a measurement did not run (fixed rules instead)."""
+    notes = [n for n in report.notes  # type: ignore[attr-defined]
+             if "could not measure" in n or "not measured" in n or "no measurement" in n]
+    return f"{which}: {notes[0].splitlines()[0][:150]}" if notes else ""
 
 
 def run_one(arch: Arch, how: Export, work: Path) -> Row:
@@ -594,6 +611,7 @@ def run_one(arch: Arch, how: Export, work: Path) -> Row:
     row.convert_exit, row.convert_error, report = _convert(src, dst, ConvertOptions())
     row.convert_s = round(time.perf_counter() - start, 1)
     if report is not None:
+        row.unmeasured = _unmeasured("default", report)
         row.opset_out = report.opset_out
         row.layers = len(report.layers)
         floats = [e for e in report.layers if e.role == "float"]
@@ -606,8 +624,11 @@ def run_one(arch: Arch, how: Export, work: Path) -> Row:
             row.convert_error = f"cosine: {_first_line(exc)}"
         dst.unlink(missing_ok=True)
 
+    start = time.perf_counter()
     row.exit_88, row.error_88, report = _convert(src, dst, ConvertOptions(low_bits=8, high_bits=8))
+    row.convert88_s = round(time.perf_counter() - start, 1)
     if report is not None:
+        row.unmeasured = "; ".join(filter(None, [row.unmeasured, _unmeasured("8/8", report)]))
         # Pairs as the pair plan (--method pairs) finds them; the default measured plan has none.
         row.pairs = len(report.pairs)
         row.params_in_pairs = sum(e.params for e in report.layers if e.role in ("A", "B"))
@@ -774,6 +795,20 @@ def _reference_note(r: dict[str, str], ref: dict[str, float]) -> str:
     return "" if math.isnan(want) else f" (torch 8-bit rounding: {want:.6f})"
 
 
+OLD_CONVERT_TIMEOUT_S = 300  # the box before Timeout was a BaseException
+
+
+def _cut_mark(r: dict[str, str]) -> str:
+    """'*' where a conversion's measurement did not run (fixed rules), or may not have: a row
+    from before ``convert88_s`` whose default conversion ran past the old 300 s box, whose
+    alarm the converter's best-effort measurement swallowed."""
+    if r.get("unmeasured"):
+        return " *"
+    if not r.get("convert88_s") and _num(r.get("convert_s", "")) >= OLD_CONVERT_TIMEOUT_S:
+        return " *"
+    return ""
+
+
 def _pairs_cell(r: dict[str, str], spec: str) -> str:
     """Pairs / weights in pairs, one-reader rule -> default rule (find-pairs alone); where the
     8/8 conversion's report counts other pairs than find-pairs alone, it says so."""
@@ -784,6 +819,54 @@ def _pairs_cell(r: dict[str, str], spec: str) -> str:
     if r.get("exit_88") == "0" and r["pairs"] != r["pairs_through"]:
         text += f" (8/8 report: {r['pairs']})"
     return text
+
+
+def _notes(cell: dict[tuple[str, str], dict[str, str]], ref: dict[str, float]) -> list[str]:
+    """What earlier versions of this table showed that was the measurement's doing, not the
+    converter's: each with the figures the CSV holds now and the command that shows it."""
+    lines = ["", "## Notes: rows an earlier table got wrong", ""]
+    r18 = cell.get(("resnet18", "ts17-folded"))
+    if r18 and r18.get("pairs_through"):
+        lines.append(
+            "- resnet18 ts17-folded read \"0 pairs, 0.0%; unpaired: 16x no reason given; 3x output "
+            "(no activation) feeds Add; 2x first/last layer\" beside 8 pairs at ts11-folded. That row "
+            "was written on 2026-11-24 by the script and converter of then (reproduced exactly with "
+            "the tree of commit c517871 on today's export): pairs were counted in the report of the "
+            "default conversion, the measured plan, which drops the pairs it used only as a "
+            "candidate, and unpaired reasons came from that plan's inspect, where the 16 layers "
+            "find-pairs had paired were left single with no reason; rerunning appends only missing "
+            "rows, so it stayed while later rows (ts11-folded) counted the 8/8 pair plan. find-pairs "
+            "pairs this export as it does at opset 11 (now: "
+            f"{r18['pairs_through']} pairs, {r18['pct_through']}% of the weights). The pair columns now "
+            "come from find-pairs alone, whose reasons these are, and find-pairs gives every layer in "
+            "no pair a reason: the protected first and last layer were the two it left without one. "
+            "`python -m benchmarks.zoo --only resnet18 --save ts17-folded --out DIR`, then "
+            "`dfmpc-onnx inspect DIR/resnet18.ts17-folded.onnx --low-bits 8 --high-bits 8`.")
+    vgg = cell.get(("vgg16_bn", "ts20-kept"))
+    if vgg and "vgg16_bn" in ref:
+        lines.append(
+            f"- vgg16_bn ts20-kept was flagged `(cos!)` at 8/8 cosine {_f(vgg['cos_88'], '.6f')}: it "
+            "had no torch reference, which was computed on phase-1 (ts17-folded) rows only, and "
+            "vgg16_bn had none; a missing reference counted as \"below\". Its reference is "
+            f"{ref['vgg16_bn']:.6f}, so 8-bit rounding alone explains the cosine. Every row now "
+            "computes it; `python -m benchmarks.zoo --refill-coverage ts20-kept --only vgg16_bn` "
+            "prints it.")
+    coat = cell.get(("coatnet_0", "dynamo18-folded"))
+    if coat:
+        how = (f"now compared at batch 1: 8/8 cosine {_f(coat['cos_88'], '.6f')}"
+               if coat.get("error_88", "").startswith("note:") else
+               "this row is from before the batch-1 fallback, so its cosine is still not measured")
+        lines.append(
+            "- coatnet_0 dynamo18-folded was flagged `(cos!)` with no cosine at all: the comparison "
+            "failed because the float export itself fails in ONNX Runtime at batch 2 (\"Add node_Add_337"
+            " ... Attempting to broadcast an axis by a dimension other than 1. 16 by 32\") although "
+            "its batch axis is declared dynamic: the dynamo export writes the attention's Reshape "
+            "targets with the example input's batch (constants [1, 12, 96, -1] and [1, 12, 32, 16] "
+            "in stages.2). Not the converter's doing. A failed comparison is now \"not measured\", "
+            "never \"cosine low\", and a float model that fails at batch 2 is compared at batch 1 "
+            f"({how}). `python -m benchmarks.zoo --only coatnet_0 --save dynamo18-folded --out DIR`, "
+            "then run DIR/coatnet_0.dynamo18-folded.onnx in ONNX Runtime on a batch of 2.")
+    return lines if len(lines) > 3 else []
 
 
 def _keras_rows() -> list[str]:
@@ -903,11 +986,19 @@ def write_table(command: str) -> None:
         why = f"{r['layers_float']}/{r['layers']}" + (f": {r['float_reasons'][:150]}"
                                                      if r["float_reasons"] else "")
         cos88 = _f(r["cos_88"], ".6f") if r["exit_88"] == "0" else f"exit {r['exit_88']}"
-        lines.append(head + f"ok | {r['convert_s']} | {_pairs_cell(r, '.1f')} "
+        lines.append(head + f"ok | {r['convert_s']}{_cut_mark(r)} | {_pairs_cell(r, '.1f')} "
                      f"of {int(r['params_linear']) / 1e6:.2f} M | {why} | "
                      f"{r.get('unpaired_reasons', '')[:200]} | {_f(r['cos_default'], '.4f')} | "
                      f"{cos88} | {_f(r.get('sqnr_88', ''), '.1f')} | {_f(r.get('cos_ref88', ''), '.6f')} |")
 
+    if any(_cut_mark(r) for r in rows if r["export"] == first):
+        lines += ["", f"`*` after the seconds: that conversion's measurement did not run, or may not "
+                  f"have, so its plan used fixed rules: the row says so in the CSV's `unmeasured`, or "
+                  f"it was written under the old {OLD_CONVERT_TIMEOUT_S} s time box and its default "
+                  "conversion ran past it (the box's alarm was an Exception, which the converter's "
+                  "best-effort measurement caught and went on without measurements; now a "
+                  f"BaseException and a {CONVERT_TIMEOUT_S} s box). Pair columns do not depend on it; "
+                  "8/8 cosines barely do (no layer of a BN-folded export is bias-corrected either way)."]
     lines += ["", "## Pairs and weights in pairs across exports", "",
               "Each cell: pairs / % of weights in pairs under the one-reader rule -> under the "
               "default rule, or what went wrong (`exp` = export failed, "
@@ -936,6 +1027,7 @@ def write_table(command: str) -> None:
                 cells.append(_pairs_cell(r, ".0f") + flag)
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
 
+    lines += _notes(cell, ref)
     lines += _keras_rows()
     bad_rows = [r for r in rows if _status(r, ref) not in ("ok", "8/8 = torch rounding")]
     lines += ["", "## Everything not ok", "",
