@@ -1,7 +1,7 @@
 """Find pairs: A -> activation -> B, where B reads only A's (activated) output channel by channel;
-else (``pair_through``) A with every layer reading its channels through Concat, Split, branches
-and a kept BatchNormalization, where each reader's input channel is a function of one of A's
-(dfmpc_onnx.channels).
+else (``pair_through``) A with every layer reading its channels through Concat, Split, a Slice of
+the channels, branches and a kept BatchNormalization, where each reader's input channel is a
+function of one of A's (dfmpc_onnx.channels).
 
 Analysis only: fills ``ctx.layers`` (every quantizable layer, graph order), ``ctx.pairs`` and a
 report entry for every Conv/Gemm/MatMul, with the reason when one is left alone.
@@ -91,7 +91,7 @@ class FindPairs:
                 continue
             entry = ctx.report.layer(name)
             if name in protected:
-                entry.reason = ("first/last layer: kept at --high-bits, no low-bit partner "
+                entry.reason = ("first/last layer: never a pair's low-bit layer "
                                 "(--no-protect-first-last pairs it)")
                 continue
             b, phi, why = _partner(graph, index, a, layers)
