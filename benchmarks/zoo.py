@@ -67,9 +67,11 @@ COSINE_MIN = 0.999
 CALIBRATION_BATCH = 8
 SEED = 0
 COMMAND = ("`PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 19 /work/venv-zoo/bin/python -m benchmarks.zoo "
-           "--phase 1 --table` (ts17-folded rows deleted from the CSV first), the other exports' "
-           "rows (phase 7) refreshed with `--refill-coverage TAG` for each; `--phase 7` converts them "
-           "anew (phases 2-6 for the whole matrix, hours on 2 cores)")
+           "--phase 1` with the ts17-folded rows deleted from the CSV first, two such processes at "
+           "once, each given its share of the architectures with `--only`; the other exports' rows "
+           "(earlier `--phase 7` runs) brought up to date with `--refill-coverage TAG` for each, "
+           "coatnet_0's dynamo18-folded row converted anew (`--phase 4 --only coatnet_0`); then "
+           "`--table`. Phases 2-7 convert the rest of the matrix anew (hours on 2 cores)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -866,6 +868,14 @@ def _notes(cell: dict[tuple[str, str], dict[str, str]], ref: dict[str, float]) -
             "never \"cosine low\", and a float model that fails at batch 2 is compared at batch 1 "
             f"({how}). `python -m benchmarks.zoo --only coatnet_0 --save dynamo18-folded --out DIR`, "
             "then run DIR/coatnet_0.dynamo18-folded.onnx in ONNX Runtime on a batch of 2.")
+    stale = [r for r in cell.values() if r.get("pairs_through") and r.get("exit_88") == "0"
+             and r["pairs"] != r["pairs_through"]]
+    for r in stale:
+        lines.append(
+            f"- {r['arch']} {r['export']}: `(8/8 report: {r['pairs']})` because that row's conversions "
+            "ran before find-pairs followed a Slice of the channel axis (GhostNet's "
+            "`cat([x1, x2], 1)[:, :oup]`); its pair columns are find-pairs' now "
+            f"({r['pairs_through']} pairs), its cosines are from the older conversion.")
     return lines if len(lines) > 3 else []
 
 
@@ -963,7 +973,12 @@ def write_table(command: str) -> None:
               "one reader of A's whole output) -> the default rule, which also pairs through Concat, "
               "Split, branches, a kept BN, a gate or attention (`benchmarks/pair_coverage.py`: "
               "find-pairs alone on the export, first and last layer protected as in a conversion). "
-              "Unpaired layers: find-pairs' reasons under the default rule.",
+              "Unpaired layers: find-pairs' reasons under the default rule (layers left in float "
+              "count too). The default rule can cover fewer weights than the one-reader rule "
+              "(ssdlite_mobilenet_v3, mobilevit_s): find-pairs takes layers in graph order, and a "
+              "layer whose output several branches read pairs with all of them, so each branch's "
+              "first conv becomes a B and is no longer the low-bit layer of its own pair (SSDLite: "
+              "stage2.16.0 pairs with box.1.0, cls.1.0 and extra.0.0; box.1.0 -> box.1.3 is lost).",
               "",
               "| arch | source | params M | input | layers | convert | s | pairs / weights in pairs: "
               "one reader -> default | float layers (why) | unpaired layers (why) | cos default | "
