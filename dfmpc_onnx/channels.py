@@ -1,5 +1,5 @@
 """Where a layer's output channels go: through elementwise activations, a kept BatchNormalization,
-Concat and Split, to every layer that reads them.
+Concat, Split and a Slice of the channel axis, to every layer that reads them.
 
 A low-bit layer A can be compensated in each layer B that reads its channels when B's input
 channel ``offset + j`` is a function of A's output channel j alone (``ChannelPath``): then our
@@ -260,6 +260,17 @@ def _through(index: GraphIndex, shapes: Shapes, node: onnx.NodeProto, at: _At, a
                                at.path.cut(i, j).then(None, "Split")))
             begin += size
         return nxt, [], ""
+    if node.op_type == "Slice" and node.input[0] == at.tensor:
+        window, why = _slice_window(index, node, axis, rank, at.count)
+        if window is None:
+            return [], [], f"output reaches {where}, {why}"
+        begin, end = window
+        lo, hi = max(at.pos, begin), min(at.pos + at.hi - at.lo, end)
+        if lo >= hi:  # none of A's channels are in the window: this use reads none of them
+            return [], [], ""
+        i, j = lo - at.pos, hi - at.pos
+        return [_At(node.output[0], at.lo + i, at.lo + j, lo - begin, end - begin,
+                    at.path.cut(i, j).then(None, "Slice"))], [], ""
     if node.op_type == "BatchNormalization" and node.input[0] == at.tensor:
         step = _batchnorm(index, node, at)
         if step is None:
@@ -365,6 +376,40 @@ def _batchnorm(index: GraphIndex, node: onnx.NodeProto, at: _At) -> Affine | Non
         return None
     k = gamma / np.sqrt(np.maximum(var + float(attr(node, "epsilon", 1e-5)), 1e-12))
     return Affine(k, beta - mean * k).cut(at.pos, at.pos + at.hi - at.lo)
+
+
+def _slice_window(index: GraphIndex, node: onnx.NodeProto, axis: int, rank: int | None,
+                  count: int) -> tuple[tuple[int, int] | None, str]:
+    """Channels [begin, end) that a Slice keeps, where it slices the channel axis alone with step 1
+    and constant bounds (GhostNet's ``cat([x1, x2], 1)[:, :oup]``); else (None, why not)."""
+    if rank is None:
+        return None, "whose input rank is unknown"
+    if len(node.input) > 1:  # opset >= 10: starts, ends, axes, steps as inputs
+        names = list(node.input[1:5]) + [""] * (5 - len(node.input))
+        if not all(not n or index.is_constant(n) for n in names):
+            return None, "whose bounds are not constants"
+        starts, ends, axes, steps = ([int(v) for v in index.array(n).reshape(-1)] if n else None
+                                     for n in names)
+    else:  # opset 1-9: attributes
+        starts, ends = attr(node, "starts", None), attr(node, "ends", None)
+        axes, steps = attr(node, "axes", None), None
+        if starts is None or ends is None:
+            return None, "whose bounds are not given"
+        starts, ends = [int(v) for v in starts], [int(v) for v in ends]
+    axes = [int(a) for a in axes] if axes is not None else list(range(len(starts)))
+    steps = steps if steps is not None else [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        return None, "whose bounds do not match its axes"
+    if [a % rank for a in axes] != [axis % rank] or steps != [1]:
+        return None, "which slices other axes than the channels or with a step"
+
+    def clamp(v: int) -> int:
+        return min(max(v + count if v < 0 else v, 0), count)
+
+    begin, end = clamp(starts[0]), clamp(ends[0])
+    if begin >= end:
+        return None, "which keeps no channel"
+    return (begin, end), ""
 
 
 def _split_sizes(index: GraphIndex, node: onnx.NodeProto, count: int) -> list[int] | None:

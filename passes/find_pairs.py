@@ -1,7 +1,7 @@
 """Find pairs: A -> activation -> B, where B reads only A's (activated) output channel by channel;
-else (``pair_through``) A with every layer reading its channels through Concat, Split, branches
-and a kept BatchNormalization, where each reader's input channel is a function of one of A's
-(dfmpc_onnx.channels).
+else (``pair_through``) A with every layer reading its channels through Concat, Split, a Slice of
+the channels, branches and a kept BatchNormalization, where each reader's input channel is a
+function of one of A's (dfmpc_onnx.channels).
 
 Analysis only: fills ``ctx.layers`` (every quantizable layer, graph order), ``ctx.pairs`` and a
 report entry for every Conv/Gemm/MatMul, with the reason when one is left alone.
@@ -79,28 +79,39 @@ class FindPairs:
         protected = set()
         if ctx.options.protect_first_last and ctx.layers:
             protected = {ctx.layers[0], ctx.layers[-1]}
+        # Layers the plan file keeps in float are in no pair: pairing them would leave their
+        # partner single without a reason once plan-bits drops the pair.
+        kept_float = {n for n, raw in ctx.options.plan.items()
+                      if n in layers and ctx.options.plan_entry(n, raw) is None}
         shapes = Shapes(graph)
         order = {name: i for i, name in enumerate(ctx.layers)}
         used_a: set[str] = set()
         used_b: set[str] = set()
         for name in ctx.layers:
             a = layers[name]
-            if name in used_a or name in used_b or name in protected:
+            if name in used_a or name in used_b or name in kept_float:
                 continue
             entry = ctx.report.layer(name)
+            if name in protected:
+                entry.reason = ("first/last layer: never a pair's low-bit layer "
+                                "(--no-protect-first-last pairs it)")
+                continue
             b, phi, why = _partner(graph, index, a, layers)
             if b is not None:
                 if b.name in used_a or b.name in used_b:
-                    entry.reason = "partner already paired"
+                    entry.reason = f"partner {b.name!r} already paired"
+                    continue
+                if b.name in kept_float:
+                    entry.reason = f"partner {b.name!r} is kept in float by the plan"
                     continue
                 pairs = [Pair(a.name, b.name, phi)]
             elif ctx.options.pair_through:
-                pairs, why = _readers(graph, index, shapes, a, layers, used_a)
+                pairs, why = _readers(graph, index, shapes, a, layers, used_a, kept_float)
                 pairs.sort(key=lambda p: (order[p.b], p.channels.offset))
             else:
                 pairs = []
             if not pairs:
-                entry.reason = why
+                entry.reason = why or "no layer reads its output channel by channel"
                 continue
             ctx.pairs.extend(pairs)
             used_a.add(a.name)
@@ -165,16 +176,19 @@ def _partner(graph: onnx.GraphProto, index: GraphIndex, a: LinearLayer,
 
 
 def _readers(graph: onnx.GraphProto, index: GraphIndex, shapes: Shapes, a: LinearLayer,
-             layers: dict[str, LinearLayer], used_a: set[str]) -> tuple[list[Pair], str]:
+             layers: dict[str, LinearLayer], used_a: set[str], kept_float: set[str] = frozenset()
+             ) -> tuple[list[Pair], str]:
     """A's pairs with every layer reading its channels (dfmpc_onnx.channels), or ([], why not).
     A reader may already compensate another layer's channels (a Concat's other inputs), but not
-    be a low-bit layer itself."""
+    be a low-bit layer itself, nor a layer the plan keeps in float."""
     if a.op == "ConvTranspose":
         return [], "ConvTranspose is quantized alone"
     readers, why = follow(index, shapes, a, channel_axis(a), output_rank(graph, a), layers)
     for r in readers:
         if r.layer.name in used_a or r.layer.name == a.name:
             return [], f"reader {r.layer.name!r} is already the low-bit layer of a pair"
+        if r.layer.name in kept_float:
+            return [], f"reader {r.layer.name!r} is kept in float by the plan"
     return [Pair(a.name, r.layer.name, r.path, r.channels) for r in readers], why
 
 

@@ -450,3 +450,91 @@ def test_light_architectures_that_had_no_pairs():
     assert coverage(LIGHT / "light_squeezenet.onnx", False).pairs == 0
     assert coverage(LIGHT / "light_densenet121.onnx", True).pairs == 58
     assert coverage(LIGHT / "light_inception_v2.onnx", True).pairs == 21
+
+
+def slice_net(seed=0, opset=17, axis=1):
+    """split_net with each part taken by a Slice (``x[:, 0:3]``, ``x[:, 3:]``, as exporters
+    write Python slicing) instead of one Split: stem -> relu -> conv1 (8) -> relu -> Slice 0:3,
+    Slice 3:8 -> convx, convy -> Add -> head. axis=2 slices rows instead (no channel map)."""
+    g = Net(seed)
+    x = g.op("Relu", [g.conv("input", 3, 8, name="stem")], "relu0")
+    w1, b1 = _conv_w(g.rng, 8, 8), (0.1 * g.rng.standard_normal(8)).astype(np.float32)
+    h = g.op("Relu", [g.conv(x, 8, 8, w=w1, b=b1, name="conv1")], "r1")
+    parts = []
+    for k, (start, end) in enumerate(((0, 3), (3, 2**62))):  # an open end, as exporters write it
+        if axis == 2:
+            start, end = (0, 4) if k == 0 else (4, 8)
+        if opset >= 10:
+            for what, v in (("starts", start), ("ends", end), ("axes", axis)):
+                g.inits[f"slice{k}.{what}"] = np.array([v], np.int64)
+            g.nodes.append(helper.make_node(
+                "Slice", [h] + [f"slice{k}.{w}" for w in ("starts", "ends", "axes")], [f"s{k}"],
+                name=f"slice{k}"))
+        else:
+            g.nodes.append(helper.make_node("Slice", [h], [f"s{k}"], name=f"slice{k}",
+                                            starts=[start], ends=[end], axes=[axis]))
+        parts.append(f"s{k}")
+    if axis == 2:
+        ys = [g.conv(p, 8, 6, k=3, name=name) for p, name in zip(parts, ("convx", "convy"),
+                                                                    strict=True)]
+        y = g.op("Relu", [g.op("Concat", ys, "rows", axis=2)], "relu3")
+    else:
+        ys = [g.conv(p, n, 6, k=3, name=name)
+              for p, n, name in zip(parts, (3, 5), ("convx", "convy"), strict=True)]
+        y = g.op("Relu", [g.op("Add", ys, "add")], "relu3")
+    model = g.model(g.conv(y, 6, 4, name="head"), 4)
+    model.opset_import[0].version = opset
+    return model
+
+
+@pytest.mark.parametrize("correction", ["energy", "ls-full"])
+def test_slice_compensates_each_reader_on_its_part(correction, x8):
+    """conv1 -> relu -> Slice 0:3, Slice 3:8 -> convx, convy: exactly Split's pairs (the same
+    as conv1's rows 0:3 and 3:8 as two layers, each read whole). GhostNet's ghost modules end in
+    ``cat([x1, x2], 1)[:, :oup]``: 62 of its 96 layers were in no pair for want of this."""
+    q, rep = _convert(slice_net(), correction=correction, bias_correction=False)
+    assert rep.pairs == [("conv1", "convx"), ("conv1", "convy")]
+    assert rep.layer("conv1").activation == "Relu+Slice"
+    ref, ref_rep = _convert(split_net(two_producers=True), correction=correction,
+                            bias_correction=False)
+    assert ref_rep.pairs == [("conv10", "convx"), ("conv11", "convy")]
+    assert_valid(q)
+    np.testing.assert_allclose(run(q, x8), run(ref, x8), rtol=1e-5, atol=1e-5)
+
+
+def test_slice_bounds_as_attributes_and_slices_of_other_axes():
+    options = ConvertOptions(method="pairs", fidelity_samples=0, correction="none")
+    assert inspect_model(slice_net(opset=9), options).pairs == [("conv1", "convx"), ("conv1", "convy")]
+    rep = inspect_model(slice_net(axis=2), options)
+    assert ("conv1", "convx") not in rep.pairs
+    assert "reaches Slice 'slice0', which slices other axes than the channels" in rep.layer("conv1").reason
+
+
+def ghost_net(seed=0):
+    """GhostNet's ghost module: conv1 (primary, 4) -> relu, a depthwise 3x3 'cheap' conv on it ->
+    relu, Concat of both (8), Slice [:, :6] -> conv2 -> head."""
+    g = Net(seed)
+    x = g.op("Relu", [g.conv("input", 3, 8, name="stem")], "relu0")
+    r1 = g.op("Relu", [g.conv(x, 8, 4, name="conv1")], "r1")
+    g.inits["cheap.weight"] = _conv_w(g.rng, 4, 1, 3)
+    g.nodes.append(helper.make_node("Conv", [r1, "cheap.weight"], ["cheap_out"], name="cheap",
+                                    pads=[1] * 4, group=4))
+    cat = g.op("Concat", [r1, g.op("Relu", ["cheap_out"], "r2")], "cat", axis=1)
+    for what, v in (("starts", 0), ("ends", 6), ("axes", 1)):
+        g.inits[f"slice.{what}"] = np.array([v], np.int64)
+    g.nodes.append(helper.make_node("Slice", [cat, "slice.starts", "slice.ends", "slice.axes"],
+                                    ["sl"], name="slice"))
+    y = g.op("Relu", [g.conv("sl", 6, 6, k=3, name="conv2")], "r3")
+    return g.model(g.conv(y, 6, 4, name="head"), 4)
+
+
+def test_ghost_module_pairs_through_concat_and_slice(x8):
+    rep = inspect_model(ghost_net(), ConvertOptions(method="pairs", fidelity_samples=0,
+                                                    correction="none"))
+    assert set(rep.pairs) == {("conv1", "cheap"), ("conv1", "conv2")}
+    assert rep.layer("conv1").activation == "Relu, Relu+Concat+Slice"
+    # cheap compensates conv1's channels, so it is no low-bit layer itself
+    assert rep.layer("cheap").role == "B" and rep.layer("conv2").role == "B"
+    q, _ = _convert(ghost_net(), correction="ls-full")
+    assert_valid(q)
+    assert np.isfinite(run(q, x8)).all()

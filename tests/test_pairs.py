@@ -162,3 +162,68 @@ def test_corrections_follow_trusted_statistics():
     _, rep = convert(fold_bn_in_numpy(kept), ConvertOptions(method="pairs", correction="energy",
                                                             propagated_stats=True))
     assert rep.layer("conv2").comp_min is not None
+
+
+def basic_block_net(seed=0, c=8, opset=17):
+    """ResNet-18's shape as the TorchScript exporter writes it at opset 17 (BN folded): stem conv
+    -> Relu, two basic blocks (conv -> Relu -> conv -> Add(skip) -> Relu), the second with a 1x1
+    downsample conv on its skip, GlobalAveragePool -> Flatten -> Gemm. ZOO.md's resnet18
+    ts17-folded row read "0 pairs, 16x no reason given" (a row written when the zoo counted the
+    measured plan's report, which drops every pair and leaves no reason)."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = {}, []
+
+    def conv(x, name, cin, cout, k=3):
+        inits[f"{name}.weight"] = (rng.standard_normal((cout, cin, k, k))
+                                   * np.sqrt(2 / (cin * k * k))).astype(np.float32)
+        inits[f"{name}.bias"] = (0.1 * rng.standard_normal(cout)).astype(np.float32)
+        nodes.append(helper.make_node("Conv", [x, f"{name}.weight", f"{name}.bias"], [f"{name}_out"],
+                                      name=name, pads=[k // 2] * 4))
+        return f"{name}_out"
+
+    def relu(x, name):
+        nodes.append(helper.make_node("Relu", [x], [f"{name}_out"], name=name))
+        return f"{name}_out"
+
+    x = relu(conv("input", "stem", 3, c), "stem_relu")
+    for b, down in (("b1", False), ("b2", True)):
+        h = conv(relu(conv(x, f"{b}.conv1", c, c), f"{b}.relu1"), f"{b}.conv2", c, c)
+        skip = conv(x, f"{b}.down", c, c, k=1) if down else x
+        nodes.append(helper.make_node("Add", [h, skip], [f"{b}_add"], name=f"{b}.add"))
+        x = relu(f"{b}_add", f"{b}.relu2")
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
+    inits["fc.weight"] = (rng.standard_normal((10, c)) / np.sqrt(c)).astype(np.float32)
+    inits["fc.bias"] = np.zeros(10, np.float32)
+    nodes.append(helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc",
+                                  transB=1))
+    return make_model(
+        nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits, opset)
+
+
+@pytest.mark.parametrize("pair_through", [True, False])
+@pytest.mark.parametrize("opset", [11, 17])
+def test_basic_blocks_pair_and_every_unpaired_layer_says_why(pair_through, opset):
+    """The 8/8 pair plan (what the zoo counts) pairs each block's conv1 with its conv2 at every
+    opset, and every layer in no pair has a reason: the protected first and last layer too."""
+    rep = inspect_model(basic_block_net(opset=opset),
+                        ConvertOptions(low_bits=8, high_bits=8, fidelity_samples=0,
+                                       correction="none", pair_through=pair_through))
+    assert rep.pairs == [("b1.conv1", "b1.conv2"), ("b2.conv1", "b2.conv2")]
+    singles = {e.name: e.reason for e in rep.layers if e.role not in ("A", "B")}
+    assert set(singles) == {"stem", "b2.down", "fc"}
+    assert all(singles.values()), singles
+    assert "first/last layer" in singles["stem"] and "first/last layer" in singles["fc"]
+    assert "Add" in singles["b2.down"]
+
+
+def test_partner_kept_float_by_the_plan_is_no_partner():
+    """A plan keeping B in float: A is in no pair and says why (it had no reason at all when the
+    pair was formed and then dropped by plan-bits)."""
+    rep = inspect_model(conv_net(), ConvertOptions(method="pairs", fidelity_samples=0,
+                                                   correction="none", plan={"conv2": None}))
+    assert rep.pairs == []
+    assert rep.layer("conv1").role == "single"
+    assert rep.layer("conv1").reason == "partner 'conv2' is kept in float by the plan"
+    assert rep.layer("conv2").role == "float"
