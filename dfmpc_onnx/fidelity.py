@@ -60,7 +60,7 @@ from .weightstore import WeightStore, is_stub, mapped, session_for
 # The most samples one ORT run of a probe takes (a dynamic batch of more is cut into runs), and
 # the most bytes of its largest activation a run may hold (fewer samples where one is large).
 RUN_ROWS = 16
-RUN_BYTES = 32 << 20
+RUN_BYTES = 64 << 20
 # Cached activations kept in memory; beyond, in files. Decoded float weights kept for reuse.
 CACHE_BYTES = 64 << 20
 WEIGHT_CACHE_BYTES = 64 << 20
@@ -68,6 +68,10 @@ WEIGHT_CACHE_BYTES = 64 << 20
 # ONNX Runtime would hold its weights for the probe's life, and a layer that large (the VGG-19
 # classifier's 411 MB) spends its time reading them, prepacked or not.
 MAPPED_BYTES = 64 << 20
+# Models with at most this many bytes of probed weights are measured for speed, not memory: a
+# probe on other inputs (``on_inputs``) runs them as one segment with sessions of its own, and
+# lazy candidates are made at once (``measure``).
+WHOLE_MODEL_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,11 @@ class FidelityProbe:
         if missing:
             raise ValueError(f"not a weight of this graph: {', '.join(missing)}")
         self._store = store
+        # Up to WHOLE_MODEL_BYTES of weights, memory is not what limits: lazy candidates are made
+        # at once (one equal to its float weight is then no change) and a probe on other inputs
+        # runs the whole model as one segment.
+        inits = self._index.initializers
+        self._small = sum(tensor_bytes(inits[w]) for w in self.weights) <= WHOLE_MODEL_BYTES
         self._files = _Files(store.folder if store is not None else None)
         self._recent: dict[str, int] = {}  # decoded weights the index keeps, oldest first
         self._outputs = [o.name for o in graph.output]
@@ -169,12 +178,16 @@ class FidelityProbe:
         return sum(len(next(iter(c.values()))) for c in self._chunks if c)
 
     def on_inputs(self, inputs: Mapping[str, np.ndarray]) -> FidelityProbe:
-        """A probe of the same model, weights and sessions (shared, not copied) on other inputs:
-        to check a choice on inputs it was not made on. Only the inputs are cached: its trials
-        run the whole model."""
+        """A probe of the same model and weights (shared, not copied) on other inputs: to check a
+        choice on inputs it was not made on. Only the inputs are cached: its trials run the whole
+        model. Up to ``WHOLE_MODEL_BYTES`` of probed weights, as one segment of its own (one run
+        per batch, not one per segment: many times faster on small models); beyond, through this
+        probe's segments and sessions, so that ONNX Runtime holds no second copy of the weights."""
         other = object.__new__(FidelityProbe)
         other.__dict__.update({k: v for k, v in self.__dict__.items()
                                if k not in ("_chunks", "_cache", "reference", "_anywhere")})
+        if self._small:
+            other._segments = other._segment(1)
         other._prepare(inputs, anywhere=False)
         return other
 
@@ -199,18 +212,19 @@ class FidelityProbe:
 
     def measure(self, replacements: Mapping[str, Candidate]) -> Fidelity:
         """Fidelity of the float model with ``replacements`` (name -> candidate array, or a
-        function making it) swapped in. A lazy candidate counts as changed; an array equal to the
-        float weight does not."""
+        function making it) swapped in. An array equal to the float weight is no change; a lazy
+        candidate of a model over ``WHOLE_MODEL_BYTES`` is made when its segment runs, and counts
+        as changed."""
         changed: dict[str, Candidate] = {}
         for name, value in replacements.items():
             if name not in self._probed:
                 raise ValueError(f"'{name}' is not one of the probed weights")
             if name not in self._first:
                 continue
-            if callable(value):
+            if callable(value) and not self._small:
                 changed[name] = value
                 continue
-            value = self._checked(name, np.asarray(value))
+            value = self._checked(name, np.asarray(value() if callable(value) else value))
             if not _equal(value, self.weight_rows(name)):
                 changed[name] = value
         self._forget_large()  # the trial needs the candidates, not the float copies

@@ -296,6 +296,7 @@ def test_cached_activations_in_files_and_small_runs_measure_the_same(monkeypatch
     plain = FidelityProbe(model, list(CONV_AXES), inputs)
     want = _scores(plain, _trials(plain))
     assert len(plain.runs()[0]) == 1 and all(s > 0 for s in want)
+    monkeypatch.setattr(fidelity, "WHOLE_MODEL_BYTES", 0)  # measured as a large model is
     monkeypatch.setattr(fidelity, "CACHE_BYTES", 0)
     monkeypatch.setattr(fidelity, "RUN_BYTES", 3 * 3 * 8 * 8 * 4)  # the input: 3 samples a run
     monkeypatch.setattr(fidelity, "LARGE_TENSOR_BYTES", 0)  # every lazy candidate to a file
@@ -310,19 +311,30 @@ def test_cached_activations_in_files_and_small_runs_measure_the_same(monkeypatch
     assert sorted(p.name for p in folder.iterdir()) == sorted(v.path.name for v in stored)
 
 
-def test_a_probe_on_other_inputs_shares_the_sessions_and_measures_whole_models():
+@pytest.mark.parametrize("large", [False, True], ids=["small", "large"])
+def test_a_probe_on_other_inputs_measures_whole_models(monkeypatch, large):
+    """On other inputs: a large model's probe shares the sessions (no second copy of the
+    weights in ONNX Runtime), a small one's runs as one segment; both measure what a new probe
+    on those inputs measures."""
+    import dfmpc_onnx.fidelity as fidelity
+
+    if large:
+        monkeypatch.setattr(fidelity, "WHOLE_MODEL_BYTES", 0)
     model = conv_net()
     probe = FidelityProbe(model, list(CONV_AXES), synthetic_inputs(model, n=8, seed=1))
     other_inputs = synthetic_inputs(model, n=20, seed=5)
     other = probe.on_inputs(other_inputs)
     fresh = FidelityProbe(model, list(CONV_AXES), other_inputs)
     alone = FidelityProbe(model, list(CONV_AXES), other_inputs, cache_segments=False)
-    assert other._segments is probe._segments  # the same ORT sessions
+    if large:
+        assert other._segments is probe._segments  # the same ORT sessions
+    else:
+        assert len(other._segments) == 1 and len(probe._segments) > 1
     assert set(other._cache[0]) == {"x", "logits"}  # only the inputs (and outputs) cached
     want = _scores(fresh, _trials(fresh))
     np.testing.assert_allclose(_scores(other, _trials(other, lazy=True)), want, rtol=1e-5)
     np.testing.assert_allclose(_scores(alone, _trials(alone)), want, rtol=1e-5)
-    np.testing.assert_allclose(other.reference["logits"], fresh.reference["logits"])
+    np.testing.assert_allclose(other.reference["logits"], fresh.reference["logits"], rtol=1e-5, atol=1e-6)
 
 
 def test_the_probe_keeps_few_decoded_weights(monkeypatch):

@@ -108,6 +108,7 @@ def test_a_probe_on_stubs_measures_what_it_measures_in_memory(tmp_path, monkeypa
     trials = [{n: np.round(memory.weight(n) * 8) / 8} for n in names if n.endswith("weight")]
     want = [memory.measure(t).score for t in trials]
     assert all(w > 0 for w in want)
+    monkeypatch.setattr(fidelity, "WHOLE_MODEL_BYTES", 0)  # lazy candidates made per segment
     for limit in (1 << 60, 0):
         monkeypatch.setattr(fidelity, "MAPPED_BYTES", limit)
         probe = fidelity.FidelityProbe(light, names, inputs, store=store)
