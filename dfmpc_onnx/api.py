@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -12,7 +13,6 @@ import onnx
 
 from dfmpc_onnx.passes import Context, conversion_passes, planning_passes, run_passes
 
-from .heap import map_large_blocks
 from .modelio import (
     TWO_GB,
     check_output,
@@ -88,7 +88,6 @@ def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
     options = options or ConvertOptions()
     start = time.perf_counter()
     out = check_output_path(output_path, input_path)
-    map_large_blocks()  # freed weight-sized temporaries go back to the system (dfmpc_onnx.heap)
     # The conversion's working folder, beside the output (where there is room for it): its weight
     # store holds the large weights instead of memory (dfmpc_onnx.weightstore).
     work = make_work_folder(out)
@@ -117,14 +116,27 @@ def inspect_model(model_or_path: ModelLike, options: ConvertOptions | None = Non
                   progress: Callable[[str], None] | None = None) -> Report:
     """Plan without writing: pairs, layers left alone and why, each layer's bits, grid and
     correction, and the ideal size, counted exactly as ``convert`` counts it (the layers are
-    quantized in memory to know their scales)."""
+    quantized in memory to know their scales). A file's large weights go to a weight store in a
+    temporary folder, as ``convert_file``'s do, so inspecting costs the memory converting does."""
     options = options or ConvertOptions()
-    model = _load(model_or_path)
-    ctx = Context(options, progress=progress)
+    if isinstance(model_or_path, onnx.ModelProto):
+        return _inspect(_load(model_or_path), options, progress, None)
+    work = Path(tempfile.mkdtemp(prefix="dfmpc-inspect-"))
+    store = WeightStore(work)
+    try:
+        return _inspect(load_model(model_or_path, store), options, progress, store)
+    finally:
+        store.close()
+        remove_folder(work)
+
+
+def _inspect(model: onnx.ModelProto, options: ConvertOptions,
+             progress: Callable[[str], None] | None, store: WeightStore | None) -> Report:
+    ctx = Context(options, progress=progress, store=store)
     ctx.report.options = asdict(options)
     if options.synthetic == "distilled":
         ctx.source_model = onnx.ModelProto()
-        ctx.source_model.CopyFrom(model)
+        ctx.source_model.CopyFrom(inlined(model))
     run_passes(planning_passes(options), model, ctx)
     if options.integer_kernels:
         ctx.report.notes.append("--activations int8: activation ranges are measured when "

@@ -32,6 +32,7 @@ import onnx
 from dfmpc_onnx.allocate import Candidate
 from dfmpc_onnx.fidelity import FidelityProbe
 from dfmpc_onnx.graph import GraphIndex, tensor_bytes
+from dfmpc_onnx.heap import give_back
 from dfmpc_onnx.layers import LinearLayer, as_linear_layer
 from dfmpc_onnx.options import INTEGER_KERNEL_GRIDS, LayerPlan
 
@@ -126,6 +127,8 @@ def layer_replacement(layer: LinearLayer, choice: LayerPlan, ctx: Context,
         b_f = bias.astype(np.float64).reshape(-1)
         out[layer.bias] = corrected_bias(layer, layer.to_canonical(np.asarray(w, np.float64)),
                                          layer.to_canonical(w_q), b_f, inp).reshape(bias.shape)
+    del qt, w
+    give_back()  # the rounding's temporaries (dfmpc_onnx.heap)
     return out, nbytes
 
 
@@ -148,8 +151,10 @@ def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarra
                   and (not ctx.options.integer_kernels or g in INTEGER_KERNEL_GRIDS)]
         if others:
             per_channel = ctx.options.granularity == "channel"
-            err = {g: quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel)
-                   .squared_error(w) for g in others}
+            err = {}
+            for g in others:
+                err[g] = quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel).squared_error(w)
+                give_back()  # the rounding's temporaries (dfmpc_onnx.heap)
             choices.append((bits, min(others, key=lambda g: err[g])))
     return choices
 

@@ -4,6 +4,7 @@ converted. Checked against the values themselves and against the in-memory conve
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import onnx
@@ -191,3 +192,21 @@ def _saved(model: onnx.ModelProto, path, external: bool = False):
     else:
         onnx.save_model(model, str(path))
     return path
+
+
+def test_inspect_of_a_file_plans_what_inspect_of_the_model_plans(tmp_path):
+    """inspect reads a file's large weights through a store in a temporary folder (removed
+    after), and plans exactly what it plans for the same model in memory."""
+    import tempfile
+
+    from dfmpc_onnx.api import inspect_model
+
+    model = conv_net(c=192, bn=True)
+    src = _saved(model, tmp_path / "m.onnx")
+    before = set(os.listdir(tempfile.gettempdir()))
+    from_file = inspect_model(src, MEASURED)
+    assert set(os.listdir(tempfile.gettempdir())) - before == set()
+    in_memory = inspect_model(model, MEASURED)
+    assert [(e.name, e.bits, e.quantizer, e.correction, e.sensitivity) for e in from_file.layers] == [
+        (e.name, e.bits, e.quantizer, e.correction, e.sensitivity) for e in in_memory.layers]
+    assert from_file.fidelity == in_memory.fidelity

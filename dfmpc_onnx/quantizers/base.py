@@ -194,8 +194,9 @@ def _sliced(b: np.ndarray, part: tuple[slice, ...]) -> np.ndarray:
     return b[tuple(p if size != 1 else slice(None) for p, size in zip(part, b.shape, strict=True))]
 
 
-# Elements per block where a weight is processed a block at a time (32 MB of float64).
-BLOCK_ELEMENTS = 1 << 22
+# Elements per block where a weight is processed a block at a time (8 MB of float64: a grid's
+# search holds several temporaries of a block at once, and they add to a large layer's peak).
+BLOCK_ELEMENTS = 1 << 20
 
 
 def slices_of(shape: tuple[int, ...], axis: int, elements: int = BLOCK_ELEMENTS
