@@ -263,6 +263,7 @@ class FidelityProbe:
                 del feeds, mine  # no candidate outlives its segment's run
                 for name in seg.dead:
                     values.pop(name, None)
+                give_back()  # the run's freed activations and candidate (dfmpc_onnx.heap)
             results.append({name: values[name] for name in self._outputs})
         for handle in made.values():
             self._files.drop(handle)
@@ -374,6 +375,7 @@ class FidelityProbe:
                         cached_bytes += 0 if large else value.nbytes
                 for name in seg.dead:
                     values.pop(name, None)
+                give_back()  # the run's freed activations (dfmpc_onnx.heap)
             runs.append(kept)
         return runs
 

@@ -240,7 +240,9 @@ def quantize_by_rows(quantizer: Quantizer, w: np.ndarray, bits: int, layout: Wei
         if q is None or np.result_type(q.dtype, b.q.dtype) != q.dtype:
             q = np.empty(w.shape, b.q.dtype) if q is None else q.astype(np.result_type(q.dtype, b.q.dtype))
         q[p] = b.q
-        blocks.append(replace(b, q=b.q[:0]))  # scales and zero points kept, integers dropped
+        # Scales and zero points kept, integers dropped (a copy: the view ``b.q[:0]`` would keep
+        # every block's integers alive, the layer's codes twice over until the blocks are joined).
+        blocks.append(replace(b, q=b.q[:0].copy()))
     first = blocks[0]
     along = 0 if first.scale.ndim == 1 else axis  # per channel (C,), or block-wise (rank of q)
     zero_point = (None if first.zero_point is None else
