@@ -15,34 +15,43 @@ bound of issue 10 (2x the float weight bytes plus 300 MB) and the wall time.
   5 MaxPool, then Gemm 25088->4096->4096->1000 (143.7 M weights, 575 MB).
 - ``large``: the same convolutions, Gemm 25088->16384->16384->1000 (711 M weights, 2.84 GB).
 
-Measured (``python -m benchmarks.memory``, idle 2-core machine, 2026-11-24):
+Measured (``python -m benchmarks.memory`` and ``python -m benchmarks.memory --only large
+--options "--low-bits 4 --correction none --fidelity-samples 0"``, idle 2-core machine,
+2026-12-01):
 
     model  options                                      weights  peak     bound    time
-    vgg19  (default: measured plan)                     575 MB   6.41 GB  1.45 GB  547 s
+    vgg19  (default: measured plan)                     575 MB   1066 MB  1449 MB  797 s
     vgg19  --low-bits 4 --correction none
-           --fidelity-samples 0 (no measurement)        575 MB   1.37 GB  1.45 GB  5.6 s
-    large  the same, no measurement                     2.86 GB  5.51 GB  6.03 GB  27.8 s
+           --fidelity-samples 0 (no measurement)        575 MB    525 MB  1449 MB  8.1 s
+    large  the same, no measurement                     2864 MB  2063 MB  6027 MB  38 s
 
-(before this work: 16.9 GB / 597 s and 3.4 GB / 16 s). ``--trace`` runs one conversion in
-process and prints VmRSS/VmHWM at every progress message, which is where the figures below come
-from. Without measurement the peak is the float model once (the protobuf arena never shrinks)
-plus one layer's work: large layers are rounded and their statistics propagated a block of
-output channels at a time, and nothing serialises a whole-model copy (checks, shape inference
-and the opset converter run on a light copy with weight stubs; the output's ORT load check runs
-without graph optimisations, which would fold every DequantizeLinear back to float).
+(2026-11-24, before the weight store: 6.41 GB / 547 s, 1.37 GB / 5.6 s and 5.51 GB / 27.8 s;
+before issue 10: 16.9 GB / 597 s and 3.4 GB / 16 s.) ``--trace`` runs one conversion in process
+and prints VmRSS/VmHWM at every progress message, which is where the figures below come from.
 
-Measuring (the default) adds, on the VGG-19 shape at 224x224 with 16 synthetic samples: the
-probe's decoded float weights (575 MB), ORT's constant sessions of every graph segment with their
-re-laid-out convolution weights (about the weights again), and the activations cached at every
-segment boundary (16 samples x 125 MB of intermediates a sample, the larger part): a plateau of
-4.0-4.5 GB through measure-layers, 6.4 GB at the peak while whole plans are tried. Each session's
-ORT arena used to keep its own peak activations (7.4 GB after three layers; now off), the 64
-held-out inputs ran as one batch (now runs of 16), and candidate grids made float64 copies of the
-103 M-weight classifier layer (now a block of channels at a time). Not done: sharing one copy of
-the weights between the ORT sessions (SessionOptions.add_initializer works with prepacking off,
-measured, but needs the model written with external-data stubs), and bounding the activation
-cache by recomputing instead of caching. Before measuring, the converter estimates what it will
-need (4x the weights + 3x the samples' activations: 8.3 GB here) and converts unmeasured, with a
+How (``dfmpc_onnx/weightstore.py``): ``convert_file`` moves every initializer over 1 MB into a
+weight store, one file in a working folder beside the output, and the passes hold stubs. A large
+layer is read a block of output channels at a time where it is rounded, its statistics
+propagated or its NaNs checked; checks, shape inference and the opset converter run on the stub
+model; the output is written a tensor at a time. Without measurement the peak is then the
+libraries, the protobuf of stubs and one layer's work (the classifier's integers and scales).
+
+Measuring (the default) adds, on the VGG-19 shape at 224x224 with 16 synthetic samples
+(``dfmpc_onnx/fidelity.py``): ONNX Runtime sessions of every graph segment holding the
+convolutions' weights (about 80 MB; a segment with more than 64 MB of stored weights, the
+classifier, has no constant session and is fed its weights mapped from the store's file for each
+run), at most 64 MB of cached activations in memory (the rest, about 2 GB here, in files mapped
+back when a trial reads them), runs of at most 64 MB of their largest activation, and one
+candidate of the largest layer at a time (411 MB, made when its segment is reached and written
+to a file for the later runs of the same trial). The peak, 1.07 GB, comes while the 411 MB layer's
+candidate is made and run; between trials the resident set is about 380 MB. Freed activations
+and roundings are given back to the system after every segment run and rounding
+(``dfmpc_onnx/heap.py``; before that was done after every segment run, and while a view still
+kept each block's integers of a layer being rounded, the same conversion peaked at 1.47 GB).
+Measuring costs time rather than memory: 797 s against 8 s; in a ``--trace`` run, measuring the
+19 layers one at a time took 230 s and trying whole plans at each bit budget 500 s, each trial
+making the classifier's 411 MB candidate anew. Before measuring, the converter estimates
+what it will need (``passes.measure.probe_memory``: 2.0 GB here) and converts unmeasured, with a
 note, where the machine has less available.
 """
 
