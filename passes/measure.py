@@ -30,14 +30,24 @@ import numpy as np
 import onnx
 
 from dfmpc_onnx.allocate import Candidate
+from dfmpc_onnx.corrections import bias_shift
 from dfmpc_onnx.fidelity import FidelityProbe
 from dfmpc_onnx.graph import GraphIndex, tensor_bytes
 from dfmpc_onnx.heap import give_back
 from dfmpc_onnx.layers import LinearLayer, as_linear_layer
 from dfmpc_onnx.options import INTEGER_KERNEL_GRIDS, LayerPlan
+from dfmpc_onnx.quantizers.base import slices_of
+from dfmpc_onnx.stats import output_means
 
 from .base import Context
-from .quantize_compensate import LayerInput, corrected_bias, layer_inputs, layout_of, quantize_layer
+from .quantize_compensate import (
+    LayerInput,
+    corrected_bias,
+    layer_inputs,
+    layout_of,
+    quantize_layer,
+    streams_by_rows,
+)
 
 CANDIDATE_GRIDS: dict[int, tuple[str, ...]] = {
     8: ("maxabs",),
@@ -119,17 +129,36 @@ def layer_replacement(layer: LinearLayer, choice: LayerPlan, ctx: Context,
                         None if fold is None else fold.k)
     nbytes = qt.ideal_bytes(ctx.options.format, dtype.itemsize)
     corrects = _corrects(layer, choice, inp)
-    # The probe runs the weight's own type: without a bias to correct, no float64 copy is made.
-    w_q = qt.dequantize() if corrects else qt.dequantize_as(dtype)
+    # The probe runs the weight's own type: without a bias to correct, or where the correction is
+    # computed a block of output channels at a time, no float64 copy of the weight is made.
+    blockwise = corrects and by_rows and layout_of(layer).out_axis == 0 and streams_by_rows(layer)
+    w_q = qt.dequantize() if corrects and not blockwise else qt.dequantize_as(dtype)
     out = {layer.weight: w_q}
     if corrects:
         bias = probe.weight(layer.bias)
         b_f = bias.astype(np.float64).reshape(-1)
-        out[layer.bias] = corrected_bias(layer, layer.to_canonical(np.asarray(w, np.float64)),
-                                         layer.to_canonical(w_q), b_f, inp).reshape(bias.shape)
+        if blockwise:
+            b_q = _corrected_bias_by_rows(layer, w, qt, b_f, inp)
+        else:
+            b_q = corrected_bias(layer, layer.to_canonical(np.asarray(w, np.float64)),
+                                 layer.to_canonical(w_q), b_f, inp)
+        out[layer.bias] = b_q.reshape(bias.shape)
     del qt, w
     give_back()  # the rounding's temporaries (dfmpc_onnx.heap)
     return out, nbytes
+
+
+def _corrected_bias_by_rows(layer: LinearLayer, w, qt, b_f: np.ndarray, inp: LayerInput) -> np.ndarray:
+    """``corrected_bias`` of a large one-group layer, a block of output channels at a time (each
+    channel's mean is its own): the float and dequantized weights are never whole in float64,
+    which on a 400 MB classifier layer would be 1.6 GB."""
+    shifts = []
+    for part in slices_of(w.shape, 0):
+        mean_f, mean_q = output_means(layer.canonical_part(np.asarray(w[part], np.float64)),
+                                      layer.canonical_part(qt.dequantize_part(part)), 1,
+                                      inp.stats, inp.coverage)
+        shifts.append(bias_shift(mean_f, mean_q))
+    return b_f + np.concatenate(shifts)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -82,7 +82,7 @@ def layout_of(layer: LinearLayer) -> WeightLayout:
     return WeightLayout(layer.out_axis, 1 - layer.out_axis)
 
 
-def _large(layer: LinearLayer) -> bool:
+def streams_by_rows(layer: LinearLayer) -> bool:
     """Whether a layer is large enough, and simple enough, to be walked a block of output
     channels at a time (its statistics are per output channel, so blocks are independent)."""
     return (layer.row_sliceable and layer.out_channels > 0
@@ -215,7 +215,7 @@ class _Walker:
 
     def _float_layer(self, node: onnx.NodeProto) -> None:
         layer, _ = as_linear_layer(node, self.index)
-        if layer is not None and _large(layer):  # a block of output channels at a time
+        if layer is not None and streams_by_rows(layer):  # a block of output channels at a time
             s_in = self._input_stats(node, layer)
             inp = self.inputs[node.name] = LayerInput(s_in, self._coverage(layer))
             stored, b_f = self._stored(layer), self._float_bias(layer)
@@ -258,7 +258,7 @@ class _Walker:
         layer, _ = as_linear_layer(node, self.index)
         plan = self.ctx.plan[node.name]
         by_rows = plan.quantizer != "paper" and self.o.granularity == "channel"
-        if (layer is None or not _large(layer) or not (by_rows or plan.quantizer == "maxabs")
+        if (layer is None or not streams_by_rows(layer) or not (by_rows or plan.quantizer == "maxabs")
                 or node.name in self.pending):
             return False
         pairs = self.pairs_of_a.get(node.name, [])

@@ -189,3 +189,30 @@ def test_the_float_walk_gives_the_same_statistics_streamed(monkeypatch, model):
         for field in ("mean_f", "var_f", "mean_q", "var_q", "cov_fq"):
             np.testing.assert_allclose(getattr(s.stats, field), getattr(w.stats, field),
                                        rtol=1e-9, atol=1e-12, err_msg=f"{name} {field}")
+
+
+def test_measured_bias_corrections_by_rows_equal_the_whole_layer(monkeypatch):
+    """Measuring a bias-corrected candidate of a large layer computes the corrected bias a block
+    of output channels at a time: the same candidates, divergences and plan as the whole-array
+    correction (kept BN: corrections are candidates)."""
+    import dfmpc_onnx.passes.measure as measure
+
+    calls = []
+    real = measure._corrected_bias_by_rows
+    monkeypatch.setattr(measure, "_corrected_bias_by_rows",
+                        lambda *a: (calls.append(a[0].name), real(*a))[1])
+    options = ConvertOptions(fidelity_samples=4)
+    streamed, rep_s = _converted(monkeypatch, conv_net(bn=True), options, stream=True)
+    assert calls  # the block-wise correction ran
+    calls.clear()
+    whole, rep_w = _converted(monkeypatch, conv_net(bn=True), options, stream=False)
+    assert not calls
+    assert [(e.name, e.bits, e.quantizer, e.correction) for e in rep_s.layers] == [
+        (e.name, e.bits, e.quantizer, e.correction) for e in rep_w.layers]
+    for s, w in zip(rep_s.layers, rep_w.layers, strict=True):
+        assert (s.sensitivity or {}).keys() == (w.sensitivity or {}).keys()
+        for bits, value in (w.sensitivity or {}).items():
+            assert s.sensitivity[bits] == pytest.approx(value, rel=1e-5, abs=1e-12), (s.name, bits)
+    assert rep_s.fidelity["score"] == pytest.approx(rep_w.fidelity["score"], rel=1e-5, abs=1e-12)
+    for name, value in whole.items():
+        np.testing.assert_allclose(streamed[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
