@@ -263,7 +263,8 @@ class FidelityProbe:
                 del feeds, mine  # no candidate outlives its segment's run
                 for name in seg.dead:
                     values.pop(name, None)
-                give_back()  # the run's freed activations and candidate (dfmpc_onnx.heap)
+                if not self._small:  # the run's freed activations and candidate
+                    give_back()  # (dfmpc_onnx.heap; on a small model only a cost)
             results.append({name: values[name] for name in self._outputs})
         for handle in made.values():
             self._files.drop(handle)
@@ -375,7 +376,8 @@ class FidelityProbe:
                         cached_bytes += 0 if large else value.nbytes
                 for name in seg.dead:
                     values.pop(name, None)
-                give_back()  # the run's freed activations (dfmpc_onnx.heap)
+                if not self._small:
+                    give_back()  # the run's freed activations (dfmpc_onnx.heap)
             runs.append(kept)
         return runs
 

@@ -5,9 +5,11 @@ threshold from the heap and keeps it when freed, and the threshold grows with ev
 freed (up to 32 MB): once a probe's runs have freed their activations, the temporaries of every
 later rounding stay in the heap. On the VGG-19 shape, 390 MB of the probe's 710 MB resident set
 after its float run was such free memory, and rounding its 411 MB layer left 320 MB more
-(benchmarks/memory.py). ``give_back`` after each trial and each rounding returns it. (A fixed
-1 MB threshold instead returned it as it was freed, but made the light ResNet-50's conversion
-1.6x slower: ONNX Runtime's buffers were then mapped and zeroed on every run.)
+(benchmarks/memory.py). ``give_back`` after each rounding, trial and (on a model over the
+probe's ``WHOLE_MODEL_BYTES``) segment run returns it; each call costs the pages' faults again
+later. (A fixed 1 MB mmap threshold instead returned memory as it was freed, but made the light
+ResNet-50's conversion 1.6x slower: ONNX Runtime's buffers were then mapped and zeroed on every
+run.)
 Outside glibc it does nothing.
 """
 
