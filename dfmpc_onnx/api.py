@@ -117,7 +117,8 @@ def inspect_model(model_or_path: ModelLike, options: ConvertOptions | None = Non
     """Plan without writing: pairs, layers left alone and why, each layer's bits, grid and
     correction, and the ideal size, counted exactly as ``convert`` counts it (the layers are
     quantized in memory to know their scales). A file's large weights go to a weight store in a
-    temporary folder, as ``convert_file``'s do, so inspecting costs the memory converting does."""
+    temporary folder (under ``TMPDIR``: put it on disk, not tmpfs, for a model larger than
+    memory), as ``convert_file``'s do, so inspecting costs the memory converting does."""
     options = options or ConvertOptions()
     if isinstance(model_or_path, onnx.ModelProto):
         return _inspect(_load(model_or_path), options, progress, None)
