@@ -24,6 +24,10 @@ Measured (``python -m benchmarks.memory`` and ``python -m benchmarks.memory --on
     vgg19  --low-bits 4 --correction none
            --fidelity-samples 0 (no measurement)        575 MB    525 MB  1449 MB  8.1 s
     large  the same, no measurement                     2864 MB  2063 MB  6027 MB  38 s
+    large  (default: measured plan)                     2864 MB  3059 MB  6027 MB  1700 s *
+
+(``*``: ``python -m benchmarks.memory --only large --options ""``, on a machine busy with another
+job for 6 of its 28 minutes.)
 
 (2026-11-24, before the weight store: 6.41 GB / 547 s, 1.37 GB / 5.6 s and 5.51 GB / 27.8 s;
 before issue 10: 16.9 GB / 597 s and 3.4 GB / 16 s.) ``--trace`` runs one conversion in process
