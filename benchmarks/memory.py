@@ -55,7 +55,7 @@ kept each block's integers of a layer being rounded, the same conversion peaked 
 Measuring costs time rather than memory: 797 s against 8 s; in a ``--trace`` run, measuring the
 19 layers one at a time took 230 s and trying whole plans at each bit budget 500 s, each trial
 making the classifier's 411 MB candidate anew. Before measuring, the converter estimates
-what it will need (``passes.measure.probe_memory``: 2.0 GB here) and converts unmeasured, with a
+what it will need (``passes.measure.probe_memory``: 2.4 GB here) and converts unmeasured, with a
 note, where the machine has less available.
 """
 
