@@ -13,7 +13,7 @@ bound of issue 10 (2x the float weight bytes plus 300 MB) and the wall time.
 
 - ``vgg19``: the torchvision VGG-19 layer shapes: 16 Conv 3x3 (64..512 channels) with ReLU,
   5 MaxPool, then Gemm 25088->4096->4096->1000 (143.7 M weights, 575 MB).
-- ``large``: the same convolutions, Gemm 25088->16384->16384->1000 (711 M weights, 2.84 GB).
+- ``large``: the same convolutions, Gemm 25088->16384->16384->1000 (716 M weights, 2.86 GB).
 
 Measured (``python -m benchmarks.memory`` and ``python -m benchmarks.memory --only large
 --options "--low-bits 4 --correction none --fidelity-samples 0"``, idle 2-core machine,
