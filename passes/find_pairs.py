@@ -9,6 +9,8 @@ report entry for every Conv/Gemm/MatMul, with the reason when one is left alone.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 import numpy as np
 import onnx
 
@@ -176,7 +178,7 @@ def _partner(graph: onnx.GraphProto, index: GraphIndex, a: LinearLayer,
 
 
 def _readers(graph: onnx.GraphProto, index: GraphIndex, shapes: Shapes, a: LinearLayer,
-             layers: dict[str, LinearLayer], used_a: set[str], kept_float: set[str] = frozenset()
+             layers: dict[str, LinearLayer], used_a: set[str], kept_float: AbstractSet[str] = frozenset()
              ) -> tuple[list[Pair], str]:
     """A's pairs with every layer reading its channels (dfmpc_onnx.channels), or ([], why not).
     A reader may already compensate another layer's channels (a Concat's other inputs), but not

@@ -119,8 +119,8 @@ def layer_replacement(layer: LinearLayer, choice: LayerPlan, ctx: Context,
     where the model has one: a large layer's float weight is never whole in memory, only its
     candidate is (the VGG-19 classifier's first layer is 411 MB)."""
     by_rows = ctx.options.granularity == "channel" and choice.quantizer != "paper"
-    w = (probe.weight_rows(layer.weight) if by_rows and layout_of(layer).out_axis == 0
-         else probe.weight(layer.weight))
+    rows = by_rows and layout_of(layer).out_axis == 0  # w is then read a block of rows at a time
+    w = probe.weight_rows(layer.weight) if rows else probe.weight(layer.weight)
     dtype = w.dtype
     if not by_rows:
         w = np.asarray(w).astype(np.float64)  # else quantize_by_rows takes float64 a block at a time
@@ -131,7 +131,7 @@ def layer_replacement(layer: LinearLayer, choice: LayerPlan, ctx: Context,
     corrects = _corrects(layer, choice, inp)
     # The probe runs the weight's own type: without a bias to correct, or where the correction is
     # computed a block of output channels at a time, no float64 copy of the weight is made.
-    blockwise = corrects and by_rows and layout_of(layer).out_axis == 0 and streams_by_rows(layer)
+    blockwise = corrects and rows and streams_by_rows(layer)
     w_q = qt.dequantize() if corrects and not blockwise else qt.dequantize_as(dtype)
     out = {layer.weight: w_q}
     if corrects:
