@@ -4,14 +4,10 @@
     model, report = convert("model.onnx", ConvertOptions(low_bits=2, high_bits=8))
 """
 
-from pathlib import Path as _Path
-
-# Installed, passes/ is the subpackage dfmpc_onnx.passes (package_dir in setup.cfg). Run from a
-# source checkout (e.g. `python -m benchmarks.run` in the repository root, which puts this folder
-# ahead of site-packages), passes/ is a sibling of this folder: let the subpackage be found there.
-if not (_Path(__file__).parent / "passes").is_dir() and (
-        _Path(__file__).parent.parent / "passes" / "__init__.py").is_file():
-    __path__.append(str(_Path(__file__).parent.parent))  # noqa: F821 (set by the import system)
+# passes/ (a top-level folder of the repository) is the subpackage dfmpc_onnx.passes by the
+# package_dir mapping in setup.cfg alone, installed or editable; nothing here edits __path__, so
+# no other module under this package can be reached from the checkout (dfmpc_onnx.benchmarks
+# is not a module).
 
 from .api import convert, convert_file, inspect_model
 from .errors import DfmpcError

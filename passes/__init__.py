@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+if __name__ != "dfmpc_onnx.passes":  # a checkout puts passes/ on sys.path as a package of its own
+    raise ImportError(f"import the passes as dfmpc_onnx.passes, not {__name__}: one module, one identity")
+
 from dfmpc_onnx.options import ConvertOptions
 
 from .base import Context, Pair, Pass, PreconditionError, run_passes
