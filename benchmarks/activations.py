@@ -171,8 +171,8 @@ def clip_rules(tmp: Path) -> list[dict]:
 def headroom(tmp: Path) -> list[dict]:
     """Top-1 at the default (W7A8) with headroom 1, 2 and 3, and how far real activations exceed
     synthetic ones (span ratio per tensor, real held-out vs the default synthetic inputs, 16 samples each)."""
-    from dfmpc_onnx.calibrate import ActivationSamples
-    from dfmpc_onnx.synthetic import synthetic_inputs
+    from dfmpc_onnx.measure.calibrate import ActivationSamples
+    from dfmpc_onnx.measure.synthetic import synthetic_inputs
 
     rows = []
     for model in sorted(MODELS.glob("*.onnx")):

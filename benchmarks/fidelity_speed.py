@@ -22,10 +22,10 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from benchmarks.resnet18 import resnet18
-from dfmpc_onnx.fidelity import FidelityProbe, compare
-from dfmpc_onnx.graph import attr
-from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
-from dfmpc_onnx.synthetic import synthetic_inputs
+from dfmpc_onnx.measure.fidelity import FidelityProbe, compare
+from dfmpc_onnx.measure.synthetic import synthetic_inputs
+from dfmpc_onnx.model.graph import attr
+from dfmpc_onnx.quant.quantizers import WeightLayout, get_quantizer
 
 
 def quantize(w, bits, axis):

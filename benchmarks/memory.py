@@ -33,7 +33,7 @@ job for 6 of its 28 minutes.)
 before issue 10: 16.9 GB / 597 s and 3.4 GB / 16 s.) ``--trace`` runs one conversion in process
 and prints VmRSS/VmHWM at every progress message, which is where the figures below come from.
 
-How (``dfmpc_onnx/weightstore.py``): ``convert_file`` moves every initializer over 1 MB into a
+How (``dfmpc_onnx/model/weightstore.py``): ``convert_file`` moves every initializer over 1 MB into a
 weight store, one file in a working folder beside the output, and the passes hold stubs. A large
 layer is read a block of output channels at a time where it is rounded, its statistics
 propagated or its NaNs checked; checks, shape inference and the opset converter run on the stub
@@ -41,7 +41,7 @@ model; the output is written a tensor at a time. Without measurement the peak is
 libraries, the protobuf of stubs and one layer's work (the classifier's integers and scales).
 
 Measuring (the default) adds, on the VGG-19 shape at 224x224 with 16 synthetic samples
-(``dfmpc_onnx/fidelity.py``): ONNX Runtime sessions of every graph segment holding the
+(``dfmpc_onnx/measure/fidelity.py``): ONNX Runtime sessions of every graph segment holding the
 convolutions' weights (about 80 MB; a segment with more than 64 MB of stored weights, the
 classifier, has no constant session and is fed its weights mapped from the store's file for each
 run), at most 64 MB of cached activations in memory (the rest, about 2 GB here, in files mapped
@@ -50,7 +50,7 @@ candidate of the largest layer at a time (411 MB, made when its segment is reach
 to a file for the later runs of the same trial). The peak, 1.07 GB, comes while the 411 MB layer's
 candidate is made and run; between trials the resident set is about 380 MB. Freed activations
 and roundings are given back to the system after every segment run and rounding
-(``dfmpc_onnx/heap.py``; before that was done after every segment run, and while a view still
+(``dfmpc_onnx/model/heap.py``; before that was done after every segment run, and while a view still
 kept each block's integers of a layer being rounded, the same conversion peaked at 1.47 GB).
 Measuring costs time rather than memory: 797 s against 8 s; in a ``--trace`` run, measuring the
 19 layers one at a time took 230 s and trying whole plans at each bit budget 500 s, each trial

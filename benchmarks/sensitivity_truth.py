@@ -2,12 +2,12 @@
 
 For each example model, every Conv/Gemm/MatMul layer alone is quantized (max-abs per channel) at
 2, 3 and 4 bits, the rest float, and the fidelity probe measures the whole-network divergence
-(``dfmpc_onnx.fidelity``: KL of softmax on these classifiers). The truth is that divergence on the
+(``dfmpc_onnx.measure.fidelity``: KL of softmax on these classifiers). The truth is that divergence on the
 held-out inputs (``benchmarks.datasets.load_test_set``); each kind of synthetic input gives its own
 ranking. Printed per model and kind: Spearman rank correlation with the truth over the layers at
 each width, their mean, and whether the most sensitive layer at 2 bits is the same. ``real-half``
 is the ceiling: the ranking on one half of the held-out set against the other half. ``distilled``
-(ZeroQ inputs, ``dfmpc_onnx.distill``) runs when torch is installed (extra ``synth``), on models
+(ZeroQ inputs, ``dfmpc_onnx.measure.distill``) runs when torch is installed (extra ``synth``), on models
 that keep BatchNormalization; a BN-folded model uses the inputs distilled from its ``_bnkept``
 sibling, which computes the same function.
 
@@ -26,9 +26,9 @@ import onnx
 
 from benchmarks.datasets import load_test_set
 from benchmarks.fidelity_speed import layer_weights, spearman
-from dfmpc_onnx.fidelity import FidelityProbe
-from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
-from dfmpc_onnx.synthetic import synthetic_inputs
+from dfmpc_onnx.measure.fidelity import FidelityProbe
+from dfmpc_onnx.measure.synthetic import synthetic_inputs
+from dfmpc_onnx.quant.quantizers import WeightLayout, get_quantizer
 
 
 def quantize(w, bits, axis):
@@ -69,7 +69,7 @@ def distilled_for(path: Path, n: int, seed: int, steps: int) -> tuple[dict[str, 
         import torch  # noqa: F401
     except ImportError:
         return None, "torch not installed"
-    from dfmpc_onnx.distill import distill
+    from dfmpc_onnx.measure.distill import distill
 
     source = path.with_name(path.name.replace("bnfolded", "bnkept"))
     if not source.exists():

@@ -33,9 +33,9 @@ import onnxruntime as ort
 
 from benchmarks.activations import ort_static
 from dfmpc_onnx import convert_file
-from dfmpc_onnx.calibrate import ActivationSamples
+from dfmpc_onnx.measure.calibrate import ActivationSamples
+from dfmpc_onnx.measure.synthetic import synthetic_inputs
 from dfmpc_onnx.options import ConvertOptions
-from dfmpc_onnx.synthetic import synthetic_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "out" / "third_party"

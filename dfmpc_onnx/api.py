@@ -11,9 +11,7 @@ from pathlib import Path
 
 import onnx
 
-from dfmpc_onnx.passes import Context, conversion_passes, planning_passes, run_passes
-
-from .modelio import (
+from dfmpc_onnx.model.modelio import (
     TWO_GB,
     check_output,
     check_output_path,
@@ -24,11 +22,13 @@ from .modelio import (
     save_model_atomic,
     uses_external_data,
 )
-from .opset import serialized_bytes
+from dfmpc_onnx.model.opset import serialized_bytes
+from dfmpc_onnx.model.weightstore import WeightStore
+from dfmpc_onnx.model.weightstore import remove as remove_folder
+from dfmpc_onnx.passes import Context, conversion_passes, planning_passes, run_passes
+
 from .options import ConvertOptions
 from .report import Report
-from .weightstore import WeightStore
-from .weightstore import remove as remove_folder
 
 ModelLike = onnx.ModelProto | str | os.PathLike
 
@@ -89,7 +89,7 @@ def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
     start = time.perf_counter()
     out = check_output_path(output_path, input_path)
     # The conversion's working folder, beside the output (where there is room for it): its weight
-    # store holds the large weights instead of memory (dfmpc_onnx.weightstore).
+    # store holds the large weights instead of memory (dfmpc_onnx.model.weightstore).
     work = make_work_folder(out)
     store = WeightStore(work)
     try:

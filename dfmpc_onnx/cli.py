@@ -12,9 +12,10 @@ from pathlib import Path
 
 import click
 
+from dfmpc_onnx.measure.synthetic import parse_input_shapes
+
 from .errors import EXIT_CODES, DfmpcError, OptionsError
 from .options import ConvertOptions
-from .synthetic import parse_input_shapes
 
 EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 

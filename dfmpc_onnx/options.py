@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from dfmpc_onnx.quant.quantizers import QUANTIZERS
+
 from .errors import OptionsError
-from .quantizers import QUANTIZERS
 
 VALID_BITS = range(2, 9)
 METHODS = ("auto", "pairs", "paper")

@@ -3,7 +3,7 @@
     load -> normalise -> find pairs -> plan bits -> quantize and compensate -> emit QDQ
          -> [quantize activations] -> validate
 
-(load and validate are file operations in dfmpc_onnx.modelio; everything between is here.)
+(load and validate are file operations in dfmpc_onnx.model.modelio; everything between is here.)
 """
 
 from __future__ import annotations

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import numpy as np
 import onnx
 
-from dfmpc_onnx.channels import ChannelMap
 from dfmpc_onnx.errors import DfmpcError, PassError
+from dfmpc_onnx.model.channels import ChannelMap
 from dfmpc_onnx.options import ConvertOptions, LayerPlan
-from dfmpc_onnx.quantizers import QuantizedTensor
+from dfmpc_onnx.quant.quantizers import QuantizedTensor
 from dfmpc_onnx.report import Report
 
 if TYPE_CHECKING:
-    from dfmpc_onnx.weightstore import WeightStore
+    from dfmpc_onnx.model.weightstore import WeightStore
 
     from .measure import Measurement
 
@@ -36,11 +36,11 @@ class Pair:
     ``channels`` is None when B reads exactly A's activated output (the paper's pair). Otherwise
     B is one of several layers reading A's channels (through Concat, Split, branches, a kept BN):
     ``channels`` says which of B's input channels they are, ``activation`` is the per-channel
-    function on the way (dfmpc_onnx.channels). A's pairs are all those with the same ``a``."""
+    function on the way (dfmpc_onnx.model.channels). A's pairs are all those with the same ``a``."""
 
     a: str  # node names
     b: str
-    activation: object  # dfmpc_onnx.activation.Activation or dfmpc_onnx.channels.ChannelPath
+    activation: object  # dfmpc_onnx.model.activation.Activation or dfmpc_onnx.model.channels.ChannelPath
     channels: ChannelMap | None = None
 
 
@@ -74,7 +74,7 @@ class Context:
     # The model as given, kept only where a pass needs it whole (distilled inputs need the
     # BatchNormalization nodes that normalise folds).
     source_model: onnx.ModelProto | None = None
-    # Where large weights live (dfmpc_onnx.weightstore) when the conversion has a working folder;
+    # Where large weights live (dfmpc_onnx.model.weightstore) when the conversion has a working folder;
     # None: in the protobuf. Passes that rewrite a weight pass it to ``set_array``.
     store: WeightStore | None = None
     container_format: str = ""  # the format emitted; "" until upgrade-opset decides (options')

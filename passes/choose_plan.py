@@ -1,7 +1,7 @@
 """Choose the plan from measurements: bits, grid and correction per layer, then check it whole.
 
 ``--method auto``: each layer's candidates (measured alone by measure-layers) go to the allocator
-(``dfmpc_onnx.allocate``) under the byte budget of ``--target-bits``; without a target, budgets
+(``dfmpc_onnx.measure.allocate``) under the byte budget of ``--target-bits``; without a target, budgets
 are tried from the smallest up and the first whose plan, measured as a whole on held-out synthetic
 inputs (another seed, four times as many), keeps the predicted fidelity (``--min-agreement``) is
 taken. At each budget a few plans that fit are measured as a
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from dfmpc_onnx.allocate import Candidate, allocate
+from dfmpc_onnx.measure.allocate import Candidate, allocate
 from dfmpc_onnx.options import AUTO_BUDGETS as LADDER
 from dfmpc_onnx.options import LayerPlan
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import onnx
 from onnx import helper, numpy_helper
 
-from dfmpc_onnx.graph import GraphIndex, drop_unused_initializers, tensor_bytes
-from dfmpc_onnx.quantizers import QuantizedTensor
+from dfmpc_onnx.model.graph import GraphIndex, drop_unused_initializers, tensor_bytes
+from dfmpc_onnx.quant.quantizers import QuantizedTensor
 
 from .base import Context
 

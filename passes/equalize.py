@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from dfmpc_onnx.graph import GraphIndex
-from dfmpc_onnx.layers import as_linear_layer
-from dfmpc_onnx.weightstore import set_array
+from dfmpc_onnx.model.graph import GraphIndex
+from dfmpc_onnx.model.layers import as_linear_layer
+from dfmpc_onnx.model.weightstore import set_array
 
 from .base import Context, Pair
 

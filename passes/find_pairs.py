@@ -1,7 +1,7 @@
 """Find pairs: A -> activation -> B, where B reads only A's (activated) output channel by channel;
 else (``pair_through``) A with every layer reading its channels through Concat, Split, a Slice of
 the channels, branches and a kept BatchNormalization, where each reader's input channel is a
-function of one of A's (dfmpc_onnx.channels).
+function of one of A's (dfmpc_onnx.model.channels).
 
 Analysis only: fills ``ctx.layers`` (every quantizable layer, graph order), ``ctx.pairs`` and a
 report entry for every Conv/Gemm/MatMul, with the reason when one is left alone.
@@ -14,11 +14,11 @@ from collections.abc import Set as AbstractSet
 import numpy as np
 import onnx
 
-from dfmpc_onnx.activation import find_activation
-from dfmpc_onnx.channels import Shapes, follow
-from dfmpc_onnx.graph import GraphIndex
-from dfmpc_onnx.layers import LINEAR_OPS, LinearLayer, as_linear_layer
-from dfmpc_onnx.quantizers.base import slices_of
+from dfmpc_onnx.model.activation import find_activation
+from dfmpc_onnx.model.channels import Shapes, follow
+from dfmpc_onnx.model.graph import GraphIndex
+from dfmpc_onnx.model.layers import LINEAR_OPS, LinearLayer, as_linear_layer
+from dfmpc_onnx.quant.quantizers.base import slices_of
 from dfmpc_onnx.report import PARTNER_SEP, LayerReport
 
 from .base import Context, Pair
@@ -180,7 +180,7 @@ def _partner(graph: onnx.GraphProto, index: GraphIndex, a: LinearLayer,
 def _readers(graph: onnx.GraphProto, index: GraphIndex, shapes: Shapes, a: LinearLayer,
              layers: dict[str, LinearLayer], used_a: set[str], kept_float: AbstractSet[str] = frozenset()
              ) -> tuple[list[Pair], str]:
-    """A's pairs with every layer reading its channels (dfmpc_onnx.channels), or ([], why not).
+    """A's pairs with every layer reading its channels (dfmpc_onnx.model.channels), or ([], why not).
     A reader may already compensate another layer's channels (a Concat's other inputs), but not
     be a low-bit layer itself, nor a layer the plan keeps in float."""
     if a.op == "ConvTranspose":

@@ -1,8 +1,8 @@
 """Measure what quantizing each layer does to the whole network, with no data.
 
 ``MeasureLayers`` builds seeded synthetic inputs from the model's input signature
-(``dfmpc_onnx.synthetic``) and one FidelityProbe (``dfmpc_onnx.fidelity``), then, for each layer
-whose choice is left to measurement, quantizes that layer alone each candidate way (bits, grid,
+(``dfmpc_onnx.measure.synthetic``) and one FidelityProbe (``dfmpc_onnx.measure.fidelity``), then,
+for each layer whose choice is left to measurement, quantizes that layer alone each candidate way (bits, grid,
 bias correction or not) and records the divergence of the network's outputs from the float
 model's. ``MeasurePlan`` measures the final quantized model as a whole and writes the predicted
 fidelity into the report.
@@ -29,15 +29,15 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from dfmpc_onnx.allocate import Candidate
-from dfmpc_onnx.corrections import bias_shift
-from dfmpc_onnx.fidelity import FidelityProbe
-from dfmpc_onnx.graph import GraphIndex, tensor_bytes
-from dfmpc_onnx.heap import give_back
-from dfmpc_onnx.layers import LinearLayer, as_linear_layer
+from dfmpc_onnx.measure.allocate import Candidate
+from dfmpc_onnx.measure.fidelity import FidelityProbe
+from dfmpc_onnx.model.graph import GraphIndex, tensor_bytes
+from dfmpc_onnx.model.heap import give_back
+from dfmpc_onnx.model.layers import LinearLayer, as_linear_layer
 from dfmpc_onnx.options import INTEGER_KERNEL_GRIDS, LayerPlan
-from dfmpc_onnx.quantizers.base import slices_of
-from dfmpc_onnx.stats import output_means
+from dfmpc_onnx.quant.corrections import bias_shift
+from dfmpc_onnx.quant.quantizers.base import slices_of
+from dfmpc_onnx.stats.tensor_stats import output_means
 
 from .base import Context
 from .quantize_compensate import (
@@ -60,7 +60,7 @@ CANDIDATE_GRIDS: dict[int, tuple[str, ...]] = {
 class Measurement:
     """What MeasureLayers leaves for the planner: the probe and each layer's candidates."""
 
-    probe: object  # dfmpc_onnx.fidelity.FidelityProbe
+    probe: object  # dfmpc_onnx.measure.fidelity.FidelityProbe
     candidates: dict[str, list[Candidate]]
     layers: dict[str, LinearLayer]
     inputs: dict[str, LayerInput]
@@ -68,7 +68,7 @@ class Measurement:
     samples: int
     # Other synthetic inputs, more of them, that choose-plan checks its choice on (and whose
     # figure the report gives): a plan chosen on the probe's inputs looks better there than it is.
-    check: object | None = None  # dfmpc_onnx.fidelity.FidelityProbe
+    check: object | None = None  # dfmpc_onnx.measure.fidelity.FidelityProbe
 
     def replacement(self, name: str, choice: LayerPlan, ctx: Context) -> dict[str, np.ndarray]:
         """Weight (and bias) arrays of layer ``name`` quantized as ``choice``."""
@@ -144,7 +144,7 @@ def layer_replacement(layer: LinearLayer, choice: LayerPlan, ctx: Context,
                                  layer.to_canonical(w_q), b_f, inp)
         out[layer.bias] = b_q.reshape(bias.shape)
     del qt, w
-    give_back()  # the rounding's temporaries (dfmpc_onnx.heap)
+    give_back()  # the rounding's temporaries (dfmpc_onnx.model.heap)
     return out, nbytes
 
 
@@ -183,7 +183,7 @@ def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarra
             err = {}
             for g in others:
                 err[g] = quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel).squared_error(w)
-                give_back()  # the rounding's temporaries (dfmpc_onnx.heap)
+                give_back()  # the rounding's temporaries (dfmpc_onnx.model.heap)
             choices.append((bits, min(others, key=lambda g: err[g])))
     return choices
 
@@ -235,7 +235,7 @@ def probe_memory(model: onnx.ModelProto, stored: bool) -> int:
     ``RUN_BYTES``), and, where the weights are not in a weight store (``stored``), the weights
     once more for the protobuf. The VGG-19 shape at 224x224 (benchmarks/memory.py), stored:
     estimate 2.4 GB, measured peak 1.07 GB in all."""
-    from dfmpc_onnx.fidelity import CACHE_BYTES, RUN_BYTES
+    from dfmpc_onnx.measure.fidelity import CACHE_BYTES, RUN_BYTES
 
     sizes = [tensor_bytes(t) for t in model.graph.initializer]
     weights, largest = sum(sizes), max(sizes, default=0)
@@ -262,12 +262,12 @@ def make_inputs(model: onnx.ModelProto, ctx: Context, *, n: int | None = None,
     n = o.fidelity_samples if n is None else n
     seed = o.seed if seed is None else seed
     if o.synthetic == "distilled":
-        from dfmpc_onnx.distill import distilled_inputs  # the optional extra; torch only here
+        from dfmpc_onnx.measure.distill import distilled_inputs  # the optional extra; torch only here
 
         ctx.say("distilling inputs from the BatchNormalization statistics (torch)")
         return distilled_inputs(ctx.source_model or model, n=n, seed=seed,
                                 shapes=o.input_shapes or None)
-    from dfmpc_onnx.synthetic import synthetic_inputs
+    from dfmpc_onnx.measure.synthetic import synthetic_inputs
 
     return synthetic_inputs(model, n=n, kind=o.synthetic, seed=seed,
                             mean=o.input_mean, std=o.input_std, value_range=o.input_range,

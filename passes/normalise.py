@@ -13,10 +13,10 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from dfmpc_onnx.errors import UnsupportedModelError
-from dfmpc_onnx.graph import GraphIndex, attr, drop_unused_initializers, opset_version
-from dfmpc_onnx.layers import as_linear_layer
-from dfmpc_onnx.opset import light_copy
-from dfmpc_onnx.weightstore import set_array
+from dfmpc_onnx.model.graph import GraphIndex, attr, drop_unused_initializers, opset_version
+from dfmpc_onnx.model.layers import as_linear_layer
+from dfmpc_onnx.model.opset import light_copy
+from dfmpc_onnx.model.weightstore import set_array
 
 from .base import BnFold, Context
 

@@ -91,7 +91,7 @@ def _place_pair_corrections(ctx: Context) -> None:
     function of A's (others fall back to bias)."""
     a_layers = {p.a for p in ctx.pairs}
     # our compensations need B's input channel to be a function of A's (not through a gate or
-    # attention: dfmpc_onnx.channels.ChannelPath.scale_only)
+    # attention: dfmpc_onnx.model.channels.ChannelPath.scale_only)
     b_layers = {p.b for p in ctx.pairs if not getattr(p.activation, "scale_only", False)}
     for name, plan in list(ctx.plan.items()):
         if plan.correction == "paper" and name not in a_layers:

@@ -2,9 +2,9 @@
 
 After emit-qdq has written the weights, this pass (``--activations int8``):
 
-1. picks the activations ORT fuses into integer kernels (``dfmpc_onnx.activation_qdq``);
+1. picks the activations ORT fuses into integer kernels (``dfmpc_onnx.quant.activation_qdq``);
 2. runs the weight-quantized model on seeded synthetic inputs and keeps each activation's
-   extremes and a subsample of its values (``dfmpc_onnx.calibrate``);
+   extremes and a subsample of its values (``dfmpc_onnx.measure.calibrate``);
 3. for each clip rule (min-max, percentile, MSE-optimal; all of them with ``--activation-clip
    auto``) writes the activation grids, widened by ``--activation-headroom``, into a copy and
    measures, on *other* synthetic inputs, how far the whole model's outputs move from the
@@ -20,18 +20,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from dfmpc_onnx.activation_qdq import (
+from dfmpc_onnx.errors import UnsupportedModelError
+from dfmpc_onnx.measure.calibrate import CLIP_RULES, ActivationSamples, QuantParams, quant_params
+from dfmpc_onnx.measure.fidelity import Fidelity, compare, split_batches
+from dfmpc_onnx.model.graph import drop_unused_initializers
+from dfmpc_onnx.model.weightstore import session_for
+from dfmpc_onnx.quant.activation_qdq import (
     ActivationPlan,
     insert_activation_qdq,
     plan_activations,
     quantize_biases,
     weight_zero_points,
 )
-from dfmpc_onnx.calibrate import CLIP_RULES, ActivationSamples, QuantParams, quant_params
-from dfmpc_onnx.errors import UnsupportedModelError
-from dfmpc_onnx.fidelity import Fidelity, compare, split_batches
-from dfmpc_onnx.graph import drop_unused_initializers
-from dfmpc_onnx.weightstore import session_for
 
 from .base import Context
 from .measure import _first_line, make_inputs

@@ -1,7 +1,7 @@
 """Quantize and compensate: walk the graph once, in order, carrying two-stream statistics.
 
-Each planned layer is rounded by its quantizer (``dfmpc_onnx.quantizers``) and corrected by its
-correction (``dfmpc_onnx.corrections``), both named in the layer's plan:
+Each planned layer is rounded by its quantizer (``dfmpc_onnx.quant.quantizers``) and corrected by its
+correction (``dfmpc_onnx.quant.corrections``), both named in the layer's plan:
 
 - our compensation (energy, ls-diag, ls-full) scales the input channels of a pair's second layer
   before rounding, from the statistics of the first layer's float and quantized outputs;
@@ -11,7 +11,7 @@ correction (``dfmpc_onnx.corrections``), both named in the layer's plan:
   is unchanged (its own rounding error only).
 
 Statistics of both streams (float and quantized) are carried through the graph by
-``dfmpc_onnx.propagate``. This pass records decisions in the context; emit-qdq writes them.
+``dfmpc_onnx.stats.propagate``. This pass records decisions in the context; emit-qdq writes them.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx
 
-from dfmpc_onnx.channels import ChannelMap
-from dfmpc_onnx.corrections import COMPENSATIONS, PairInput, bias_shift, paper_factor
-from dfmpc_onnx.graph import GraphIndex, attr, tensor_bytes
-from dfmpc_onnx.layers import LinearLayer, as_linear_layer
+from dfmpc_onnx.model.channels import ChannelMap
+from dfmpc_onnx.model.graph import GraphIndex, attr, tensor_bytes
+from dfmpc_onnx.model.layers import LinearLayer, as_linear_layer
 from dfmpc_onnx.options import LayerPlan
-from dfmpc_onnx.propagate import Shapes, propagate
-from dfmpc_onnx.quantizers import QuantizedTensor, WeightLayout, get_quantizer
-from dfmpc_onnx.quantizers.base import quantize_by_rows, slices_of
-from dfmpc_onnx.stats import (
+from dfmpc_onnx.quant.corrections import COMPENSATIONS, PairInput, bias_shift, paper_factor
+from dfmpc_onnx.quant.quantizers import QuantizedTensor, WeightLayout, get_quantizer
+from dfmpc_onnx.quant.quantizers.base import quantize_by_rows, slices_of
+from dfmpc_onnx.stats.propagate import Shapes, propagate
+from dfmpc_onnx.stats.tensor_stats import (
     TensorStats,
     joint_pre_activation,
     output_means,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import onnx
 
 from dfmpc_onnx.errors import UnsupportedModelError
-from dfmpc_onnx.graph import opset_version
-from dfmpc_onnx.opset import OpsetUpgradeError, fit_runtime_opset, upgrade_opset
+from dfmpc_onnx.model.graph import opset_version
+from dfmpc_onnx.model.opset import OpsetUpgradeError, fit_runtime_opset, upgrade_opset
 
 from .base import Context
 from .quantize_compensate import count_bytes
@@ -65,7 +65,7 @@ class UpgradeOpset:
 def upgrade(model: onnx.ModelProto, target: int, notes: list[str] | None = None) -> bool:
     """Upgrade ai.onnx to ``target`` in place (False if already there; exporter value_info that
     shape inference contradicts is dropped all the same), adding what was done to ``notes``.
-    OpsetUpgradeError (an UnsupportedModelError) if it cannot: dfmpc_onnx/opset.py."""
+    OpsetUpgradeError (an UnsupportedModelError) if it cannot: dfmpc_onnx/model/opset.py."""
     current = opset_version(model)
     try:
         done = upgrade_opset(model, target)

@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from tinymodels import conv_net, make_model
 
 from dfmpc_onnx import convert
-from dfmpc_onnx.activation_qdq import plan_activations
-from dfmpc_onnx.calibrate import (
+from dfmpc_onnx.errors import OptionsError
+from dfmpc_onnx.measure.calibrate import (
     _SHRINK,
     ActivationSamples,
     QuantParams,
@@ -23,8 +23,8 @@ from dfmpc_onnx.calibrate import (
     clip_range,
     quant_params,
 )
-from dfmpc_onnx.errors import OptionsError
 from dfmpc_onnx.options import ConvertOptions
+from dfmpc_onnx.quant.activation_qdq import plan_activations
 from dfmpc_onnx.validate.sessions import has_activation_qdq
 
 A8 = ConvertOptions(activations="int8", fidelity_samples=8)  # the default: W7A8

@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 
-from dfmpc_onnx.allocate import Candidate, allocate
+from dfmpc_onnx.measure.allocate import Candidate, allocate
 
 
 def random_layers(rng, n_layers=4, n_cands=4):

@@ -106,7 +106,7 @@ def test_the_default_level_yields_to_what_8_bits_keep():
     plan that keeps as many is good enough; where 8 bits keep all, 0.99 still holds."""
     from dfmpc_onnx.passes.choose_plan import _fid_ok
 
-    from dfmpc_onnx.fidelity import Fidelity
+    from dfmpc_onnx.measure.fidelity import Fidelity
 
     def fid(agree):
         return Fidelity({"y": 0.1}, {"y": "kl"}, 0.1, agree)
@@ -122,7 +122,7 @@ def test_below_the_level_a_plan_is_judged_on_the_samples_8_bits_keep():
     the same borderline samples, not others the 8-bit plan keeps."""
     from dfmpc_onnx.passes.choose_plan import _fid_ok
 
-    from dfmpc_onnx.fidelity import Fidelity
+    from dfmpc_onnx.measure.fidelity import Fidelity
 
     def fid(flipped):
         agrees = np.ones(16, bool)
@@ -146,7 +146,7 @@ def test_agreement_is_not_trusted_where_the_float_model_answers_one_class():
     says nothing, and the plan is judged by the error of its input-dependent outputs."""
     from dfmpc_onnx.passes.choose_plan import _fid_ok
 
-    from dfmpc_onnx.fidelity import compare
+    from dfmpc_onnx.measure.fidelity import compare
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((32, 10)) * 0.01

@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 from tinymodels import conv_net
 
-from dfmpc_onnx import modelio
 from dfmpc_onnx.cli import main
 from dfmpc_onnx.errors import EXIT_CODES, DfmpcError
+from dfmpc_onnx.model import modelio
 
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 

@@ -15,7 +15,7 @@ from awkward_models import AWKWARD
 
 from dfmpc_onnx import ConvertOptions, inspect_model
 from dfmpc_onnx.api import convert_file
-from dfmpc_onnx.layers import LINEAR_OPS
+from dfmpc_onnx.model.layers import LINEAR_OPS
 from dfmpc_onnx.report import Report
 
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"

@@ -27,13 +27,13 @@ def bn_model():
 
 
 def test_default_path_never_imports_torch():
-    code = ("import sys, dfmpc_onnx.synthetic, dfmpc_onnx.fidelity, dfmpc_onnx.cli; "
+    code = ("import sys, dfmpc_onnx.measure.synthetic, dfmpc_onnx.measure.fidelity, dfmpc_onnx.cli; "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_missing_torch_is_an_options_error(monkeypatch):
-    from dfmpc_onnx.distill import distilled_inputs
+    from dfmpc_onnx.measure.distill import distilled_inputs
 
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
     with pytest.raises(OptionsError, match=r"dfmpc-onnx\[synth\]"):
@@ -43,7 +43,7 @@ def test_missing_torch_is_an_options_error(monkeypatch):
 def test_statistics_move_to_the_running_ones():
     pytest.importorskip("torch")
     pytest.importorskip("onnx2torch")
-    from dfmpc_onnx.distill import distill
+    from dfmpc_onnx.measure.distill import distill
 
     model = bn_model()
     x, losses = distill(model, n=8, steps=40, lr=0.1, seed=1)
@@ -56,7 +56,7 @@ def test_statistics_move_to_the_running_ones():
 def test_a_model_without_batchnorm_is_refused():
     pytest.importorskip("torch")
     pytest.importorskip("onnx2torch")
-    from dfmpc_onnx.distill import distilled_inputs
+    from dfmpc_onnx.measure.distill import distilled_inputs
 
     model = bn_model()
     model.graph.node[1].CopyFrom(helper.make_node("Relu", ["c"], ["y"]))

@@ -7,9 +7,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dfmpc_onnx.fidelity import FidelityProbe
-from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
-from dfmpc_onnx.synthetic import synthetic_inputs
+from dfmpc_onnx.measure.fidelity import FidelityProbe
+from dfmpc_onnx.measure.synthetic import synthetic_inputs
+from dfmpc_onnx.quant.quantizers import WeightLayout, get_quantizer
 
 
 def quantize(w, bits, axis):
@@ -196,7 +196,7 @@ def test_fixed_batch_model_runs_stacked_inputs_in_runs_of_its_batch():
 
 
 def test_external_data_model_loaded(tmp_path):
-    from dfmpc_onnx.modelio import load_model
+    from dfmpc_onnx.model.modelio import load_model
 
     model = conv_net()
     path = tmp_path / "m.onnx"
@@ -232,7 +232,7 @@ def test_unknown_weight_and_bad_shape_are_refused(conv_probe):
 
 
 def test_non_finite_candidates_are_infinitely_far():
-    from dfmpc_onnx.fidelity import compare
+    from dfmpc_onnx.measure.fidelity import compare
 
     ref = [{"logits": np.ones((2, 3), np.float32), "map": np.ones((2, 4, 4), np.float32)}]
     bad = [{"logits": np.full((2, 3), np.nan, np.float32), "map": np.full((2, 4, 4), np.inf, np.float32)}]
@@ -289,7 +289,7 @@ def _trials(probe: FidelityProbe, lazy: bool = False) -> list[dict]:
 def test_cached_activations_in_files_and_small_runs_measure_the_same(monkeypatch):
     """Cached activations written to files (CACHE_BYTES 0), runs of a few samples (RUN_BYTES),
     lazy candidates written to files between runs: memory changes, not the measurement."""
-    import dfmpc_onnx.fidelity as fidelity
+    import dfmpc_onnx.measure.fidelity as fidelity
 
     model = conv_net()
     inputs = synthetic_inputs(model, n=12, seed=2)
@@ -316,7 +316,7 @@ def test_a_probe_on_other_inputs_measures_whole_models(monkeypatch, large):
     """On other inputs: a large model's probe shares the sessions (no second copy of the
     weights in ONNX Runtime), a small one's runs as one segment; both measure what a new probe
     on those inputs measures."""
-    import dfmpc_onnx.fidelity as fidelity
+    import dfmpc_onnx.measure.fidelity as fidelity
 
     if large:
         monkeypatch.setattr(fidelity, "WHOLE_MODEL_BYTES", 0)
@@ -338,7 +338,7 @@ def test_a_probe_on_other_inputs_measures_whole_models(monkeypatch, large):
 
 
 def test_the_probe_keeps_few_decoded_weights(monkeypatch):
-    import dfmpc_onnx.fidelity as fidelity
+    import dfmpc_onnx.measure.fidelity as fidelity
 
     monkeypatch.setattr(fidelity, "WEIGHT_CACHE_BYTES", 1)
     model = conv_net()

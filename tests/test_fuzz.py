@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tinymodels import conv_net
 
 from dfmpc_onnx.cli import main
-from dfmpc_onnx.modelio import custom_nodes
+from dfmpc_onnx.model.modelio import custom_nodes
 
 BASES = {
     "conv_net_bn": lambda: conv_net(seed=0, c=4, bn=True),

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 from tinymodels import conv_net
 
 from dfmpc_onnx.api import convert
-from dfmpc_onnx.opset import light_copy, serialized_bytes
+from dfmpc_onnx.model.opset import light_copy, serialized_bytes
 from dfmpc_onnx.options import ConvertOptions
 
 
@@ -40,7 +40,7 @@ def test_serialized_bytes_is_the_size_to_within_headers():
 
 
 def test_probe_memory_counts_the_weights_and_the_largest_layer():
-    from dfmpc_onnx.fidelity import CACHE_BYTES, RUN_BYTES
+    from dfmpc_onnx.measure.fidelity import CACHE_BYTES, RUN_BYTES
 
     model = conv_net(c=8)
     sizes = [numpy_helper.to_array(t).nbytes for t in model.graph.initializer]
@@ -62,7 +62,7 @@ def test_no_measurement_when_it_would_not_fit(monkeypatch):
 
 
 def test_split_batches_cuts_a_dynamic_batch_into_runs():
-    from dfmpc_onnx.fidelity import split_batches
+    from dfmpc_onnx.measure.fidelity import split_batches
 
     model = conv_net(c=8)  # input (N, 3, 8, 8): a dynamic batch
     x = np.arange(40 * 3 * 8 * 8, dtype=np.float32).reshape(40, 3, 8, 8)
@@ -75,8 +75,8 @@ def test_split_batches_cuts_a_dynamic_batch_into_runs():
 
 def test_a_probe_measures_the_same_in_runs(monkeypatch):
     """Cutting the probe's inputs into runs changes memory, not the measurement."""
-    import dfmpc_onnx.fidelity as fidelity
-    from dfmpc_onnx.synthetic import synthetic_inputs
+    import dfmpc_onnx.measure.fidelity as fidelity
+    from dfmpc_onnx.measure.synthetic import synthetic_inputs
 
     model = conv_net(c=8)
     weights = ["conv1.weight", "conv2.weight"]

@@ -11,8 +11,14 @@ import onnx
 import pytest
 from onnx import helper
 
-from dfmpc_onnx.activation import Activation
-from dfmpc_onnx.stats import TensorStats, bivariate_diag, bivariate_matrix, mean_diag, through_activation
+from dfmpc_onnx.model.activation import Activation
+from dfmpc_onnx.stats.tensor_stats import (
+    TensorStats,
+    bivariate_diag,
+    bivariate_matrix,
+    mean_diag,
+    through_activation,
+)
 
 
 def _probe(module: str) -> None:
@@ -24,7 +30,7 @@ def _probe(module: str) -> None:
 def test_runtime_warnings_from_the_library_are_errors() -> None:
     """The setup.cfg filter is in force: the same overflow is an error in dfmpc_onnx modules
     (the package and its passes) and a plain warning elsewhere."""
-    for module in ("dfmpc_onnx.activation", "dfmpc_onnx.passes.quantize_compensate"):
+    for module in ("dfmpc_onnx.model.activation", "dfmpc_onnx.passes.quantize_compensate"):
         with pytest.raises(RuntimeWarning, match="overflow"):
             _probe(module)
     with pytest.warns(RuntimeWarning, match="overflow"):

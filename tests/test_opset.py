@@ -22,7 +22,7 @@ from opset_models import MODELS, stale_reshape
 import dfmpc_onnx
 from dfmpc_onnx import ConvertOptions
 from dfmpc_onnx.errors import UnsupportedModelError
-from dfmpc_onnx.opset import OpsetUpgradeError, highest_reachable_opset, upgrade_opset
+from dfmpc_onnx.model.opset import OpsetUpgradeError, highest_reachable_opset, upgrade_opset
 
 NEWEST = onnx.defs.onnx_opset_version()
 OPSETS = list(range(9, NEWEST + 1))
@@ -242,7 +242,7 @@ def test_newest_opset_comes_down_to_what_the_runtime_runs() -> None:
 def test_no_runtime_opset_is_a_clear_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
     """Containers that need an opset whose DequantizeLinear the runtime lacks: refused early
     (exit 4), not after the conversion by a failed load (exit 6)."""
-    import dfmpc_onnx.opset as opset_module
+    import dfmpc_onnx.model.opset as opset_module
     monkeypatch.setattr(opset_module, "runtime_has_dequantize", lambda opset: opset < 21)
     with pytest.raises(UnsupportedModelError) as caught:
         dfmpc_onnx.convert(MODELS["clip"](12), ConvertOptions(low_bits=4))

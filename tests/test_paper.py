@@ -14,7 +14,7 @@ from test_quant_emit import fold_bn_in_numpy
 from tinymodels import conv_net
 
 from dfmpc_onnx import ConvertOptions, convert
-from dfmpc_onnx.corrections import paper_factor
+from dfmpc_onnx.quant.corrections import paper_factor
 
 
 def test_eq27_closed_form_is_the_argmin_of_its_objective():

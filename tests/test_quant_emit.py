@@ -9,7 +9,7 @@ from onnx import numpy_helper
 from tinymodels import conv_net
 
 from dfmpc_onnx import ConvertOptions, convert
-from dfmpc_onnx.quantizers import QuantizedTensor, WeightLayout, get_quantizer
+from dfmpc_onnx.quant.quantizers import QuantizedTensor, WeightLayout, get_quantizer
 
 
 @pytest.mark.parametrize("bits,per_byte", [(2, 4), (3, 2), (4, 2), (8, 1)])

@@ -9,8 +9,8 @@ from onnx import numpy_helper
 from tinymodels import conv_net
 
 from dfmpc_onnx import ConvertOptions, convert, inspect_model
-from dfmpc_onnx.quantizers import QUANTIZERS, WeightLayout, get_quantizer
-from dfmpc_onnx.quantizers.paper import dorefa, twn_per_layer
+from dfmpc_onnx.quant.quantizers import QUANTIZERS, WeightLayout, get_quantizer
+from dfmpc_onnx.quant.quantizers.paper import dorefa, twn_per_layer
 
 RNG = np.random.default_rng(0)
 W = RNG.standard_normal((6, 40, 3)) * RNG.uniform(0.2, 3.0, (6, 1, 1))

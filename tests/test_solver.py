@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from tinymodels import add_activation
 
-from dfmpc_onnx.activation import Activation
-from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
-from dfmpc_onnx.solver import gram, gram_diag, ridge, solve_diag, solve_full
-from dfmpc_onnx.stats import (
+from dfmpc_onnx.model.activation import Activation
+from dfmpc_onnx.quant.quantizers import WeightLayout, get_quantizer
+from dfmpc_onnx.quant.solver import gram, gram_diag, ridge, solve_diag, solve_full
+from dfmpc_onnx.stats.tensor_stats import (
     TensorStats,
     bivariate_matrix,
     joint_pre_activation,

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
-from dfmpc_onnx.stats import TensorStats, bivariate_diag, through_activation, through_linear
+from dfmpc_onnx.quant.quantizers import WeightLayout, get_quantizer
+from dfmpc_onnx.stats.tensor_stats import TensorStats, bivariate_diag, through_activation, through_linear
 
 RELU = lambda v: np.maximum(v, 0.0)  # noqa: E731
 
@@ -67,7 +67,7 @@ def test_bivariate_diag_identity_is_covariance():
 
 
 def test_tap_coverage_counts_padding_by_brute_force():
-    from dfmpc_onnx.stats import tap_coverage
+    from dfmpc_onnx.stats.tensor_stats import tap_coverage
 
     for size, k, st, pad in [(3, 3, 1, 1), (6, 3, 2, 1), (8, 3, 1, 0), (5, 5, 2, 2)]:
         got = tap_coverage([size, size], [k, k], [st, st], [pad] * 4, [1, 1])

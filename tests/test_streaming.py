@@ -11,11 +11,11 @@ from onnx import numpy_helper
 from test_pairs import mlp_model
 from tinymodels import conv_net
 
-from dfmpc_onnx import quantizers
 from dfmpc_onnx.api import convert
 from dfmpc_onnx.options import ConvertOptions
-from dfmpc_onnx.quantizers import WeightLayout, get_quantizer
-from dfmpc_onnx.quantizers.base import slices_of
+from dfmpc_onnx.quant import quantizers
+from dfmpc_onnx.quant.quantizers import WeightLayout, get_quantizer
+from dfmpc_onnx.quant.quantizers.base import slices_of
 
 
 @pytest.mark.parametrize("shape,axis,elements", [((7, 3, 2), 0, 5), ((7, 3, 2), 1, 1),
@@ -122,7 +122,7 @@ def test_blockwise_dequantize_and_error_equal_the_whole_array(monkeypatch, name,
 
 
 def test_mse_clipping_search_in_row_blocks_equals_all_rows_at_once(monkeypatch):
-    from dfmpc_onnx.quantizers import mse
+    from dfmpc_onnx.quant.quantizers import mse
 
     w = np.random.default_rng(3).standard_normal((9, 40)).astype(np.float32)
     whole = get_quantizer("mse").quantize(w, 3, WeightLayout(0, 1), True)
@@ -137,7 +137,7 @@ def test_mse_clipping_search_in_row_blocks_equals_all_rows_at_once(monkeypatch):
                                           ((64, 6), WeightLayout(1, 0))])
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_every_per_channel_grid_quantizes_the_same_by_rows(name, shape, layout, bits):
-    from dfmpc_onnx.quantizers.base import quantize_by_rows
+    from dfmpc_onnx.quant.quantizers.base import quantize_by_rows
 
     quantizer = get_quantizer(name)
     if not quantizer.supports(bits):

@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from dfmpc_onnx.errors import OptionsError
-from dfmpc_onnx.synthetic import KINDS, parse_input_shapes, spatial_axes, synthetic_inputs
+from dfmpc_onnx.measure.synthetic import KINDS, parse_input_shapes, spatial_axes, synthetic_inputs
 
 
 def _model(*inputs: onnx.ValueInfoProto) -> onnx.ModelProto:

@@ -1,4 +1,4 @@
-"""The weight store (dfmpc_onnx/weightstore.py): large weights live in a file while a model is
+"""The weight store (dfmpc_onnx/model/weightstore.py): large weights live in a file while a model is
 converted. Checked against the values themselves and against the in-memory conversion."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from onnx import TensorProto, helper, numpy_helper
 from tinymodels import conv_net
 
 from dfmpc_onnx.api import convert, convert_file
-from dfmpc_onnx.graph import LARGE_TENSOR_BYTES, GraphIndex
-from dfmpc_onnx.modelio import load_model
+from dfmpc_onnx.model.graph import LARGE_TENSOR_BYTES, GraphIndex
+from dfmpc_onnx.model.modelio import load_model
+from dfmpc_onnx.model.weightstore import ALIGN, StoredArray, WeightStore, is_stub, read, set_array
 from dfmpc_onnx.options import ConvertOptions
-from dfmpc_onnx.weightstore import ALIGN, StoredArray, WeightStore, is_stub, read, set_array
 
 
 def test_put_and_read_round_trip_every_plain_type(tmp_path):
@@ -97,8 +97,8 @@ def test_ort_maps_a_model_file_in_the_store_and_computes_the_same(tmp_path):
 def test_a_probe_on_stubs_measures_what_it_measures_in_memory(tmp_path, monkeypatch):
     """Sessions that map the store's file, and segments whose float weights are fed mapped
     (MAPPED_BYTES 0: every segment), measure what the in-memory probe measures."""
-    import dfmpc_onnx.fidelity as fidelity
-    from dfmpc_onnx.synthetic import synthetic_inputs
+    import dfmpc_onnx.measure.fidelity as fidelity
+    from dfmpc_onnx.measure.synthetic import synthetic_inputs
 
     model = conv_net(c=192)
     store = WeightStore(tmp_path)

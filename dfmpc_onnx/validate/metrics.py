@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from dfmpc_onnx.fidelity import compare
+from dfmpc_onnx.measure.fidelity import compare
 
 from ..errors import DfmpcError, OptionsError
 from .inputs import fmt_dims
@@ -41,7 +41,7 @@ class OutputStats:
     float_accuracy / quant_accuracy: fraction of rows whose argmax equals the label, when the
         inputs carried labels and the output is (batch, classes); None otherwise.
     divergence / metric: the divergence the conversion report predicts on synthetic inputs, here
-        on these inputs, by the same definition (dfmpc_onnx.fidelity): KL of softmax ("kl") for
+        on these inputs, by the same definition (dfmpc_onnx.measure.fidelity): KL of softmax ("kl") for
         (batch, classes) outputs, relative squared error ("rel_mse") otherwise.
     """
 

@@ -27,8 +27,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .fidelity import split_batches
-from .weightstore import WeightStore, session_for
+from dfmpc_onnx.measure.fidelity import split_batches
+from dfmpc_onnx.model.weightstore import WeightStore, session_for
 
 CLIP_RULES = ("minmax", "percentile", "mse")
 ACTIVATION_TYPES = ("uint8", "int8")

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .solver import gram, gram_diag, objective_diag, objective_full, solve_diag, solve_full
-from .stats import (
+from dfmpc_onnx.quant.solver import gram, gram_diag, objective_diag, objective_full, solve_diag, solve_full
+from dfmpc_onnx.stats.tensor_stats import (
     JointGaussian,
     bivariate_matrix,
     mean_diag,

@@ -1,6 +1,6 @@
 """Weight quantizers, one module each, looked up by name.
 
-    from dfmpc_onnx.quantizers import get_quantizer, WeightLayout
+    from dfmpc_onnx.quant.quantizers import get_quantizer, WeightLayout
     qt = get_quantizer("twn").quantize(w, 2, WeightLayout(out_axis=0, in_axis=1))
 
 A new grid is one module with a class offering ``name``, ``help``, ``supports(bits)`` and

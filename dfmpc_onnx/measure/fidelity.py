@@ -50,12 +50,12 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from .errors import UnsupportedModelError
-from .graph import LARGE_TENSOR_BYTES, GraphIndex, _subgraph_outer_inputs, tensor_bytes
-from .heap import give_back
-from .quantizers.base import slices_of
-from .synthetic import fixed_batch, model_inputs
-from .weightstore import WeightStore, is_stub, mapped, session_for
+from dfmpc_onnx.errors import UnsupportedModelError
+from dfmpc_onnx.measure.synthetic import fixed_batch, model_inputs
+from dfmpc_onnx.model.graph import LARGE_TENSOR_BYTES, GraphIndex, _subgraph_outer_inputs, tensor_bytes
+from dfmpc_onnx.model.heap import give_back
+from dfmpc_onnx.model.weightstore import WeightStore, is_stub, mapped, session_for
+from dfmpc_onnx.quant.quantizers.base import slices_of
 
 # The most samples one ORT run of a probe takes (a dynamic batch of more is cut into runs), and
 # the most bytes of its largest activation a run may hold (fewer samples where one is large).
@@ -264,7 +264,7 @@ class FidelityProbe:
                 for name in seg.dead:
                     values.pop(name, None)
                 if not self._small:  # the run's freed activations and candidate
-                    give_back()  # (dfmpc_onnx.heap; on a small model only a cost)
+                    give_back()  # (dfmpc_onnx.model.heap; on a small model only a cost)
             results.append({name: values[name] for name in self._outputs})
         for handle in made.values():
             self._files.drop(handle)
@@ -377,7 +377,7 @@ class FidelityProbe:
                 for name in seg.dead:
                     values.pop(name, None)
                 if not self._small:
-                    give_back()  # the run's freed activations (dfmpc_onnx.heap)
+                    give_back()  # the run's freed activations (dfmpc_onnx.model.heap)
             runs.append(kept)
         return runs
 

@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-# Tensors above this many bytes are "large": stubs in light copies (dfmpc_onnx.opset) and kept in
-# the conversion's weight store rather than the protobuf (dfmpc_onnx.weightstore).
+# Tensors above this many bytes are "large": stubs in light copies (dfmpc_onnx.model.opset) and kept in
+# the conversion's weight store rather than the protobuf (dfmpc_onnx.model.weightstore).
 LARGE_TENSOR_BYTES = 1 << 20
 
 
@@ -48,7 +48,7 @@ class GraphIndex:
         if name not in self._arrays:
             t = self.initializers[name]
             if t.data_location == onnx.TensorProto.EXTERNAL:
-                from .weightstore import read  # a stub: the value lives in the weight store
+                from dfmpc_onnx.model.weightstore import read  # a stub: the value lives in the weight store
 
                 self._arrays[name] = read(t)
             else:
@@ -60,7 +60,7 @@ class GraphIndex:
         ``StoredArray`` (slices read only their rows; nothing cached), else ``array(name)``."""
         t = self.initializers[name]
         if t.data_location == onnx.TensorProto.EXTERNAL and name not in self._arrays:
-            from .weightstore import StoredArray
+            from dfmpc_onnx.model.weightstore import StoredArray
 
             return StoredArray(t)
         return self.array(name)

@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .errors import OptionsError
+from dfmpc_onnx.errors import OptionsError
 
 KINDS = ("gaussian", "uniform", "smooth", "mixed")
 _MIXED_PARTS = ("gaussian", "uniform", "smooth")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from .activation import ELEMENTWISE_OPS, Activation, channel_constant, find_activation
-from .graph import GraphIndex, attr
-from .stats import TensorStats, through_activation
+from dfmpc_onnx.model.activation import ELEMENTWISE_OPS, Activation, channel_constant, find_activation
+from dfmpc_onnx.model.graph import GraphIndex, attr
+from dfmpc_onnx.stats.tensor_stats import TensorStats, through_activation
 
 PASS_THROUGH = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize",
                 "Upsample", "Identity", "Dropout", "Pad", "LRN", "Squeeze", "Unsqueeze"}

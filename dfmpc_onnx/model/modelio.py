@@ -10,9 +10,9 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from .errors import ConversionCheckError, ModelLoadError, OutputError, UnsupportedModelError
-from .graph import tensor_bytes
-from .opset import (
+from dfmpc_onnx.errors import ConversionCheckError, ModelLoadError, OutputError, UnsupportedModelError
+from dfmpc_onnx.model.graph import tensor_bytes
+from dfmpc_onnx.model.opset import (
     OpsetUpgradeError,
     checkable,
     copy_fields,
@@ -20,7 +20,7 @@ from .opset import (
     upgrade_opset,
     without_intermediate_value_info,
 )
-from .weightstore import WeightStore, inline_copy, is_stub, offload, stub_bytes
+from dfmpc_onnx.model.weightstore import WeightStore, inline_copy, is_stub, offload, stub_bytes
 
 TWO_GB = (1 << 31) - (1 << 20)
 

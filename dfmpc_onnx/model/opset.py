@@ -28,8 +28,8 @@ import onnx
 from google.protobuf.message import Message
 from onnx import shape_inference, version_converter
 
-from .errors import UnsupportedModelError
-from .graph import LARGE_TENSOR_BYTES, opset_version, tensor_bytes
+from dfmpc_onnx.errors import UnsupportedModelError
+from dfmpc_onnx.model.graph import LARGE_TENSOR_BYTES, opset_version, tensor_bytes
 
 
 class OpsetUpgradeError(UnsupportedModelError):

@@ -23,10 +23,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx
 
-from .activation import ELEMENTWISE_OPS, Activation, find_activation, positive_homogeneous
-from .graph import GraphIndex, attr
-from .layers import LINEAR_OPS, LinearLayer
-from .propagate import single_node_activation
+from dfmpc_onnx.model.activation import ELEMENTWISE_OPS, Activation, find_activation, positive_homogeneous
+from dfmpc_onnx.model.graph import GraphIndex, attr
+from dfmpc_onnx.model.layers import LINEAR_OPS, LinearLayer
+from dfmpc_onnx.stats.propagate import single_node_activation
 
 MAX_TENSORS = 512  # tensors visited from one layer's output (a DenseNet block visits ~100)
 

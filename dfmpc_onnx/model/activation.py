@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from .graph import GraphIndex, attr
+from dfmpc_onnx.model.graph import GraphIndex, attr
 
 MAX_REGION_NODES = 12
 

@@ -10,7 +10,7 @@ with ``data_location = EXTERNAL`` whose location is the absolute path of that fi
 when a pass asks for them (``read``: ``GraphIndex.array`` does) and dropped when it is done;
 weights a pass rewrites go back to the store (``set_array``); the probe's ONNX Runtime sessions map
 the file instead of copying it (``relative_stub``, offsets page-aligned for that); and the writer
-streams stubs into the output's external data (``dfmpc_onnx.modelio``). Only plain numeric types
+streams stubs into the output's external data (``dfmpc_onnx.model.modelio``). Only plain numeric types
 are stored; others, and tensors up to ``LARGE_TENSOR_BYTES``, stay inline.
 
 Without a store (``convert`` on an in-memory model) the same passes see ordinary initializers.
@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from .graph import LARGE_TENSOR_BYTES, tensor_bytes
+from dfmpc_onnx.model.graph import LARGE_TENSOR_BYTES, tensor_bytes
 
 # Offsets in the store are multiples of this, so that ONNX Runtime maps a tensor from the file
 # (it does where the offset is a multiple of the allocation granularity: 4 KiB on Linux, 64 KiB on
@@ -104,7 +104,7 @@ class WeightStore:
         """``model`` written as a new file in the store's folder, its stubs pointing at the
         store's file by a relative path: a model ONNX Runtime loads by mapping the weights. The
         caller removes the file once loaded."""
-        from .opset import copy_fields
+        from dfmpc_onnx.model.opset import copy_fields
 
         out = onnx.ModelProto()
         copy_fields(model, out, skip="graph")
@@ -133,7 +133,7 @@ def offload(model: onnx.ModelProto, store: WeightStore, source_dir: Path | None)
 
     Built field by field, so ``model`` (and the arena that holds its weights) can be dropped by
     the caller; external data is read from ``source_dir`` and never written."""
-    from .opset import copy_fields
+    from dfmpc_onnx.model.opset import copy_fields
 
     light = onnx.ModelProto()
     copy_fields(model, light, skip="graph")

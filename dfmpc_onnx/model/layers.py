@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from .graph import GraphIndex, attr
+from dfmpc_onnx.model.graph import GraphIndex, attr
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 
-from .errors import OptionsError
-from .synthetic import synthetic_inputs
+from dfmpc_onnx.errors import OptionsError
+from dfmpc_onnx.measure.synthetic import synthetic_inputs
 
 
 def distilled_inputs(model: onnx.ModelProto, n: int = 32, steps: int = 200, lr: float = 0.2,

@@ -27,8 +27,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .calibrate import QuantParams
-from .graph import GraphIndex, attr
+from dfmpc_onnx.measure.calibrate import QuantParams
+from dfmpc_onnx.model.graph import GraphIndex, attr
 
 CORE_OPS = ("Conv", "Gemm", "MatMul")
 INTEGER_OPS = ("Add", "Concat", "GlobalAveragePool", "AveragePool")

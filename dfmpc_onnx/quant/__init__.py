@@ -1,0 +1,2 @@
+"""Quantization: the weight quantizers (grids), layer quantization, the corrections and their
+solver, and activation QDQ placement."""
