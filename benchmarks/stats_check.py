@@ -18,11 +18,11 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import dfmpc_onnx.passes.quantize_compensate as qc
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+import dfmpc_onnx.stats.walk as qc
 from dfmpc_onnx import ConvertOptions, convert, convert_file, inspect_model
 
 from .datasets import EXAMPLES, load_test_set
@@ -31,7 +31,7 @@ from .datasets import EXAMPLES, load_test_set
 def predicted_input_stats(model_path: str, options: ConvertOptions) -> dict[str, tuple]:
     """layer -> (input tensor, mean_f, var_f, source) as the quantize pass sees them."""
     seen: dict[str, tuple] = {}
-    original = qc._Walker._input
+    original = qc.Walker._input
 
     def record(walker, node):  # noqa: ANN001 - the pass's own types
         out = original(walker, node)
@@ -39,11 +39,11 @@ def predicted_input_stats(model_path: str, options: ConvertOptions) -> dict[str,
         seen[node.name] = (node.input[0], s.mean_f.copy(), s.var_f.copy(), s.source)
         return out
 
-    qc._Walker._input = record
+    qc.Walker._input = record
     try:
         convert(model_path, options)
     finally:
-        qc._Walker._input = original
+        qc.Walker._input = original
     return seen
 
 

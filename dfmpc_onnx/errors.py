@@ -55,3 +55,10 @@ EXIT_CODES = {
     6: "converted model failed the checker or ONNX Runtime",
     7: "a graph pass failed on this model",
 }
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The exception's message as one line (checker messages span lines: the node name is on the
+    second), cut at ``limit`` characters so the one-line error stays readable."""
+    text = " ".join(str(exc).split())
+    return (text[:limit - 3] + "...") if len(text) > limit else (text or type(exc).__name__)

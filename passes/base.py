@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from dfmpc_onnx.errors import DfmpcError, PassError
+from dfmpc_onnx.measure.inputs import measurement_inputs
 from dfmpc_onnx.model.channels import ChannelMap
 from dfmpc_onnx.options import ConvertOptions, LayerPlan
 from dfmpc_onnx.quant.quantizers import QuantizedTensor
@@ -91,6 +92,14 @@ class Context:
     def say(self, message: str) -> None:
         if self.progress is not None:
             self.progress(message)
+
+
+def make_inputs(model: onnx.ModelProto, ctx: Context, *, n: int | None = None,
+                seed: int | None = None) -> dict[str, np.ndarray]:
+    """The synthetic inputs every measurement of this conversion runs on (``n`` and ``seed``:
+    other draws of the same kind, e.g. held out to check a choice made on the first)."""
+    return measurement_inputs(model, ctx.options, n=n, seed=seed, source_model=ctx.source_model,
+                              say=ctx.say)
 
 
 class Pass(Protocol):

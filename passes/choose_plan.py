@@ -27,8 +27,8 @@ from dfmpc_onnx.measure.allocate import Candidate, allocate
 from dfmpc_onnx.options import AUTO_BUDGETS as LADDER
 from dfmpc_onnx.options import LayerPlan
 
-from .base import Context
-from .measure import Measurement, make_inputs
+from .base import Context, make_inputs
+from .measure import Measurement
 
 CHECK_FACTOR = 4  # held-out inputs per probe input for the ladder's acceptance check
 

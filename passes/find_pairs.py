@@ -17,7 +17,7 @@ import onnx
 from dfmpc_onnx.model.activation import find_activation
 from dfmpc_onnx.model.channels import Shapes, follow
 from dfmpc_onnx.model.graph import GraphIndex
-from dfmpc_onnx.model.layers import LINEAR_OPS, LinearLayer, as_linear_layer
+from dfmpc_onnx.model.layers import LINEAR_OPS, LinearLayer, as_linear_layer, channel_axis
 from dfmpc_onnx.quant.quantizers.base import slices_of
 from dfmpc_onnx.report import PARTNER_SEP, LayerReport
 
@@ -40,11 +40,6 @@ def output_rank(graph: onnx.GraphProto, layer: LinearLayer) -> int | None:
     if rank is None and layer.op == "Gemm":
         return 2
     return rank
-
-
-def channel_axis(layer: LinearLayer) -> int:
-    """Where a layer's output channels sit in its output tensor."""
-    return 1 if layer.op in ("Conv", "ConvTranspose") else -1
 
 
 class FindPairs:

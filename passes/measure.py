@@ -29,25 +29,20 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from dfmpc_onnx.errors import first_line
 from dfmpc_onnx.measure.allocate import Candidate
 from dfmpc_onnx.measure.fidelity import FidelityProbe
 from dfmpc_onnx.model.graph import GraphIndex, tensor_bytes
 from dfmpc_onnx.model.heap import give_back
-from dfmpc_onnx.model.layers import LinearLayer, as_linear_layer
+from dfmpc_onnx.model.layers import LinearLayer, as_linear_layer, layout_of
 from dfmpc_onnx.options import INTEGER_KERNEL_GRIDS, LayerPlan
 from dfmpc_onnx.quant.corrections import bias_shift
+from dfmpc_onnx.quant.layer import quantize_layer
 from dfmpc_onnx.quant.quantizers.base import slices_of
 from dfmpc_onnx.stats.tensor_stats import output_means
+from dfmpc_onnx.stats.walk import LayerInput, corrected_bias, layer_inputs, streams_by_rows
 
-from .base import Context
-from .quantize_compensate import (
-    LayerInput,
-    corrected_bias,
-    layer_inputs,
-    layout_of,
-    quantize_layer,
-    streams_by_rows,
-)
+from .base import Context, make_inputs
 
 CANDIDATE_GRIDS: dict[int, tuple[str, ...]] = {
     8: ("maxabs",),
@@ -162,8 +157,7 @@ def _corrected_bias_by_rows(layer: LinearLayer, w, qt, b_f: np.ndarray, inp: Lay
 
 
 def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
+    return first_line(exc, 203)
 
 
 def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarray
@@ -252,26 +246,6 @@ def available_memory() -> int | None:
     except OSError:
         return None
     return None
-
-
-def make_inputs(model: onnx.ModelProto, ctx: Context, *, n: int | None = None,
-                seed: int | None = None) -> dict[str, np.ndarray]:
-    """The synthetic inputs every measurement of this conversion runs on (``n`` and ``seed``:
-    other draws of the same kind, e.g. held out to check a choice made on the first)."""
-    o = ctx.options
-    n = o.fidelity_samples if n is None else n
-    seed = o.seed if seed is None else seed
-    if o.synthetic == "distilled":
-        from dfmpc_onnx.measure.distill import distilled_inputs  # the optional extra; torch only here
-
-        ctx.say("distilling inputs from the BatchNormalization statistics (torch)")
-        return distilled_inputs(ctx.source_model or model, n=n, seed=seed,
-                                shapes=o.input_shapes or None)
-    from dfmpc_onnx.measure.synthetic import synthetic_inputs
-
-    return synthetic_inputs(model, n=n, kind=o.synthetic, seed=seed,
-                            mean=o.input_mean, std=o.input_std, value_range=o.input_range,
-                            shapes=o.input_shapes or None)
 
 
 def _build(model: onnx.ModelProto, ctx: Context) -> Measurement:

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from dfmpc_onnx.errors import UnsupportedModelError
+from dfmpc_onnx.errors import UnsupportedModelError, first_line
 from dfmpc_onnx.measure.calibrate import CLIP_RULES, ActivationSamples, QuantParams, quant_params
 from dfmpc_onnx.measure.fidelity import Fidelity, compare, split_batches
 from dfmpc_onnx.model.graph import drop_unused_initializers
@@ -33,8 +33,7 @@ from dfmpc_onnx.quant.activation_qdq import (
     weight_zero_points,
 )
 
-from .base import Context
-from .measure import _first_line, make_inputs
+from .base import Context, make_inputs
 
 # --activation-clip bn: mean +- this many standard deviations of each channel. On the kept-BN
 # examples 6 stayed within 0.5 points of the synthetic min-max ranges; 3 lost up to 5.3 points and
@@ -66,7 +65,7 @@ class QuantizeActivations:
         except Exception as exc:  # noqa: BLE001 - said in one line, with what to do
             raise UnsupportedModelError(
                 "--activations int8 sets activation ranges by running the model in ONNX Runtime "
-                f"on synthetic inputs, which failed here ({_first_line(exc)}); convert without "
+                f"on synthetic inputs, which failed here ({first_line(exc, 203)}); convert without "
                 "--activations (weight-only)") from exc
         not_float = [t for t in plan.tensors if samples.dtypes[t] != np.float32]
         if not_float:  # untyped in the graph and not float after all: plan without them

@@ -14,9 +14,9 @@ import onnx
 from dfmpc_onnx.errors import UnsupportedModelError
 from dfmpc_onnx.model.graph import opset_version
 from dfmpc_onnx.model.opset import OpsetUpgradeError, fit_runtime_opset, upgrade_opset
+from dfmpc_onnx.quant.layer import count_bytes
 
 from .base import Context
-from .quantize_compensate import count_bytes
 
 _HALF = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 
@@ -53,7 +53,7 @@ class UpgradeOpset:
             ctx.report.notes.append(
                 f"{exc}; kept every grid but stored it in int8 containers at opset {fallback} "
                 "instead (the file is larger than packed INT2/INT4 would be)")
-            count_bytes(model.graph, ctx)
+            count_bytes(model.graph, ctx.quantized, ctx.container_format or ctx.options.format, ctx.report)
         # onnx may know opsets whose DequantizeLinear the installed ONNX Runtime lacks.
         floor = needed_opset(model, ctx, ctx.container_format or fmt)
         if floor:  # 0: nothing quantized, no DequantizeLinear to emit

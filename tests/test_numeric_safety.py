@@ -30,7 +30,8 @@ def _probe(module: str) -> None:
 def test_runtime_warnings_from_the_library_are_errors() -> None:
     """The setup.cfg filter is in force: the same overflow is an error in dfmpc_onnx modules
     (the package and its passes) and a plain warning elsewhere."""
-    for module in ("dfmpc_onnx.model.activation", "dfmpc_onnx.passes.quantize_compensate"):
+    for module in ("dfmpc_onnx.model.activation", "dfmpc_onnx.passes.quantize_compensate",
+                   "dfmpc_onnx.stats.walk"):
         with pytest.raises(RuntimeWarning, match="overflow"):
             _probe(module)
     with pytest.warns(RuntimeWarning, match="overflow"):

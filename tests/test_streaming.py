@@ -3,7 +3,6 @@ the blocks must give exactly what the whole-array code gives (which the other te
 
 from __future__ import annotations
 
-import dfmpc_onnx.passes.quantize_compensate as qc
 import numpy as np
 import onnx
 import pytest
@@ -11,6 +10,7 @@ from onnx import numpy_helper
 from test_pairs import mlp_model
 from tinymodels import conv_net
 
+import dfmpc_onnx.stats.walk as qc
 from dfmpc_onnx.api import convert
 from dfmpc_onnx.options import ConvertOptions
 from dfmpc_onnx.quant import quantizers
@@ -95,8 +95,8 @@ def test_streaming_applies_only_where_it_is_exact(monkeypatch):
     whole-array path."""
     monkeypatch.setattr(qc, "STREAM_ELEMENTS", 0)
     seen = []
-    real = qc._Walker._streamed_layer
-    monkeypatch.setattr(qc._Walker, "_streamed_layer",
+    real = qc.Walker._streamed_layer
+    monkeypatch.setattr(qc.Walker, "_streamed_layer",
                         lambda self, node: (seen.append(node.name), real(self, node)))
     convert(conv_net(bn=True), ConvertOptions(method="pairs", low_bits=4, correction="ls-full",
                                               quantizer="maxabs"))

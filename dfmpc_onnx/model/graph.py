@@ -13,9 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-# Tensors above this many bytes are "large": stubs in light copies (dfmpc_onnx.model.opset) and kept in
-# the conversion's weight store rather than the protobuf (dfmpc_onnx.model.weightstore).
-LARGE_TENSOR_BYTES = 1 << 20
+from dfmpc_onnx.model.proto import LARGE_TENSOR_BYTES, opset_version, tensor_bytes  # noqa: F401 (re-exported)
 
 
 class GraphIndex:
@@ -107,13 +105,6 @@ def topological_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     return list(graph.node)
 
 
-def opset_version(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return imp.version
-    return 1
-
-
 def drop_unused_initializers(graph: onnx.GraphProto) -> None:
     """Remove initializers nothing reads (and their legacy graph-input entries, IR < 4).
 
@@ -127,23 +118,3 @@ def drop_unused_initializers(graph: onnx.GraphProto) -> None:
     for field in (graph.initializer, graph.input, graph.value_info):
         for i in reversed([i for i, item in enumerate(field) if item.name in dropped]):
             del field[i]
-
-
-def tensor_bytes(t: onnx.TensorProto) -> int:
-    """Bytes of a tensor's values from its shape and type, without touching the data (cheap for
-    large weights; packed 2/4-bit types round up)."""
-    if t.data_location == onnx.TensorProto.EXTERNAL:
-        for e in t.external_data:
-            if e.key == "length":
-                return int(e.value)
-    count = 1
-    for d in t.dims:
-        count *= d
-    bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}.get(t.data_type)
-    if bits is None and hasattr(onnx.TensorProto, "INT2"):
-        bits = {onnx.TensorProto.INT2: 2, onnx.TensorProto.UINT2: 2}.get(t.data_type)
-    if bits is not None:
-        return (count * bits + 7) // 8
-    if t.data_type == onnx.TensorProto.STRING:
-        return sum(len(v) for v in t.string_data)
-    return count * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize

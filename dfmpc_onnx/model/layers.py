@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from dfmpc_onnx.model.graph import GraphIndex, attr
+from dfmpc_onnx.quant.quantizers.base import WeightLayout
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -113,6 +114,20 @@ class LinearLayer:
         for g in range(self.group):
             w[g * outg:(g + 1) * outg] *= c[g * cing:(g + 1) * cing][None, :, None]
         return w
+
+
+def layout_of(layer: LinearLayer) -> WeightLayout:
+    """Output-channel and reduction axes of a layer's stored weight."""
+    if layer.op == "Conv":
+        return WeightLayout(0, 1)
+    if layer.op == "ConvTranspose":
+        return WeightLayout(1, 0 if layer.group == 1 else None)
+    return WeightLayout(layer.out_axis, 1 - layer.out_axis)
+
+
+def channel_axis(layer: LinearLayer) -> int:
+    """Where a layer's output channels sit in its output tensor."""
+    return 1 if layer.op in ("Conv", "ConvTranspose") else -1
 
 
 def as_linear_layer(node: onnx.NodeProto, index: GraphIndex) -> tuple[LinearLayer | None, str]:

@@ -10,7 +10,13 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from dfmpc_onnx.errors import ConversionCheckError, ModelLoadError, OutputError, UnsupportedModelError
+from dfmpc_onnx.errors import (
+    ConversionCheckError,
+    ModelLoadError,
+    OutputError,
+    UnsupportedModelError,
+    first_line,
+)
 from dfmpc_onnx.model.graph import tensor_bytes
 from dfmpc_onnx.model.opset import (
     OpsetUpgradeError,
@@ -47,7 +53,7 @@ def load_model(path: str | os.PathLike, store: WeightStore | None = None) -> onn
         raise ModelLoadError(f"{p}: cannot read ({exc.strerror})") from exc
     except (DecodeError, RuntimeError, ValueError, TypeError) as exc:
         raise ModelLoadError(f"{p}: not an ONNX model, or truncated (protobuf parse failed: "
-                             f"{_first_line(exc)})") from exc
+                             f"{first_line(exc)})") from exc
     if not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{p}: parses as protobuf but holds no ONNX graph/opset "
                              "(is it a model file?)")
@@ -58,7 +64,7 @@ def load_model(path: str | os.PathLike, store: WeightStore | None = None) -> onn
             if t.data_location == onnx.TensorProto.EXTERNAL and not is_stub(t):
                 onnx.external_data_helper.load_external_data_for_tensor(t, str(p.parent))
     except Exception as exc:  # noqa: BLE001 - OSError, ValueError, checker.ValidationError
-        raise ModelLoadError(f"{p}: external data could not be read: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"{p}: external data could not be read: {first_line(exc)}") from exc
     check_input(model, p)
     return model
 
@@ -76,9 +82,9 @@ def check_input(model: onnx.ModelProto, where: object = "model") -> None:
     try:
         onnx.checker.check_model(checkable(light_copy(model)))
     except onnx.checker.ValidationError as exc:
-        raise ModelLoadError(f"{where}: fails onnx.checker: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"{where}: fails onnx.checker: {first_line(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - checker raises several types
-        raise ModelLoadError(f"{where}: fails onnx.checker: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"{where}: fails onnx.checker: {first_line(exc)}") from exc
 
 
 # Operator domains ONNX Runtime implements. A node in any other domain (and not a model-local
@@ -116,7 +122,7 @@ def check_output(model_or_path: onnx.ModelProto | str, what: str = "converted mo
         onnx.checker.check_model(model_or_path, full_check=True)
     except Exception as exc:  # noqa: BLE001
         _blame_input(source, model_or_path)
-        raise ConversionCheckError(f"{what} fails onnx.checker: {_first_line(exc)}") from exc
+        raise ConversionCheckError(f"{what} fails onnx.checker: {first_line(exc)}") from exc
     if not runtime:
         return
     problem = runtime_load_error(model_or_path)
@@ -165,7 +171,7 @@ def _full_check_error(model: onnx.ModelProto) -> str | None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # noqa: BLE001 - checker and shape inference raise several types
-        return _first_line(exc)
+        return first_line(exc)
     return None
 
 
@@ -185,7 +191,7 @@ def runtime_load_error(model_or_path: onnx.ModelProto | str | os.PathLike) -> st
                else str(model_or_path))
         ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises several pybind types
-        return _first_line(exc)
+        return first_line(exc)
     return None
 
 
@@ -306,10 +312,3 @@ def inlined(model: onnx.ModelProto) -> onnx.ModelProto:
     copy_fields(model.graph, out.graph, skip="initializer")
     out.graph.initializer.extend(inline_copy(t) if is_stub(t) else t for t in model.graph.initializer)
     return out
-
-
-def _first_line(exc: BaseException) -> str:
-    """The exception's message as one line (checker messages span lines: the node name is on the
-    second), cut at 300 characters so the one-line error stays readable."""
-    text = " ".join(str(exc).split())
-    return (text[:297] + "...") if len(text) > 300 else (text or type(exc).__name__)

@@ -25,11 +25,10 @@ from __future__ import annotations
 import functools
 
 import onnx
-from google.protobuf.message import Message
 from onnx import shape_inference, version_converter
 
-from dfmpc_onnx.errors import UnsupportedModelError
-from dfmpc_onnx.model.graph import LARGE_TENSOR_BYTES, opset_version, tensor_bytes
+from dfmpc_onnx.errors import UnsupportedModelError, first_line
+from dfmpc_onnx.model.proto import LARGE_TENSOR_BYTES, copy_fields, opset_version, tensor_bytes
 
 
 class OpsetUpgradeError(UnsupportedModelError):
@@ -190,7 +189,7 @@ def _convert(model: onnx.ModelProto, current: int, target: int) -> onnx.ModelPro
             raise OpsetUpgradeError(
                 f"cannot {'upgrade' if way > 0 else 'downgrade'} the model from ai.onnx opset "
                 f"{current} to {target}: the onnx version converter fails from opset {last} to "
-                f"{opset}: {_first_line(exc)}" + (f" (it reaches opset {last})" if last != current else ""),
+                f"{opset}: {first_line(exc)}" + (f" (it reaches opset {last})" if last != current else ""),
                 current=current, target=target, reachable=last) from exc
     return step
 
@@ -292,7 +291,7 @@ def _full_check_error(model: onnx.ModelProto) -> str | None:
     try:
         onnx.checker.check_model(checkable(model), full_check=True)
     except Exception as exc:  # noqa: BLE001 - checker and shape inference raise several types
-        return _first_line(exc)
+        return first_line(exc)
     return None
 
 
@@ -322,21 +321,6 @@ def serialized_bytes(model: onnx.ModelProto) -> int:
     return light.ByteSize() + sum(tensor_bytes(t) for t in light.graph.initializer if _is_stub(t))
 
 
-def copy_fields(src: Message, dst: Message, skip: str | tuple[str, ...]) -> None:
-    """Copy every set field of ``src`` into ``dst`` but ``skip`` (field names)."""
-    skip = (skip,) if isinstance(skip, str) else skip
-    for field, value in src.ListFields():
-        if field.name in skip:
-            continue
-        target = getattr(dst, field.name)
-        if hasattr(value, "extend") and not isinstance(value, (str, bytes)):
-            target.extend(value)
-        elif isinstance(value, Message):
-            target.CopyFrom(value)
-        else:
-            setattr(dst, field.name, value)
-
-
 def _adopt(model: onnx.ModelProto, light: onnx.ModelProto) -> None:
     """Make ``model`` the graph ``light`` holds (converted from ``light_copy(model)``), with its
     own large weights in place of the stubs: every field is taken from ``light`` but the large
@@ -352,8 +336,3 @@ def _adopt(model: onnx.ModelProto, light: onnx.ModelProto) -> None:
     for i in reversed([i for i, t in enumerate(inits) if t.name not in stubs]):
         del inits[i]
     inits.extend(t for t in light.graph.initializer if t.name not in stubs)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text[:297] + "...") if len(text) > 300 else (text or type(exc).__name__)

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from dfmpc_onnx.model.graph import LARGE_TENSOR_BYTES, tensor_bytes
+from dfmpc_onnx.model.proto import LARGE_TENSOR_BYTES, copy_fields, tensor_bytes
 
 # Offsets in the store are multiples of this, so that ONNX Runtime maps a tensor from the file
 # (it does where the offset is a multiple of the allocation granularity: 4 KiB on Linux, 64 KiB on
@@ -104,7 +104,6 @@ class WeightStore:
         """``model`` written as a new file in the store's folder, its stubs pointing at the
         store's file by a relative path: a model ONNX Runtime loads by mapping the weights. The
         caller removes the file once loaded."""
-        from dfmpc_onnx.model.opset import copy_fields
 
         out = onnx.ModelProto()
         copy_fields(model, out, skip="graph")
@@ -133,7 +132,6 @@ def offload(model: onnx.ModelProto, store: WeightStore, source_dir: Path | None)
 
     Built field by field, so ``model`` (and the arena that holds its weights) can be dropped by
     the caller; external data is read from ``source_dir`` and never written."""
-    from dfmpc_onnx.model.opset import copy_fields
 
     light = onnx.ModelProto()
     copy_fields(model, light, skip="graph")
