@@ -1,9 +1,13 @@
-"""The graph passes, in the one order the model flows through them.
+"""The graph passes, in the one order the model flows through them (``conversion_passes``).
 
-    load -> normalise -> find pairs -> plan bits -> quantize and compensate -> emit QDQ
-         -> [quantize activations] -> validate
+    load -> check opset -> name nodes -> constants to initializers -> infer shapes
+         -> fold BatchNormalization -> find pairs -> [equalize pairs] -> plan bits
+         -> measure layers -> choose plan -> quantize and compensate -> measure plan
+         -> upgrade opset -> emit QDQ -> [quantize activations] -> save
 
-(load and validate are file operations in dfmpc_onnx.model.modelio; everything between is here.)
+(``inspect`` runs the same list up to measure plan. Load and save are file operations in
+dfmpc_onnx.model.modelio; everything between is here. Each pass declares the facts
+(``base.Fact``) it requires and provides, so a list in another order is a PreconditionError.)
 """
 
 from __future__ import annotations
@@ -26,16 +30,18 @@ from .quantize_compensate import QuantizeAndCompensate
 from .upgrade_opset import UpgradeOpset
 
 
-def analysis_passes() -> list[Pass]:
-    """Normalise, find pairs, plan bits, measure, choose: the facts every later pass builds on."""
+def analysis_passes(options: ConvertOptions | None = None) -> list[Pass]:
+    """Normalise, find pairs, [equalize,] plan bits, measure, choose: the facts every later pass
+    builds on. Equalization (with ``options.equalize``) keeps the float model, so it runs right
+    after the pairs are found, before anything is measured or the plan drops the pairs."""
+    equalize = [EqualizePairs()] if options is not None and options.equalize else []
     return [CheckOpset(), NameNodes(), ConstantsToInitializers(), InferShapes(), FoldBatchNorm(), FindPairs(),
-            PlanBits(), MeasureLayers(), ChoosePlan()]
+            *equalize, PlanBits(), MeasureLayers(), ChoosePlan()]
 
 
 def planning_passes(options: ConvertOptions) -> list[Pass]:
     """Everything that decides and measures, nothing written: what `inspect` runs."""
-    return analysis_passes() + ([EqualizePairs()] if options.equalize else []) + [
-        QuantizeAndCompensate(), MeasurePlan()]
+    return analysis_passes(options) + [QuantizeAndCompensate(), MeasurePlan()]
 
 
 def conversion_passes(options: ConvertOptions) -> list[Pass]:

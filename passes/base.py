@@ -1,7 +1,8 @@
 """The pass machinery: a context that analyses fill in, and a plain sequence that runs passes.
 
-A pass is an object with a ``name``, the facts it ``requires`` from the context and those it
-``provides``, and ``run(model, ctx) -> bool`` (whether it changed the model). Analyses only add
+A pass is an object with a ``name``, the facts (``Fact``) it ``requires`` from the context, those
+it ``provides``, optionally those it must run ``before`` (facts whose pass would undo or miss
+its work), and ``run(model, ctx) -> bool`` (whether it changed the model). Analyses only add
 facts to the context; transforms change the ModelProto in place. The runner checks each pass's
 preconditions (a PreconditionError names the pass and the missing facts) and turns an unexpected
 failure into a PassError that names the pass and the passes before it. A test can run one pass on
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
@@ -28,6 +30,30 @@ if TYPE_CHECKING:
     from dfmpc_onnx.model.weightstore import WeightStore
 
     from .measure import Measurement
+
+
+class Fact(str, Enum):  # noqa: UP042 - python_requires is 3.10; StrEnum is 3.11
+    """What a pass leaves in the context for later passes (a str, so a test can add ``"layers"``
+    to ``ctx.facts`` by hand). Each is required by some pass but FIDELITY and ACTIVATIONS, the
+    conversion's last results (read by the report and the writer)."""
+
+    __str__ = str.__str__
+
+    OPSET_KNOWN = "opset_known"  # check-opset: the model's opset is one we handle
+    NAMES = "names"  # name-nodes: every node has a unique name
+    CONSTANTS = "constants"  # constants-to-initializers: constant weights are initializers
+    SHAPES = "shapes"  # infer-shapes: value_info holds the inferred shapes
+    BN_STATS = "bn_stats"  # fold-batchnorm: ctx.bn_stats, ctx.bn_fold
+    LAYERS = "layers"  # find-pairs: ctx.layers
+    PAIRS = "pairs"  # find-pairs: ctx.pairs
+    PLAN = "plan"  # plan-bits: ctx.plan, ctx.fixed
+    MEASUREMENT = "measurement"  # measure-layers: ctx.measurement (None: nothing measurable)
+    CHOSEN = "chosen"  # choose-plan: ctx.plan final, ctx.pairs final (cleared by `auto`)
+    QUANTIZED = "quantized"  # quantize-and-compensate: ctx.quantized, ctx.new_bias
+    OPSET = "opset"  # upgrade-opset: ctx.container_format, the output opset
+    FIDELITY = "fidelity"  # measure-plan: report.predicted, ctx.reference (result)
+    QDQ = "qdq"  # emit-qdq: the weight QDQ graph (result)
+    ACTIVATIONS = "activations"  # quantize-activations: activation QDQ (result)
 
 
 @dataclass
@@ -104,8 +130,8 @@ def make_inputs(model: onnx.ModelProto, ctx: Context, *, n: int | None = None,
 
 class Pass(Protocol):
     name: str
-    requires: ClassVar[tuple[str, ...]]
-    provides: ClassVar[tuple[str, ...]]
+    requires: ClassVar[tuple[Fact, ...]]
+    provides: ClassVar[tuple[Fact, ...]]
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool: ...
 
@@ -123,6 +149,10 @@ def run_passes(passes: Sequence[Pass], model: onnx.ModelProto, ctx: Context) -> 
             after = f" (after {', '.join(done)})" if done else " (it ran first)"
             raise PreconditionError(f"pass '{p.name}' needs {', '.join(missing)}, which no pass "
                                     f"before it provided{after}")
+        late = [f for f in getattr(p, "before", ()) if f in ctx.facts]
+        if late:
+            raise PreconditionError(f"pass '{p.name}' must run before the pass that provides "
+                                    f"{', '.join(late)} (it ran after {', '.join(done)})")
         ctx.say(f"pass {p.name}")
         try:
             p.run(model, ctx)

@@ -27,7 +27,7 @@ from dfmpc_onnx.measure.allocate import Candidate, allocate
 from dfmpc_onnx.options import AUTO_BUDGETS as LADDER
 from dfmpc_onnx.options import LayerPlan
 
-from .base import Context, make_inputs
+from .base import Context, Fact, make_inputs
 from .measure import Measurement
 
 CHECK_FACTOR = 4  # held-out inputs per probe input for the ladder's acceptance check
@@ -35,8 +35,8 @@ CHECK_FACTOR = 4  # held-out inputs per probe input for the ladder's acceptance 
 
 class ChoosePlan:
     name = "choose-plan"
-    requires = ("plan",)
-    provides = ("chosen",)
+    requires = (Fact.PLAN, Fact.MEASUREMENT)
+    provides = (Fact.CHOSEN,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         m = ctx.measurement

@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 from dfmpc_onnx.model.graph import GraphIndex, drop_unused_initializers, tensor_bytes
 from dfmpc_onnx.quant.quantizers import QuantizedTensor
 
-from .base import Context
+from .base import Context, Fact
 
 
 def qdq_initializers(qt: QuantizedTensor, base: str, float_dtype, fmt: str
@@ -38,8 +38,8 @@ def qdq_initializers(qt: QuantizedTensor, base: str, float_dtype, fmt: str
 
 class EmitQDQ:
     name = "emit-qdq"
-    requires = ("quantized", "opset")
-    provides = ("qdq",)
+    requires = (Fact.QUANTIZED, Fact.OPSET)
+    provides = (Fact.QDQ,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         graph = model.graph

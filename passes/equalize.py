@@ -20,17 +20,21 @@ from dfmpc_onnx.model.graph import GraphIndex
 from dfmpc_onnx.model.layers import as_linear_layer
 from dfmpc_onnx.model.weightstore import set_array
 
-from .base import Context, Pair
+from .base import Context, Fact, Pair
 
 
 class EqualizePairs:
     name = "equalize-pairs"
-    requires = ("pairs",)
+    requires = (Fact.PAIRS, Fact.BN_STATS)
     provides = ()
+    # Before measuring, so that what is measured is what is quantized; before choose-plan, whose
+    # default (auto) plan drops the pairs: equalizing keeps the float model, so it needs none after.
+    before = (Fact.MEASUREMENT, Fact.CHOSEN)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         graph = model.graph
         changed = False
+        equalized = 0
         groups: dict[str, list[Pair]] = {}
         for pair in ctx.pairs:
             groups.setdefault(pair.a, []).append(pair)
@@ -83,6 +87,9 @@ class EqualizePairs:
                     mean, std = ctx.bn_stats[name]
                     ctx.bn_stats[name] = (mean / s, std / s)
             changed = True
+            equalized += len(pairs)
+        if ctx.pairs:
+            ctx.report.notes.append(f"equalize: equalized {equalized} of {len(ctx.pairs)} pairs")
         return changed
 
 

@@ -21,7 +21,7 @@ from dfmpc_onnx.model.layers import LINEAR_OPS, LinearLayer, as_linear_layer, ch
 from dfmpc_onnx.quant.quantizers.base import slices_of
 from dfmpc_onnx.report import PARTNER_SEP, LayerReport
 
-from .base import Context, Pair
+from .base import Context, Fact, Pair
 
 
 def tensor_rank(graph: onnx.GraphProto, name: str) -> int | None:
@@ -44,8 +44,8 @@ def output_rank(graph: onnx.GraphProto, layer: LinearLayer) -> int | None:
 
 class FindPairs:
     name = "find-pairs"
-    requires = ("names", "constants")
-    provides = ("layers", "pairs")
+    requires = (Fact.NAMES, Fact.CONSTANTS, Fact.SHAPES)
+    provides = (Fact.LAYERS, Fact.PAIRS)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         graph = model.graph

@@ -42,7 +42,7 @@ from dfmpc_onnx.quant.quantizers.base import slices_of
 from dfmpc_onnx.stats.tensor_stats import output_means
 from dfmpc_onnx.stats.walk import LayerInput, corrected_bias, layer_inputs, streams_by_rows
 
-from .base import Context, make_inputs
+from .base import Context, Fact, make_inputs
 
 CANDIDATE_GRIDS: dict[int, tuple[str, ...]] = {
     8: ("maxabs",),
@@ -184,8 +184,8 @@ def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarra
 
 class MeasureLayers:
     name = "measure-layers"
-    requires = ("layers", "plan")
-    provides = ("measurement",)
+    requires = (Fact.LAYERS, Fact.PLAN)
+    provides = (Fact.MEASUREMENT,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         o = ctx.options
@@ -305,8 +305,8 @@ class MeasurePlan:
     reuses the float outputs (``ctx.reference``)."""
 
     name = "measure-plan"
-    requires = ("quantized",)
-    provides = ("fidelity",)
+    requires = (Fact.QUANTIZED,)
+    provides = (Fact.FIDELITY,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         o = ctx.options

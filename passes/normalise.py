@@ -18,7 +18,7 @@ from dfmpc_onnx.model.layers import as_linear_layer
 from dfmpc_onnx.model.opset import light_copy
 from dfmpc_onnx.model.weightstore import set_array
 
-from .base import BnFold, Context
+from .base import BnFold, Context, Fact
 
 
 class ConstantsToInitializers:
@@ -26,7 +26,7 @@ class ConstantsToInitializers:
 
     name = "constants-to-initializers"
     requires = ()
-    provides = ("constants",)
+    provides = (Fact.CONSTANTS,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         graph = model.graph
@@ -157,7 +157,7 @@ class CheckOpset:
 
     name = "check-opset"
     requires = ()
-    provides = ("opset_known",)
+    provides = (Fact.OPSET_KNOWN,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         current = opset_version(model)
@@ -176,7 +176,7 @@ class NameNodes:
 
     name = "name-nodes"
     requires = ()
-    provides = ("names",)
+    provides = (Fact.NAMES,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         seen: set[str] = set()
@@ -198,7 +198,7 @@ class InferShapes:
 
     name = "infer-shapes"
     requires = ()
-    provides = ("shapes",)
+    provides = (Fact.SHAPES,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         try:  # on a light copy: weights' values never matter to shapes
@@ -222,8 +222,8 @@ class FoldBatchNorm:
     """
 
     name = "fold-batchnorm"
-    requires = ("constants",)
-    provides = ("bn_stats",)
+    requires = (Fact.CONSTANTS,)
+    provides = (Fact.BN_STATS,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         graph = model.graph

@@ -17,15 +17,15 @@ from dfmpc_onnx.errors import OptionsError
 from dfmpc_onnx.options import LayerPlan
 from dfmpc_onnx.report import PARTNER_SEP
 
-from .base import Context
+from .base import Context, Fact
 
 _ON_B = ("energy", "ls-diag", "ls-full")
 
 
 class PlanBits:
     name = "plan-bits"
-    requires = ("layers", "pairs")
-    provides = ("plan",)
+    requires = (Fact.LAYERS, Fact.PAIRS)
+    provides = (Fact.PLAN,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         o = ctx.options

@@ -33,7 +33,7 @@ from dfmpc_onnx.quant.activation_qdq import (
     weight_zero_points,
 )
 
-from .base import Context, make_inputs
+from .base import Context, Fact, make_inputs
 
 # --activation-clip bn: mean +- this many standard deviations of each channel. On the kept-BN
 # examples 6 stayed within 0.5 points of the synthetic min-max ranges; 3 lost up to 5.3 points and
@@ -45,8 +45,8 @@ MIN_CALIBRATION = 8  # samples, even with --fidelity-samples 0: ranges cannot co
 
 class QuantizeActivations:
     name = "quantize-activations"
-    requires = ("qdq",)
-    provides = ("activations",)
+    requires = (Fact.QDQ,)
+    provides = (Fact.ACTIVATIONS,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         o = ctx.options

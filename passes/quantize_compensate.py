@@ -22,13 +22,13 @@ import onnx
 from dfmpc_onnx.quant.layer import count_bytes
 from dfmpc_onnx.stats.walk import Walker
 
-from .base import Context
+from .base import Context, Fact
 
 
 class QuantizeAndCompensate:
     name = "quantize-and-compensate"
-    requires = ("layers", "pairs", "plan")
-    provides = ("quantized",)
+    requires = (Fact.LAYERS, Fact.PAIRS, Fact.PLAN, Fact.CHOSEN, Fact.BN_STATS)
+    provides = (Fact.QUANTIZED,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         Walker(model.graph, ctx).walk()

@@ -16,7 +16,7 @@ from dfmpc_onnx.model.graph import opset_version
 from dfmpc_onnx.model.opset import OpsetUpgradeError, fit_runtime_opset, upgrade_opset
 from dfmpc_onnx.quant.layer import count_bytes
 
-from .base import Context
+from .base import Context, Fact
 
 _HALF = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 
@@ -35,8 +35,8 @@ def needed_opset(model: onnx.ModelProto, ctx: Context, fmt: str) -> int:
 
 class UpgradeOpset:
     name = "upgrade-opset"
-    requires = ("opset_known", "quantized")
-    provides = ("opset",)
+    requires = (Fact.OPSET_KNOWN, Fact.QUANTIZED)
+    provides = (Fact.OPSET,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         current = opset_version(model)

@@ -289,12 +289,12 @@ def test_old_rule_on_request():
 
 
 def _equalized(model):
-    from dfmpc_onnx.passes import Context, EqualizePairs, analysis_passes, run_passes
+    from dfmpc_onnx.passes import Context, analysis_passes, run_passes
 
     ctx = Context(ConvertOptions(method="pairs", fidelity_samples=0, equalize=True))
     out = model.__class__()
     out.CopyFrom(model)
-    run_passes(analysis_passes() + [EqualizePairs()], out, ctx)
+    run_passes(analysis_passes(ctx.options), out, ctx)
     return out, ctx
 
 
