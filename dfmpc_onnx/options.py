@@ -248,6 +248,11 @@ class ConvertOptions:
         return "paper" if self.method == "paper" else "auto"
 
     @property
+    def per_channel(self) -> bool:
+        """One scale per output channel (``--granularity channel``), derived here once."""
+        return self.granularity == "channel"
+
+    @property
     def widest_bits(self) -> int:
         """The widest weight grid the measured plan and the W8A8 default use: 7 with uint8
         activations. ONNX Runtime's U8S8 kernels on x86 CPUs without VNNI add pairs of

@@ -38,6 +38,7 @@ from dfmpc_onnx.model.layers import LinearLayer, as_linear_layer, layout_of
 from dfmpc_onnx.options import INTEGER_KERNEL_GRIDS, LayerPlan
 from dfmpc_onnx.quant.corrections import bias_shift
 from dfmpc_onnx.quant.layer import quantize_layer
+from dfmpc_onnx.quant.quantizers import get_quantizer
 from dfmpc_onnx.quant.quantizers.base import slices_of
 from dfmpc_onnx.stats.tensor_stats import output_means
 from dfmpc_onnx.stats.walk import LayerInput, corrected_bias, layer_inputs, streams_by_rows
@@ -113,14 +114,14 @@ def layer_replacement(layer: LinearLayer, choice: LayerPlan, ctx: Context,
     A per-channel grid rounds a block of output channels at a time, read from the weight store
     where the model has one: a large layer's float weight is never whole in memory, only its
     candidate is (the VGG-19 classifier's first layer is 411 MB)."""
-    by_rows = ctx.options.granularity == "channel" and choice.quantizer != "paper"
+    by_rows = ctx.options.per_channel and not get_quantizer(choice.quantizer).per_layer
     rows = by_rows and layout_of(layer).out_axis == 0  # w is then read a block of rows at a time
     w = probe.weight_rows(layer.weight) if rows else probe.weight(layer.weight)
     dtype = w.dtype
     if not by_rows:
         w = np.asarray(w).astype(np.float64)  # else quantize_by_rows takes float64 a block at a time
     fold = ctx.bn_fold.get(layer.name)
-    qt = quantize_layer(layer, w, choice, ctx.options.granularity == "channel",
+    qt = quantize_layer(layer, w, choice, ctx.options.per_channel,
                         None if fold is None else fold.k)
     nbytes = qt.ideal_bytes(ctx.options.format, dtype.itemsize)
     corrects = _corrects(layer, choice, inp)
@@ -173,7 +174,7 @@ def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarra
         others = [g for g in grids if g != "maxabs"
                   and (not ctx.options.integer_kernels or g in INTEGER_KERNEL_GRIDS)]
         if others:
-            per_channel = ctx.options.granularity == "channel"
+            per_channel = ctx.options.per_channel
             err = {}
             for g in others:
                 err[g] = quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel).squared_error(w)
@@ -273,7 +274,7 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
     can_correct = (bool(layer.bias) and inp is not None and layer.op != "MatMul"
                    and (inp.stats.trusted or ctx.options.propagated_stats))
     cands: list[Candidate] = []
-    if ctx.options.granularity != "channel":
+    if not ctx.options.per_channel:
         w = m.probe.weight(layer.weight).astype(np.float64)
     elif layout_of(layer).out_axis == 0:
         w = m.probe.weight_rows(layer.weight)  # rows read as needed (quantize_by_rows)

@@ -27,8 +27,8 @@ def quantize_layer(layer: LinearLayer, w_stored: np.ndarray, plan: LayerPlan, pe
     per-channel scales (a negative k flips the channel's integers, so scales stay positive)."""
     quantizer = get_quantizer(plan.quantizer)
     layout = layout_of(layer)
-    if fold_k is None or plan.quantizer != "paper":
-        if per_channel and plan.quantizer != "paper":
+    if fold_k is None or not quantizer.per_layer:
+        if per_channel and not quantizer.per_layer:
             return quantize_by_rows(quantizer, w_stored, plan.bits, layout)
         return quantizer.quantize(w_stored, plan.bits, layout, per_channel)
     shape = [1] * w_stored.ndim

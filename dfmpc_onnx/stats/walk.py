@@ -20,7 +20,7 @@ from dfmpc_onnx.model.graph import GraphIndex, attr
 from dfmpc_onnx.model.layers import LinearLayer, as_linear_layer, channel_axis, layout_of
 from dfmpc_onnx.quant.corrections import COMPENSATIONS, PairInput, bias_shift, paper_factor
 from dfmpc_onnx.quant.layer import quantize_layer
-from dfmpc_onnx.quant.quantizers import QuantizedTensor
+from dfmpc_onnx.quant.quantizers import QuantizedTensor, get_quantizer
 from dfmpc_onnx.quant.quantizers.base import slices_of
 from dfmpc_onnx.stats.propagate import Shapes, propagate
 from dfmpc_onnx.stats.tensor_stats import (
@@ -190,7 +190,7 @@ class Walker:
         or max-abs), no compensation into or out of it."""
         layer, _ = as_linear_layer(node, self.index)
         plan = self.ctx.plan[node.name]
-        by_rows = plan.quantizer != "paper" and self.o.granularity == "channel"
+        by_rows = not get_quantizer(plan.quantizer).per_layer and self.o.per_channel
         if (layer is None or not streams_by_rows(layer) or not (by_rows or plan.quantizer == "maxabs")
                 or node.name in self.pending):
             return False
@@ -211,7 +211,7 @@ class Walker:
         plan = ctx.plan[node.name]
         entry = ctx.report.layer(node.name)
         entry.stats = s_in.source
-        qt = quantize_layer(layer, stored, plan, o.granularity == "channel")
+        qt = quantize_layer(layer, stored, plan, o.per_channel)
         correct = self._corrects_bias(node, layer, s_in)
 
         def blocks():
@@ -249,7 +249,7 @@ class Walker:
             entry.comp_min, entry.comp_max, entry.error_ratio = float(c.min()), float(c.max()), ratio
         fold = ctx.bn_fold.get(node.name)
         qt = quantize_layer(layer, layer.from_canonical(w_target), plan,
-                            o.granularity == "channel", None if fold is None else fold.k)
+                            o.per_channel, None if fold is None else fold.k)
         self.index.release(layer.weight)
         b_q = b_f
         pairs = self.pairs_of_a.get(node.name, [])

@@ -14,6 +14,7 @@ from .base import QuantizedTensor, WeightLayout, channel_shape, per_channel_view
 
 class Asymmetric:
     name = "asym"
+    per_layer = False
     help = "unsigned grid with a zero point per output channel (or per tensor), min..max range"
 
     def supports(self, bits: int) -> bool:

@@ -164,6 +164,9 @@ class Quantizer(Protocol):
 
     name: str
     help: str
+    # One scale for the whole layer whatever the granularity (the paper's grids): such a grid is
+    # not cut a block of rows at a time, and a folded BatchNormalization is unfolded before it.
+    per_layer: bool
 
     def supports(self, bits: int) -> bool: ...
 

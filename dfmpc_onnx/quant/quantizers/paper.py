@@ -33,6 +33,7 @@ def twn_per_layer(w: np.ndarray, name: str = "paper") -> QuantizedTensor:
 
 class Paper:
     name = "paper"
+    per_layer = True
     help = "the paper's grids, one scale per layer: ternary (TWN) at 2 bits, DoReFa otherwise"
 
     def supports(self, bits: int) -> bool:

@@ -59,6 +59,7 @@ def mse_threshold(a: np.ndarray) -> np.ndarray:
 
 class _Ternary:
     name = ""
+    per_layer = False
     help = ""
     threshold = staticmethod(twn_threshold)
 
