@@ -15,9 +15,10 @@ import numpy as np
 import onnx
 
 from dfmpc_onnx.model.activation import find_activation
-from dfmpc_onnx.model.channels import Shapes, follow
+from dfmpc_onnx.model.channels import follow
 from dfmpc_onnx.model.graph import GraphIndex
 from dfmpc_onnx.model.layers import LINEAR_OPS, LinearLayer, as_linear_layer, channel_axis
+from dfmpc_onnx.model.shapes import Shapes
 from dfmpc_onnx.quant.quantizers.base import slices_of
 from dfmpc_onnx.report import PARTNER_SEP, LayerReport
 

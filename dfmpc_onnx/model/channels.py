@@ -26,6 +26,7 @@ import onnx
 from dfmpc_onnx.model.activation import ELEMENTWISE_OPS, Activation, find_activation, positive_homogeneous
 from dfmpc_onnx.model.graph import GraphIndex, attr
 from dfmpc_onnx.model.layers import LINEAR_OPS, LinearLayer
+from dfmpc_onnx.model.shapes import Shapes
 from dfmpc_onnx.stats.propagate import single_node_activation
 
 MAX_TENSORS = 512  # tensors visited from one layer's output (a DenseNet block visits ~100)
@@ -126,28 +127,6 @@ class Reader:
     layer: LinearLayer
     channels: ChannelMap
     path: ChannelPath
-
-
-class Shapes:
-    """Inferred dims of every tensor that has them (None for a symbolic dim)."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.dims: dict[str, list[int | None]] = {}
-        for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
-            t = vi.type.tensor_type
-            if vi.type.HasField("tensor_type") and t.HasField("shape"):
-                self.dims.setdefault(vi.name, [d.dim_value if d.HasField("dim_value") else None
-                                               for d in t.shape.dim])
-
-    def rank(self, name: str) -> int | None:
-        dims = self.dims.get(name)
-        return None if dims is None else len(dims)
-
-    def channels(self, name: str, axis: int) -> int | None:
-        dims = self.dims.get(name)
-        if not dims or not -len(dims) <= axis < len(dims):
-            return None
-        return dims[axis]
 
 
 @dataclass(frozen=True)

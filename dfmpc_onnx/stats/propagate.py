@@ -7,41 +7,16 @@ has no statistics there). Layers themselves go through ``stats.through_linear``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx
 
 from dfmpc_onnx.model.activation import ELEMENTWISE_OPS, Activation, channel_constant, find_activation
 from dfmpc_onnx.model.graph import GraphIndex, attr
+from dfmpc_onnx.model.shapes import Shapes
 from dfmpc_onnx.stats.tensor_stats import TensorStats, through_activation
 
 PASS_THROUGH = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize",
                 "Upsample", "Identity", "Dropout", "Pad", "LRN", "Squeeze", "Unsqueeze"}
-
-
-@dataclass(frozen=True)
-class Shapes:
-    """What propagation needs to know of inferred shapes."""
-
-    rank: dict[str, int]
-    channels: dict[str, int]  # dim 1 where known
-    spatial: dict[str, list[int]]  # dims after N, C where all known
-
-    @classmethod
-    def of(cls, graph: onnx.GraphProto) -> Shapes:
-        rank, channels, spatial = {}, {}, {}
-        for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
-            t = vi.type.tensor_type
-            if not (vi.type.HasField("tensor_type") and t.HasField("shape")):
-                continue
-            dims = t.shape.dim
-            rank.setdefault(vi.name, len(dims))
-            if len(dims) >= 2 and dims[1].HasField("dim_value"):
-                channels.setdefault(vi.name, dims[1].dim_value)
-            if len(dims) >= 3 and all(d.HasField("dim_value") for d in dims[2:]):
-                spatial.setdefault(vi.name, [d.dim_value for d in dims[2:]])
-        return cls(rank, channels, spatial)
 
 
 def _trust(parts: list[TensorStats]) -> str:
@@ -65,7 +40,7 @@ def propagate(node: onnx.NodeProto, index: GraphIndex, shapes: Shapes,
     s, ax = stats[x], axis[x]
     out = node.output[0]
     if op in ELEMENTWISE_OPS and node.domain in ("", "ai.onnx") and len(var_ins) == 1:
-        rank = shapes.rank.get(x)
+        rank = shapes.rank(x)
         phi = find_activation(index, x, rank, ax)
         if phi is None or node not in phi.nodes:
             phi = single_node_activation(index, node, x, rank, ax)
@@ -91,10 +66,10 @@ def propagate(node: onnx.NodeProto, index: GraphIndex, shapes: Shapes,
                                 (s.mean_q - mean) * k + beta, s.var_q * k * k,
                                 s.cov_fq * k * k), ax, [node]
     if op == "Concat" and len(var_ins) == len(ins):
-        rank = shapes.rank.get(out)
+        rank = shapes.rank(out)
         if rank is None or int(attr(node, "axis", 1)) % rank != ax % rank:
             return None
-        counts = [shapes.channels.get(n) for n in ins]
+        counts = [shapes.channels(n, 1) for n in ins]
         if any(c is None for c in counts):
             return None
         parts = [stats[n].expand(c) for n, c in zip(ins, counts, strict=True)]
@@ -107,8 +82,8 @@ def propagate(node: onnx.NodeProto, index: GraphIndex, shapes: Shapes,
     if op in PASS_THROUGH or (op in ("ReduceMean", "ReduceMax") and _keeps_channels(node)):
         return out, s, ax, [node]
     if op in ("Flatten", "Reshape"):
-        n_out = shapes.channels.get(out)
-        if shapes.rank.get(out) != 2 or n_out is None:
+        n_out = shapes.channels(out, 1)
+        if shapes.rank(out) != 2 or n_out is None:
             return None
         if s.channels == 1:
             return out, s, -1, [node]

@@ -18,11 +18,12 @@ import onnx
 from dfmpc_onnx.model.channels import ChannelMap
 from dfmpc_onnx.model.graph import GraphIndex, attr
 from dfmpc_onnx.model.layers import LinearLayer, as_linear_layer, channel_axis, layout_of
+from dfmpc_onnx.model.shapes import Shapes
 from dfmpc_onnx.quant.corrections import COMPENSATIONS, PairInput, bias_shift, paper_factor
 from dfmpc_onnx.quant.layer import quantize_layer
 from dfmpc_onnx.quant.quantizers import QuantizedTensor, get_quantizer
 from dfmpc_onnx.quant.quantizers.base import slices_of
-from dfmpc_onnx.stats.propagate import Shapes, propagate
+from dfmpc_onnx.stats.propagate import propagate
 from dfmpc_onnx.stats.tensor_stats import (
     TensorStats,
     joint_pre_activation,
@@ -76,7 +77,7 @@ class Walker:
         self.inputs: dict[str, LayerInput] = {}
         self.o = ctx.options
         self.index = GraphIndex(graph)
-        self.shapes = Shapes.of(graph)
+        self.shapes = Shapes(graph)
         self.pairs_of_a: dict[str, list[Any]] = {}
         for p in ctx.pairs:
             self.pairs_of_a.setdefault(p.a, []).append(p)
@@ -294,7 +295,7 @@ class Walker:
         node = layer.node
         if layer.op != "Conv":
             return None
-        spatial = self.shapes.spatial.get(node.input[0])
+        spatial = self.shapes.spatial(node.input[0])
         kernel = list(layer.stored_shape[2:])
         d = len(kernel)
         if spatial is None or len(spatial) != d or attr(node, "auto_pad", "NOTSET") != "NOTSET":
