@@ -10,10 +10,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from dfmpc_onnx.quant.quantizers import QUANTIZERS
+from dfmpc_onnx.quant.quantizers.base import WEIGHT_BITS
 
 from .errors import OptionsError
 
-VALID_BITS = range(2, 9)
+VALID_BITS = WEIGHT_BITS  # the range every quantizer supports, defined once there
 METHODS = ("auto", "pairs", "paper")
 CORRECTIONS = ("auto", "bias", "none", "paper", "energy", "ls-diag", "ls-full")
 # --method auto without --target-bits: the budgets tried, smallest first (stored bits per weight).

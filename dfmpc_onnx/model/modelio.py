@@ -22,6 +22,7 @@ from dfmpc_onnx.model.opset import (
     OpsetUpgradeError,
     checkable,
     copy_fields,
+    full_check_error,
     light_copy,
     upgrade_opset,
     without_intermediate_value_info,
@@ -145,7 +146,7 @@ def _blame_input(source: onnx.ModelProto | str | os.PathLike | None,
     # Judged as the conversion reads it: exporter value_info for intermediates dropped.
     model = without_intermediate_value_info(
         source if isinstance(source, onnx.ModelProto) else onnx.load(str(source)))
-    problem = _full_check_error(model)
+    problem = full_check_error(model, stubs=False)
     if problem:
         raise ModelLoadError(f"the input model fails the full onnx.checker (types and shapes), "
                              f"so its conversion cannot pass it: {problem}")
@@ -164,15 +165,6 @@ def _blame_input(source: onnx.ModelProto | str | os.PathLike | None,
 
 def _ai_onnx_opset(model: onnx.ModelProto) -> int:
     return next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 1)
-
-
-def _full_check_error(model: onnx.ModelProto) -> str | None:
-    """None if the model passes the full checker, else the first line of why."""
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:  # noqa: BLE001 - checker and shape inference raise several types
-        return first_line(exc)
-    return None
 
 
 def runtime_load_error(model_or_path: onnx.ModelProto | str | os.PathLike) -> str | None:

@@ -151,11 +151,11 @@ def _upgrade_light(model: onnx.ModelProto, target: int) -> list[str]:
         model.CopyFrom(_convert(model, current, target))
         min_ir = onnx.helper.find_min_ir_version_for(list(model.opset_import), True)
         model.ir_version = max(model.ir_version, min_ir, 11 if target >= 25 else 0)
-    problem = _full_check_error(model)
+    problem = full_check_error(model)
     if problem:
         declared = [onnx.ValueInfoProto.FromString(o.SerializeToString()) for o in model.graph.output]
         fitted = _fit_outputs_to_inference(model)
-        if fitted and not _full_check_error(model):
+        if fitted and not full_check_error(model):
             notes.append(f"graph outputs {', '.join(fitted)} were declared with a shape that shape "
                          f"inference at opset {max(target, current)} contradicts; declared as "
                          "inferred instead")
@@ -163,7 +163,7 @@ def _upgrade_light(model: onnx.ModelProto, target: int) -> list[str]:
         else:
             del model.graph.output[:]
             model.graph.output.extend(declared)
-    if problem and target != current and not _full_check_error(given):
+    if problem and target != current and not full_check_error(given):
         raise OpsetUpgradeError(
             f"cannot {'upgrade' if target > current else 'downgrade'} the model from ai.onnx opset "
             f"{current} to {target}: the result fails the full onnx.checker: {problem}",
@@ -238,9 +238,9 @@ def _put_back_uninferred(model: onnx.ModelProto, dropped: list[onnx.ValueInfoPro
     back = [vi for vi in dropped if vi.name not in known and vi.name in produced]
     stale = [vi.name for vi in dropped if vi.name in known and _type_conflicts(vi, known[vi.name])]
     if back:
-        before = _full_check_error(model)
+        before = full_check_error(model)
         model.graph.value_info.extend(back)
-        if not before and _full_check_error(model):
+        if not before and full_check_error(model):
             del model.graph.value_info[len(model.graph.value_info) - len(back):]
     if not stale:
         return []
@@ -286,10 +286,12 @@ def _is_stub(t: onnx.TensorProto) -> bool:
                                      "double_data", "uint64_data")) and any(d > 0 for d in t.dims))
 
 
-def _full_check_error(model: onnx.ModelProto) -> str | None:
-    """None if the model (large weights possibly stubs) passes the full checker, else why."""
+def full_check_error(model: onnx.ModelProto, stubs: bool = True) -> str | None:
+    """None if the model passes the full checker, else the first line of why. ``stubs``: large
+    weights may be stubs (checked on a ``checkable`` copy); False checks the model itself, for
+    one whose weights are all there (no copy of a model of gigabytes)."""
     try:
-        onnx.checker.check_model(checkable(model), full_check=True)
+        onnx.checker.check_model(checkable(model) if stubs else model, full_check=True)
     except Exception as exc:  # noqa: BLE001 - checker and shape inference raise several types
         return first_line(exc)
     return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import QuantizedTensor, WeightLayout, channel_shape, per_channel_view, round_to_grid
+from .base import WEIGHT_BITS, QuantizedTensor, WeightLayout, channel_shape, per_channel_view, round_to_grid
 
 
 class Asymmetric:
@@ -18,7 +18,7 @@ class Asymmetric:
     help = "unsigned grid with a zero point per output channel (or per tensor), min..max range"
 
     def supports(self, bits: int) -> bool:
-        return 2 <= bits <= 8
+        return bits in WEIGHT_BITS
 
     def quantize(self, w: np.ndarray, bits: int, layout: WeightLayout,
                  per_channel: bool = True) -> QuantizedTensor:

@@ -14,6 +14,9 @@ from typing import Protocol
 import ml_dtypes
 import numpy as np
 
+# The weight bits every quantizer supports: 2 (ternary) to 8.
+WEIGHT_BITS = range(2, 9)
+
 
 @dataclass(frozen=True)
 class WeightLayout:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import QuantizedTensor, WeightLayout, expand_blocks, round_to_grid
+from .base import WEIGHT_BITS, QuantizedTensor, WeightLayout, expand_blocks, round_to_grid
 from .maxabs import MaxAbs, qmax
 
 
@@ -37,7 +37,7 @@ class Block:
         self.help = f"symmetric, one max-abs scale per {block} consecutive input weights (opset 21)"
 
     def supports(self, bits: int) -> bool:
-        return 2 <= bits <= 8
+        return bits in WEIGHT_BITS
 
     def quantize(self, w: np.ndarray, bits: int, layout: WeightLayout,
                  per_channel: bool = True) -> QuantizedTensor:

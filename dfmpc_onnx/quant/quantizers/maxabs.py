@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import (
+    WEIGHT_BITS,
     QuantizedTensor,
     WeightLayout,
     channel_shape,
@@ -43,7 +44,7 @@ class MaxAbs:
     help = "symmetric, scale max|w| per output channel (or per tensor with --granularity tensor)"
 
     def supports(self, bits: int) -> bool:
-        return 2 <= bits <= 8
+        return bits in WEIGHT_BITS
 
     def quantize(self, w: np.ndarray, bits: int, layout: WeightLayout,
                  per_channel: bool = True) -> QuantizedTensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BLOCK_ELEMENTS, QuantizedTensor, WeightLayout, per_channel_view, slices_of
+from .base import BLOCK_ELEMENTS, WEIGHT_BITS, QuantizedTensor, WeightLayout, per_channel_view, slices_of
 from .maxabs import qmax, symmetric
 
 _COARSE = np.linspace(0.2, 1.0, 17)
@@ -48,7 +48,7 @@ class MSEClip:
     help = "symmetric, clipping level per output channel chosen for least squared weight error"
 
     def supports(self, bits: int) -> bool:
-        return 2 <= bits <= 8
+        return bits in WEIGHT_BITS
 
     def quantize(self, w: np.ndarray, bits: int, layout: WeightLayout,
                  per_channel: bool = True) -> QuantizedTensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import QuantizedTensor, WeightLayout
+from .base import WEIGHT_BITS, QuantizedTensor, WeightLayout
 from .ternary import ternary
 
 
@@ -37,7 +37,7 @@ class Paper:
     help = "the paper's grids, one scale per layer: ternary (TWN) at 2 bits, DoReFa otherwise"
 
     def supports(self, bits: int) -> bool:
-        return 2 <= bits <= 8
+        return bits in WEIGHT_BITS
 
     def quantize(self, w: np.ndarray, bits: int, layout: WeightLayout,
                  per_channel: bool = True) -> QuantizedTensor:

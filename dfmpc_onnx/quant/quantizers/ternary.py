@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import QuantizedTensor, WeightLayout, channel_shape, per_channel_view
+from .base import WEIGHT_BITS, QuantizedTensor, WeightLayout, channel_shape, per_channel_view
 from .maxabs import MaxAbs
 
 
@@ -64,7 +64,7 @@ class _Ternary:
     threshold = staticmethod(twn_threshold)
 
     def supports(self, bits: int) -> bool:
-        return 2 <= bits <= 8
+        return bits in WEIGHT_BITS
 
     def quantize(self, w: np.ndarray, bits: int, layout: WeightLayout,
                  per_channel: bool = True) -> QuantizedTensor:
