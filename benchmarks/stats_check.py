@@ -21,29 +21,27 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from dfmpc_onnx.passes import Context, analysis_passes, run_passes
 
-import dfmpc_onnx.stats.walk as qc
-from dfmpc_onnx import ConvertOptions, convert, convert_file, inspect_model
+from dfmpc_onnx import ConvertOptions, convert_file, inspect_model
+from dfmpc_onnx.stats.walk import layer_inputs
 
 from .datasets import EXAMPLES, load_test_set
 
 
 def predicted_input_stats(model_path: str, options: ConvertOptions) -> dict[str, tuple]:
-    """layer -> (input tensor, mean_f, var_f, source) as the quantize pass sees them."""
+    """layer -> (input tensor, mean_f, var_f, source) as the quantize pass sees them: the float
+    stream of the one statistics walk (``layer_inputs``), after the same analyses ``convert``
+    runs, for every layer the plan quantizes."""
+    model = onnx.load(model_path)
+    ctx = Context(options)
+    run_passes(analysis_passes(options), model, ctx)
+    inputs = layer_inputs(model.graph, ctx)
+    nodes = {n.name: n for n in model.graph.node}
     seen: dict[str, tuple] = {}
-    original = qc.Walker._input
-
-    def record(walker, node):  # noqa: ANN001 - the pass's own types
-        out = original(walker, node)
-        s = out[1].stats
-        seen[node.name] = (node.input[0], s.mean_f.copy(), s.var_f.copy(), s.source)
-        return out
-
-    qc.Walker._input = record
-    try:
-        convert(model_path, options)
-    finally:
-        qc.Walker._input = original
+    for name in ctx.plan:
+        s = inputs[name].stats
+        seen[name] = (nodes[name].input[0], s.mean_f.copy(), s.var_f.copy(), s.source)
     return seen
 
 
