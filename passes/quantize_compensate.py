@@ -31,8 +31,9 @@ class QuantizeAndCompensate:
     provides = (Fact.QUANTIZED,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
-        Walker(model.graph, ctx).walk()
-        untrusted = [e for e in ctx.report.layers if e.reason.startswith("no BN statistics")]
+        walker = Walker(model.graph, ctx)
+        walker.walk()
+        untrusted = walker.untrusted
         if untrusted and not ctx.new_bias:
             # The common BN-folded export: say once, up front, why nothing was corrected.
             ctx.report.notes.append(

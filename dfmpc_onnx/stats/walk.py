@@ -75,6 +75,8 @@ class Walker:
         self.quantize = quantize
         self.layers = set(ctx.plan) if quantize else set(ctx.layers)
         self.inputs: dict[str, LayerInput] = {}
+        # Layers whose bias correction was asked for but not made: no trusted statistics upstream.
+        self.untrusted: list[str] = []
         self.o = ctx.options
         self.index = GraphIndex(graph)
         self.shapes = Shapes(graph)
@@ -182,6 +184,7 @@ class Walker:
         # the plan's correction was chosen by measuring it (ctx.measured).
         if not (s_in.trusted or self.o.propagated_stats or node.name in self.ctx.measured):
             entry.reason = "no BN statistics upstream: not corrected (--propagated-stats forces)"
+            self.untrusted.append(node.name)
             return False
         return True
 
