@@ -13,49 +13,14 @@ analysis passes up to find-pairs run (seconds; nothing is quantized). With --pai
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
-from dfmpc_onnx.passes import Context, run_passes
-from dfmpc_onnx.passes.find_pairs import FindPairs
-from dfmpc_onnx.passes.normalise import (
-    CheckOpset,
-    ConstantsToInitializers,
-    FoldBatchNorm,
-    InferShapes,
-    NameNodes,
-)
 
-from dfmpc_onnx import ConvertOptions
+from dfmpc_onnx.api import pair_coverage as coverage
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = {False: "one reader", True: "through"}
-
-
-@dataclass(frozen=True)
-class Coverage:
-    layers: int
-    low_bit: int  # layers that are a pair's A
-    pairs: int  # (A, B)
-    weight_share: float  # weights of layers in a pair over those of all quantizable layers
-    # every Conv/ConvTranspose/Gemm/MatMul in no pair -> find-pairs' reason (never empty)
-    unpaired: dict[str, str] = field(default_factory=dict, compare=False)
-    params_in_pairs: int = 0
-    params_linear: int = 0
-
-
-def coverage(path: Path | onnx.ModelProto, pair_through: bool) -> Coverage:
-    model = onnx.load(str(path)) if isinstance(path, str | Path) else path
-    ctx = Context(ConvertOptions(method="pairs", pair_through=pair_through))
-    run_passes([CheckOpset(), NameNodes(), ConstantsToInitializers(), InferShapes(),
-                FoldBatchNorm(), FindPairs()], model, ctx)
-    paired = {p.a for p in ctx.pairs} | {p.b for p in ctx.pairs}
-    total = sum(e.params for e in ctx.report.layers)
-    inside = sum(e.params for e in ctx.report.layers if e.name in paired)
-    unpaired = {e.name: e.reason for e in ctx.report.layers if e.name not in paired}
-    return Coverage(len(ctx.layers), len({p.a for p in ctx.pairs}), len(ctx.pairs),
-                    inside / total if total else 0.0, unpaired, inside, total)
 
 
 def default_models(light: bool) -> list[Path]:

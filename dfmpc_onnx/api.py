@@ -6,7 +6,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx
@@ -25,7 +25,7 @@ from dfmpc_onnx.model.modelio import (
 from dfmpc_onnx.model.opset import serialized_bytes
 from dfmpc_onnx.model.weightstore import WeightStore
 from dfmpc_onnx.model.weightstore import remove as remove_folder
-from dfmpc_onnx.passes import Context, conversion_passes, planning_passes, run_passes
+from dfmpc_onnx.passes import Context, conversion_passes, pairing_passes, planning_passes, run_passes
 
 from .options import ConvertOptions
 from .report import Report
@@ -145,4 +145,34 @@ def _inspect(model: onnx.ModelProto, options: ConvertOptions,
     return ctx.report
 
 
-__all__ = ["convert", "convert_file", "inspect_model", "Path"]
+
+
+@dataclass(frozen=True)
+class PairCoverage:
+    """How much of a model find-pairs pairs under one rule (benchmarks/pair_coverage.py)."""
+
+    layers: int
+    low_bit: int  # layers that are a pair's A
+    pairs: int  # (A, B)
+    weight_share: float  # weights of layers in a pair over those of all quantizable layers
+    # every Conv/ConvTranspose/Gemm/MatMul in no pair -> find-pairs' reason (never empty)
+    unpaired: dict[str, str] = field(default_factory=dict, compare=False)
+    params_in_pairs: int = 0
+    params_linear: int = 0
+
+
+def pair_coverage(path: str | os.PathLike | onnx.ModelProto, pair_through: bool) -> PairCoverage:
+    """The analysis passes up to find-pairs on ``path`` (nothing quantized: seconds) and what the
+    pairs cover, with ``pair_through`` the rule."""
+    model = onnx.load(str(path)) if not isinstance(path, onnx.ModelProto) else path
+    ctx = Context(ConvertOptions(method="pairs", pair_through=pair_through))
+    run_passes(pairing_passes(), model, ctx)
+    paired = {p.a for p in ctx.pairs} | {p.b for p in ctx.pairs}
+    total = sum(e.params for e in ctx.report.layers)
+    inside = sum(e.params for e in ctx.report.layers if e.name in paired)
+    unpaired = {e.name: e.reason for e in ctx.report.layers if e.name not in paired}
+    return PairCoverage(len(ctx.layers), len({p.a for p in ctx.pairs}), len(ctx.pairs),
+                        inside / total if total else 0.0, unpaired, inside, total)
+
+
+__all__ = ["convert", "convert_file", "inspect_model", "pair_coverage", "PairCoverage", "Path"]

@@ -30,13 +30,17 @@ from .quantize_compensate import QuantizeAndCompensate
 from .upgrade_opset import UpgradeOpset
 
 
+def pairing_passes() -> list[Pass]:
+    """Normalise and find pairs: what the pairs of a model depend on (nothing measured)."""
+    return [CheckOpset(), NameNodes(), ConstantsToInitializers(), InferShapes(), FoldBatchNorm(), FindPairs()]
+
+
 def analysis_passes(options: ConvertOptions | None = None) -> list[Pass]:
     """Normalise, find pairs, [equalize,] plan bits, measure, choose: the facts every later pass
     builds on. Equalization (with ``options.equalize``) keeps the float model, so it runs right
     after the pairs are found, before anything is measured or the plan drops the pairs."""
     equalize = [EqualizePairs()] if options is not None and options.equalize else []
-    return [CheckOpset(), NameNodes(), ConstantsToInitializers(), InferShapes(), FoldBatchNorm(), FindPairs(),
-            *equalize, PlanBits(), MeasureLayers(), ChoosePlan()]
+    return [*pairing_passes(), *equalize, PlanBits(), MeasureLayers(), ChoosePlan()]
 
 
 def planning_passes(options: ConvertOptions) -> list[Pass]:
@@ -50,5 +54,5 @@ def conversion_passes(options: ConvertOptions) -> list[Pass]:
     return planning_passes(options) + [UpgradeOpset(), EmitQDQ()] + activations
 
 
-__all__ = ["Context", "Pair", "Pass", "PreconditionError", "run_passes", "analysis_passes",
+__all__ = ["Context", "Pair", "Pass", "PreconditionError", "run_passes", "pairing_passes", "analysis_passes",
            "planning_passes", "conversion_passes"]

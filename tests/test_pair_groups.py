@@ -328,7 +328,7 @@ ZOO = Path(__file__).parent / "data" / "zoo"
 def test_zoo_fixtures_pair_coverage():
     """benchmarks.pair_coverage on the tiny real-architecture fixtures: Inception's branches pair
     with the layer reading their Concat; elsewhere the pairs stay those of the paper's rule."""
-    from benchmarks.pair_coverage import coverage
+    from dfmpc_onnx.api import pair_coverage as coverage
 
     inception = ZOO / "inception_block.ts13-folded.onnx"
     old, new = coverage(inception, False), coverage(inception, True)
@@ -443,7 +443,7 @@ LIGHT = Path(__import__("onnx").__file__).parent / "backend" / "test" / "data" /
 def test_light_architectures_that_had_no_pairs():
     """onnx's light SqueezeNet pairs each squeeze with both its expands; Caffe2's DenseNet-121
     and Inception v2 (BN spelled Mul/Add of unsqueezed constants) pair as ResNets do."""
-    from benchmarks.pair_coverage import coverage
+    from dfmpc_onnx.api import pair_coverage as coverage
 
     squeeze = coverage(LIGHT / "light_squeezenet.onnx", True)
     assert (squeeze.low_bit, squeeze.pairs) == (8, 16)
