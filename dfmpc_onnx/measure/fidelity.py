@@ -111,7 +111,7 @@ class _Segment:
 
 # A candidate may be given lazily: a function that makes it when its segment is reached (a whole
 # plan's weights then never exist all at once; see ``FidelityProbe.measure``).
-Candidate = np.ndarray | Callable[[], np.ndarray]
+Replacement = np.ndarray | Callable[[], np.ndarray]
 
 
 class FidelityProbe:
@@ -210,12 +210,12 @@ class FidelityProbe:
         """The probe's input batches and the float model's outputs on each (do not modify)."""
         return self._chunks, [{name: c[name] for name in self._outputs} for c in self._cache]
 
-    def measure(self, replacements: Mapping[str, Candidate]) -> Fidelity:
+    def measure(self, replacements: Mapping[str, Replacement]) -> Fidelity:
         """Fidelity of the float model with ``replacements`` (name -> candidate array, or a
         function making it) swapped in. An array equal to the float weight is no change; a lazy
         candidate of a model over ``WHOLE_MODEL_BYTES`` is made when its segment runs, and counts
         as changed."""
-        changed: dict[str, Candidate] = {}
+        changed: dict[str, Replacement] = {}
         for name, value in replacements.items():
             if name not in self._probed:
                 raise ValueError(f"'{name}' is not one of the probed weights")
@@ -248,7 +248,7 @@ class FidelityProbe:
             self._index.release(name)
             del self._recent[name]
 
-    def _trial(self, changed: dict[str, Candidate]) -> list[dict[str, np.ndarray]]:
+    def _trial(self, changed: dict[str, Replacement]) -> list[dict[str, np.ndarray]]:
         """Run the segments from the first that reads a changed weight to the end."""
         start = min(self._first[w] for w in changed) if self._anywhere else 0
         made: dict[str, object] = {}  # lazy candidates made so far: arrays or file handles
@@ -270,7 +270,7 @@ class FidelityProbe:
             self._files.drop(handle)
         return results
 
-    def _candidate(self, name: str, value: Candidate, made: dict[str, object], last: bool) -> np.ndarray:
+    def _candidate(self, name: str, value: Replacement, made: dict[str, object], last: bool) -> np.ndarray:
         """A changed weight's candidate for one run: a lazy one is made on its first run and,
         where later runs need it and it is large, written to a file and mapped back for them."""
         if not callable(value):
