@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -21,6 +20,7 @@ from .modelio import (
     inlined,
     load_model,
     make_work_folder,
+    owned_tempdir,
     save_model_atomic,
     uses_external_data,
 )
@@ -122,7 +122,7 @@ def inspect_model(model_or_path: ModelLike, options: ConvertOptions | None = Non
     options = options or ConvertOptions()
     if isinstance(model_or_path, onnx.ModelProto):
         return _inspect(_load(model_or_path), options, progress, None)
-    work = Path(tempfile.mkdtemp(prefix="dfmpc-inspect-"))
+    work = owned_tempdir("dfmpc-inspect-")
     store = WeightStore(work)
     try:
         return _inspect(load_model(model_or_path, store), options, progress, store)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 import time
@@ -106,8 +107,27 @@ def read_plan(path: str | None) -> dict[str, int | None]:
     return plan
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt for SIGINT, so every ``finally``
+    runs: the working folder (weight store, cached activations) and half-written files go."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _on_sigterm():
+    """Install the SIGTERM handler (main thread only); returns what to restore, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def _run(debug: bool, fn) -> None:
-    """Turn our errors into one line on stderr and an exit code; tracebacks only with --debug."""
+    """Turn our errors into one line on stderr and an exit code; tracebacks only with --debug.
+    SIGINT exits 130 and SIGTERM 143 (128 + the signal, as shells report them), both after the
+    working files are removed."""
+    previous = _on_sigterm()
     try:
         fn()
     except DfmpcError as exc:
@@ -116,14 +136,31 @@ def _run(debug: bool, fn) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted; nothing was written", err=True)
+        click.echo("interrupted (SIGINT); nothing was written, working files removed", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("terminated (SIGTERM); nothing was written, working files removed", err=True)
+        sys.exit(143)
     except Exception as exc:  # noqa: BLE001 - last line of defence, see --debug
         if debug:
             raise
         click.echo(f"error: internal error: {type(exc).__name__}: {exc} "
                    "(rerun with --debug for the traceback and please report it)", err=True)
         sys.exit(1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(dict)["debug"] = True
+
+
+def debug_option(fn):
+    """--debug after the subcommand too (``convert --debug ...``), as every error line suggests."""
+    return click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
+                        help="Show full tracebacks instead of one-line errors.")(fn)
 
 
 class OneLineErrors(click.Group):
@@ -265,6 +302,7 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
               help="Also write the full report as JSON to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@debug_option
 @click.pass_context
 def convert(ctx: click.Context, model: tuple[str, ...], output: str, jobs: int,
             report_file: str | None, as_json: bool, quiet: bool, **opts) -> None:
@@ -328,6 +366,7 @@ def _convert_many(models: list[str], output: str, jobs: int, quiet: bool, as_jso
 @conversion_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@debug_option
 @click.pass_context
 def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, **opts) -> None:
     """Show the plan without writing anything: pairs, each layer left alone and why, each layer's
@@ -367,6 +406,7 @@ def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, **opts) 
                    "Runtime to fuse into integer kernels. Default: fold for weight-only models, "
                    "keep for models with quantized activations (--activations int8).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@debug_option
 @click.pass_context
 def validate(ctx: click.Context, float_model: str, quant_model: str, inputs: str | None,
              provider: str, batch: int, shapes: tuple[str, ...], seed: int, repeats: int,

@@ -54,4 +54,6 @@ EXIT_CODES = {
     5: "output cannot be written",
     6: "converted model failed the checker or ONNX Runtime",
     7: "a graph pass failed on this model",
+    130: "interrupted (SIGINT, Ctrl-C); nothing written, working files removed",
+    143: "terminated (SIGTERM); nothing written, working files removed",
 }

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from onnx import helper
 from .errors import UnsupportedModelError
 from .graph import LARGE_TENSOR_BYTES, GraphIndex, _subgraph_outer_inputs, tensor_bytes
 from .heap import give_back
+from .modelio import owned_tempdir
 from .quantizers.base import slices_of
 from .synthetic import fixed_batch, model_inputs
 from .weightstore import WeightStore, is_stub, mapped, session_for
@@ -417,7 +417,7 @@ class _Files:
         if value.nbytes <= threshold:
             return value
         if self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix="dfmpc-probe-"))
+            self._folder = owned_tempdir("dfmpc-probe-")
             weakref.finalize(self, shutil.rmtree, self._folder, True)
         self._count += 1
         path = self._folder / f"probe-{os.getpid()}-{id(self)}-{self._count}.npy"

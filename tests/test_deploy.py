@@ -1,0 +1,77 @@
+"""Issue 22: what a deployment engineer hit on a clean machine (signals, leftovers, --debug, ...)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from dfmpc_onnx.cli import main
+from dfmpc_onnx.modelio import OWNER_FILE, make_work_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = ROOT / "examples" / "models" / "digits_resnet20_bnkept.onnx"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_work_folders_of_dead_processes_are_swept(tmp_path: Path) -> None:
+    out = tmp_path / "m.q.onnx"
+    dead = tmp_path / ".m.q.onnx.work.dead"
+    live = tmp_path / ".m.q.onnx.work.live"
+    for folder, pid in ((dead, _dead_pid()), (live, os.getppid())):
+        folder.mkdir()
+        (folder / "w.bin").write_bytes(b"x" * 1000)
+        (folder / OWNER_FILE).write_text(f"{pid} {os.uname().nodename}\n")
+    work = make_work_folder(out)
+    try:
+        assert not dead.exists(), "a dead process's working folder must be swept"
+        assert live.exists(), "a running process's working folder must be left alone"
+        assert (work / OWNER_FILE).read_text().split()[0] == str(os.getpid())
+    finally:
+        import shutil
+
+        shutil.rmtree(work)
+
+
+def test_sigterm_exits_143_and_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "d.q.onnx"
+    cmd = [sys.executable, "-m", "dfmpc_onnx.cli", "convert", str(DIGITS), "-o", str(out),
+           "--fidelity-samples", "64"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".d.q.onnx.work.*")) and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM)" in err
+    assert list(tmp_path.iterdir()) == [], "nothing may be left behind"
+
+
+def test_exit_codes_130_and_143_are_documented() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "| 130 |" in text and "| 143 |" in text
+
+
+def test_debug_is_accepted_after_the_subcommand(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    for args in (["convert", str(bad), "-o", str(tmp_path / "q.onnx"), "--debug"],
+                 ["inspect", "--debug", str(bad)],
+                 ["validate", str(bad), str(bad), "--debug"]):
+        r = CliRunner().invoke(main, args)
+        assert "No such option" not in r.output, args
+        assert r.exception is not None and not isinstance(r.exception, SystemExit), args
