@@ -246,26 +246,52 @@ def _field_option(f):
                         show_default=f.default is not None)
 
 
-def warn_if_poor(report, options: ConvertOptions) -> None:
-    """One line on stderr when the predicted fidelity of what was written is poor."""
+def fidelity_warning(report, options: ConvertOptions) -> str | None:
+    """The warning line earned by what was written, or None.
+
+    The threshold is --min-agreement: predicted top-1 agreement below it (for outputs that are
+    not class scores, or a model that gives every synthetic input one class: relative error of
+    the outputs' input-dependent part above 1 minus it). No warning where the user has nothing
+    to trade back: the default plan (--method auto without --target-bits) was chosen to meet that
+    threshold, or at least the 8-bit plan's own fidelity, else it is 8 bits everywhere; nor where
+    every quantized layer is already at the widest bits. The advice names only what was not done.
+    """
     f = report.fidelity
     if not f:
-        return
-    agree = f.get("top1_agreement")
+        return None
     if f.get("single_class") and f.get("centered_error") == float("inf"):
-        click.echo("warning: fidelity not predicted: the float model's outputs do not vary over "
-                   "the synthetic inputs; check the result with `dfmpc-onnx validate` on real "
-                   "inputs", err=True)
-        return
+        return ("warning: fidelity not predicted: the float model's outputs do not vary over "
+                "the synthetic inputs; check the result with `dfmpc-onnx validate` on real inputs")
+    if options.method == "auto" and options.target_bits is None:
+        return None
+    widest = options.widest_bits
+    if not any(lr.bits is not None and lr.bits < widest for lr in report.layers):
+        return None
+    agree = f.get("top1_agreement")
     if f.get("single_class"):  # agreement says nothing there: the outputs' own error does
         poor = f["centered_error"] > 1 - options.min_agreement
     elif agree is not None:
         poor = agree < options.min_agreement
     else:
         poor = f["score"] > 1 - options.min_agreement
-    if poor:
-        click.echo(f"warning: poor predicted fidelity ({report.fidelity_line()[20:]}); trade size "
-                   "back for accuracy with --target-bits (higher) or --method auto", err=True)
+    if not poor:
+        return None
+    if options.target_bits is not None:
+        advice = (f"raise --target-bits (now {options.target_bits:g}), or leave it out: the "
+                  "default plan keeps --min-agreement")
+    else:
+        advice = (f"raise --low-bits/--high-bits (now {options.low_bits}/{options.high_bits}), "
+                  "or leave --method and the bits out: the default measured plan keeps "
+                  "--min-agreement")
+    return (f"warning: poor predicted fidelity ({report.fidelity_line()[20:]}; below "
+            f"--min-agreement {options.min_agreement:g}); {advice}")
+
+
+def warn_if_poor(report, options: ConvertOptions) -> None:
+    """One line on stderr when the predicted fidelity of what was written is poor."""
+    line = fidelity_warning(report, options)
+    if line:
+        click.echo(line, err=True)
 
 
 def _options(opts: dict) -> ConvertOptions:

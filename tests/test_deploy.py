@@ -75,3 +75,39 @@ def test_debug_is_accepted_after_the_subcommand(tmp_path: Path) -> None:
         r = CliRunner().invoke(main, args)
         assert "No such option" not in r.output, args
         assert r.exception is not None and not isinstance(r.exception, SystemExit), args
+
+
+def _report(bits: list[int], **fidelity):
+    from dfmpc_onnx.report import LayerReport, Report
+
+    rep = Report(layers=[LayerReport(f"l{i}", "Conv", "single", b) for i, b in enumerate(bits)])
+    rep.fidelity = {"score": 1e-3, "metric": ["kl"], "samples": 64, "inputs": "smooth",
+                    "single_class": False, **fidelity}
+    return rep
+
+
+def test_fidelity_warning_is_earned_and_its_advice_is_new() -> None:
+    from dfmpc_onnx.cli import fidelity_warning
+    from dfmpc_onnx.options import ConvertOptions
+
+    low = _report([2, 8, 8], top1_agreement=0.9)
+    # the default plan was chosen to keep --min-agreement (or the 8-bit plan's figure): no warning
+    assert fidelity_warning(low, ConvertOptions()) is None
+    # a plan the user chose, below the threshold: warned, with advice they have not followed
+    line = fidelity_warning(low, ConvertOptions(target_bits=3))
+    assert line and "--target-bits (now 3)" in line and "--method auto" not in line
+    line = fidelity_warning(low, ConvertOptions(low_bits=2))
+    assert line and "--low-bits/--high-bits (now 2/8)" in line and "below --min-agreement" in line
+    # at or above the threshold: nothing
+    assert fidelity_warning(_report([2, 8], top1_agreement=0.995), ConvertOptions(low_bits=2)) is None
+    # every layer at 8 bits: nothing to trade back, whatever the figure
+    eight = _report([8, 8], top1_agreement=1.0, single_class=True, centered_error=0.5)
+    assert fidelity_warning(eight, ConvertOptions(low_bits=8)) is None
+    assert fidelity_warning(_report([8, 8], top1_agreement=0.5), ConvertOptions(low_bits=8)) is None
+
+
+def test_readme_quick_start_model_converts_without_a_warning(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["convert", str(DIGITS), "-o", str(tmp_path / "d.q.onnx"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "warning" not in r.stderr
+    assert "warns (one line) only when a warning is earned" in (ROOT / "README.md").read_text()
