@@ -27,6 +27,7 @@ from .modelio import (
 from .opset import serialized_bytes
 from .options import ConvertOptions
 from .report import Report
+from .synthetic import check_shape_names
 from .weightstore import WeightStore
 from .weightstore import remove as remove_folder
 
@@ -71,6 +72,7 @@ def _convert(model: onnx.ModelProto, options: ConvertOptions,
         ctx.source_model = onnx.ModelProto()
         ctx.source_model.CopyFrom(inlined(model))  # torch needs the values, not stubs
     custom = custom_nodes(model)
+    check_shape_names(model, options.input_shapes)
     run_passes(conversion_passes(options), model, ctx)
     if custom:
         shown = ", ".join(custom[:3]) + (f" and {len(custom) - 3} more" if len(custom) > 3 else "")
@@ -138,6 +140,7 @@ def _inspect(model: onnx.ModelProto, options: ConvertOptions,
     if options.synthetic == "distilled":
         ctx.source_model = onnx.ModelProto()
         ctx.source_model.CopyFrom(inlined(model))
+    check_shape_names(model, options.input_shapes)
     run_passes(planning_passes(options), model, ctx)
     if options.integer_kernels:
         ctx.report.notes.append("--activations int8: activation ranges are measured when "

@@ -17,6 +17,9 @@ from .errors import EXIT_CODES, DfmpcError, OptionsError
 from .options import ConvertOptions
 from .synthetic import parse_input_shapes
 
+INPUT_SHAPE_HELP = ("Shape of a model input, repeatable: x=1,3,224,224, x=1x3x224x224 or "
+                    "Polygraphy's x:[1,3,224,224]; N or ? keeps the model's own dimension (axis "
+                    "0: the batch). An unknown name is an error.")
 EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
 
@@ -230,7 +233,7 @@ def _field_option(f):
         return click.option("--input-range", metavar="LOW,HIGH", help=help_text)
     if f.name == "input_shapes":
         return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
-                            help=help_text)
+                            help=INPUT_SHAPE_HELP)
     if kind.startswith("bool"):
         return click.option(f"{flag}/--no-{flag[2:]}", default=f.default, help=help_text,
                             show_default=f.default is not None)
@@ -419,8 +422,10 @@ def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, **opts) 
               help="ONNX Runtime provider: cpu, cuda, or a full provider name.")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True,
               help="Batch size of random inputs (replaces a symbolic first dimension).")
-@click.option("--shape", "shapes", multiple=True,
-              help="Shape of an input with symbolic dimensions, e.g. --shape input=1x3x224x224.")
+@click.option("--input-shape", "shapes", multiple=True, metavar="NAME=DIMS",
+              help=INPUT_SHAPE_HELP)
+@click.option("--shape", "old_shapes", multiple=True, hidden=True,
+              help="Deprecated spelling of --input-shape.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
 @click.option("--repeats", type=click.IntRange(1), default=20, show_default=True,
               help="Timed runs per model; latency is their median.")
@@ -435,13 +440,19 @@ def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, **opts) 
 @debug_option
 @click.pass_context
 def validate(ctx: click.Context, float_model: str, quant_model: str, inputs: str | None,
-             provider: str, batch: int, shapes: tuple[str, ...], seed: int, repeats: int,
+             provider: str, batch: int, shapes: tuple[str, ...], old_shapes: tuple[str, ...],
+             seed: int, repeats: int,
              threads: int, disable_quant_qdq: bool | None, as_json: bool) -> None:
     """Run FLOAT_MODEL and QUANT_MODEL on the same inputs; print per-output cosine similarity,
     SQNR, errors and top-1 agreement between the two models (with labels, also both models'
     accuracy), file sizes and the latency ratio."""
     from .validate import format_table, parse_shape_option
     from .validate import validate as run_validate
+
+    if old_shapes:
+        click.echo("warning: --shape is deprecated; use --input-shape (the same in convert and "
+                   "inspect)", err=True)
+        shapes = tuple(shapes) + tuple(old_shapes)
 
     def go() -> None:
         result = run_validate(

@@ -111,3 +111,65 @@ def test_readme_quick_start_model_converts_without_a_warning(tmp_path: Path) -> 
     assert r.exit_code == 0, r.output
     assert "warning" not in r.stderr
     assert "warns (one line) only when a warning is earned" in (ROOT / "README.md").read_text()
+
+
+def _symbolic_hw(tmp_path: Path) -> Path:
+    import onnx
+    from tinymodels import conv_net
+
+    model = conv_net(seed=0, c=8)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for d, name in zip(dims, ("N", None, "H", "W"), strict=True):
+        if name:
+            d.dim_param = name
+    path = tmp_path / "hw.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_input_shape_forms_are_one_syntax() -> None:
+    from dfmpc_onnx.synthetic import parse_input_shapes
+    from dfmpc_onnx.validate import parse_shape_option
+
+    for spec in ("x=1,3,8,8", "x=1x3x8x8", "x:[1,3,8,8]", "x=[1,3,8,8]"):
+        assert parse_input_shapes([spec]) == {"x": (1, 3, 8, 8)}, spec
+        assert parse_shape_option([spec]) == {"x": (1, 3, 8, 8)}, spec
+    assert parse_input_shapes(["x=N,3,?,8"]) == {"x": (None, 3, None, 8)}
+    assert parse_input_shapes(["in:0:[N,4]", "a=1x2,b=3"]) == {"in:0": (None, 4), "a": (1, 2),
+                                                                "b": (3,)}
+
+
+def test_input_shape_unknown_name_is_exit_2_naming_the_inputs(tmp_path: Path) -> None:
+    path = _symbolic_hw(tmp_path)
+    for extra in ([], ["--fidelity-samples", "0", "--low-bits", "4"]):
+        r = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "q.onnx"), "-q",
+                                      "--input-shape", "wrongname=1,3,8,8", *extra])
+        assert r.exit_code == 2, r.output
+        assert "'wrongname'" in r.stderr and "'input'" in r.stderr
+    r = CliRunner().invoke(main, ["inspect", str(path), "-q", "--input-shape", "wrongname=1,3,8,8"])
+    assert r.exit_code == 2 and "'input'" in r.stderr
+
+
+def test_input_shape_n_and_polygraphy_form_in_convert_inspect_and_validate(tmp_path: Path) -> None:
+    path = _symbolic_hw(tmp_path)
+    out = tmp_path / "q.onnx"
+    r = CliRunner().invoke(main, ["convert", str(path), "-o", str(out), "-q",
+                                  "--input-shape", "input:[N,3,8,8]"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["inspect", str(path), "-q", "--input-shape", "input=N,3,8,8"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["convert", str(path), "-o", str(out), "-q",
+                                  "--input-shape", "input=N,3,?,8"])
+    assert r.exit_code == 2 and "give it a number" in r.stderr, r.output
+    for flag in ("--input-shape", "--shape"):
+        r = CliRunner().invoke(main, ["validate", str(path), str(out), "--repeats", "1",
+                                      flag, "input=N,3,8,8"])
+        assert r.exit_code == 0, r.output
+    assert "deprecated" in r.stderr
+    help_text = CliRunner().invoke(main, ["validate", "--help"]).output
+    assert "--input-shape" in help_text and "--shape " not in help_text
+
+
+def test_readme_shows_the_input_shape_forms() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "`x:[1,3,224,224]`" in text and "`x=N,3,224,224`" in text

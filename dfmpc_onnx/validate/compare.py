@@ -120,7 +120,7 @@ def validate(
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise OptionsError(f"--repeats must be a positive integer, got {repeats!r}")
     if inputs is not None and shapes:
-        raise OptionsError("--shape applies to random inputs only; with --inputs the npz arrays "
+        raise OptionsError("--input-shape applies to random inputs only; with --inputs the npz arrays "
                            "give the shapes")
 
     if disable_quant_qdq is None:
