@@ -142,6 +142,10 @@ def _inspect(model: onnx.ModelProto, options: ConvertOptions,
         ctx.source_model.CopyFrom(inlined(model))
     check_shape_names(model, options.input_shapes)
     run_passes(planning_passes(options), model, ctx)
+    if ctx.quantized:  # the opset convert will write, not the input's
+        from dfmpc_onnx.passes.upgrade_opset import planned_opset
+
+        ctx.report.opset_out = planned_opset(model, ctx)
     if options.integer_kernels:
         ctx.report.notes.append("--activations int8: activation ranges are measured when "
                                 "converting; inspect plans the weights only")

@@ -240,6 +240,8 @@ def _field_option(f):
     if "choices" in f.metadata:
         return click.option(flag, type=click.Choice(f.metadata["choices"]), default=f.default,
                             help=help_text, show_default=f.default is not None)
+    if f.name == "target_opset":
+        return click.option(flag, type=int, default=None, metavar="N", help=help_text)
     if f.name in ("low_bits", "high_bits"):
         return click.option(flag, type=click.IntRange(2, 8), default=None, help=help_text)
     if kind == "int":

@@ -173,3 +173,58 @@ def test_input_shape_n_and_polygraphy_form_in_convert_inspect_and_validate(tmp_p
 def test_readme_shows_the_input_shape_forms() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "`x:[1,3,224,224]`" in text and "`x=N,3,224,224`" in text
+
+
+def _packed_model(tmp_path: Path) -> Path:
+    import onnx
+    from tinymodels import conv_net
+
+    path = tmp_path / "m.onnx"
+    onnx.save(conv_net(seed=0, c=16, opset=13), path)
+    return path
+
+
+def test_target_opset_picks_containers_and_the_lowest_ir_version(tmp_path: Path) -> None:
+    import onnx
+    from onnx import helper
+
+    src = _packed_model(tmp_path)
+    seen = {}
+    for cap in (None, 21, 13):
+        out = tmp_path / f"q{cap}.onnx"
+        args = ["convert", str(src), "-o", str(out), "-q", "--low-bits", "2",
+                "--fidelity-samples", "0", "--json"]
+        r = CliRunner().invoke(main, args + ([] if cap is None else ["--target-opset", str(cap)]))
+        assert r.exit_code == 0, r.output
+        m = onnx.load(out)
+        opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+        types = {t.data_type for t in m.graph.initializer}
+        need_ir = helper.find_min_ir_version_for(list(m.opset_import), ignore_unknown=True)
+        assert m.ir_version == max(need_ir, onnx.load(src).ir_version), (cap, m.ir_version)
+        seen[cap] = (opset, types)
+        if cap is not None:
+            assert opset <= cap
+    assert seen[None][0] == 25 and onnx.TensorProto.INT2 in seen[None][1]
+    assert seen[21][0] == 21 and onnx.TensorProto.INT4 in seen[21][1]
+    assert onnx.TensorProto.INT2 not in seen[21][1]
+    assert seen[13][0] == 13 and onnx.TensorProto.INT4 not in seen[13][1]
+    r = CliRunner().invoke(main, ["convert", str(src), "-o", str(tmp_path / "x.onnx"), "-q",
+                                  "--target-opset", "12"])
+    assert r.exit_code == 2 and "--target-opset 12" in r.stderr, r.output
+
+
+def test_inspect_shows_the_opset_convert_writes(tmp_path: Path) -> None:
+    import json
+
+    src = _packed_model(tmp_path)
+    common = ["-q", "--low-bits", "4", "--fidelity-samples", "0", "--json"]
+    ins = json.loads(CliRunner().invoke(main, ["inspect", str(src), *common]).stdout)
+    r = CliRunner().invoke(main, ["convert", str(src), "-o", str(tmp_path / "q.onnx"), *common])
+    conv = json.loads(r.stdout)
+    assert ins["opset_out"] == conv["opset_out"] == 21
+    assert any("IR version" in n and "ONNX Runtime 1.18" in n for n in conv["notes"])
+
+
+def test_readme_names_the_minimum_runtime() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "--target-opset" in text and "IR version" in text and "| 21, IR 10 | 1.18 or newer |" in text
