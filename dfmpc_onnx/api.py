@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -74,12 +75,43 @@ def _convert(model: onnx.ModelProto, options: ConvertOptions,
     custom = custom_nodes(model)
     check_shape_names(model, options.input_shapes)
     run_passes(conversion_passes(options), model, ctx)
+    stamp_provenance(model, ctx.report)
     if custom:
         shown = ", ".join(custom[:3]) + (f" and {len(custom) - 3} more" if len(custom) > 3 else "")
         ctx.report.notes.append(
             f"custom operators {shown} were left untouched; the output passed the full "
             "onnx.checker but was not loaded in ONNX Runtime (register their library to run it)")
     return model, ctx.report
+
+
+def stamp_provenance(model: onnx.ModelProto, report: Report) -> None:
+    """Say in the output what made it: producer dfmpc-onnx and its version, and in metadata_props
+    the original producer, the options and the plan in one line (no time: outputs stay
+    byte-identical for the same input and options)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("dfmpc-onnx")
+    except PackageNotFoundError:
+        ours = "unknown"
+    props = {p.key: p.value for p in model.metadata_props}
+    source = f"{model.producer_name} {model.producer_version}".strip()
+    if "dfmpc.source_producer" not in props:  # a re-conversion keeps the first producer
+        props["dfmpc.source_producer"] = source
+    bits: dict[str, int] = {}
+    for layer in report.layers:
+        key = "float" if layer.bits is None or layer.role == "float" else f"{layer.bits}-bit"
+        bits[key] = bits.get(key, 0) + 1
+    props["dfmpc.version"] = ours
+    props["dfmpc.options"] = json.dumps(report.options, sort_keys=True, default=list)
+    props["dfmpc.plan"] = (
+        f"{report.stored_bits:.2f} stored bits per weight; layers: "
+        + ", ".join(f"{n} {k}" for k, n in sorted(bits.items())) + f"; opset {report.opset_out}")
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = "dfmpc-onnx"
+    model.producer_version = ours
 
 
 def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike,

@@ -228,3 +228,23 @@ def test_inspect_shows_the_opset_convert_writes(tmp_path: Path) -> None:
 def test_readme_names_the_minimum_runtime() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "--target-opset" in text and "IR version" in text and "| 21, IR 10 | 1.18 or newer |" in text
+
+
+def test_output_records_its_provenance(tmp_path: Path) -> None:
+    import json
+
+    import onnx
+
+    out = tmp_path / "d.q.onnx"
+    r = CliRunner().invoke(main, ["convert", str(DIGITS), "-o", str(out), "-q",
+                                  "--low-bits", "4", "--fidelity-samples", "0"])
+    assert r.exit_code == 0, r.output
+    m = onnx.load(out)
+    props = {p.key: p.value for p in m.metadata_props}
+    src = onnx.load(DIGITS)
+    assert m.producer_name == "dfmpc-onnx" and m.producer_version
+    assert props["dfmpc.source_producer"] == f"{src.producer_name} {src.producer_version}"
+    assert props["dfmpc.version"] == m.producer_version
+    assert json.loads(props["dfmpc.options"])["low_bits"] == 4
+    assert "stored bits per weight" in props["dfmpc.plan"] and "4-bit" in props["dfmpc.plan"]
+    assert "`dfmpc.source_producer`" in (ROOT / "README.md").read_text()
