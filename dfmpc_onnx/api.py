@@ -7,12 +7,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import onnx
 
 from dfmpc_onnx.passes import Context, conversion_passes, planning_passes, run_passes
 
+from .errors import OptionsError
 from .modelio import (
     TWO_GB,
     check_output,
@@ -140,6 +142,26 @@ def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
     return report
 
 
+def quantize(model_input: str | os.PathLike, model_output: str | os.PathLike,
+             options: ConvertOptions | None = None, *,
+             progress: Callable[[str], None] | None = None, **option_values) -> Report:
+    """File to file, as ONNX Runtime's ``quantize_dynamic(model_input, model_output, ...)`` is
+    called: ``quantize("model.onnx", "model.q.onnx", target_bits=4)`` returns the report. The
+    keyword options are ConvertOptions' fields (or pass ``options``, not both). Atomic, checked
+    and with the guarantees of ``convert_file``, which it calls."""
+    if options is not None and option_values:
+        raise OptionsError("quantize(): give either options=ConvertOptions(...) or keyword "
+                           "options, not both")
+    if options is None:
+        names = {f.name for f in dataclass_fields(ConvertOptions)}
+        unknown = sorted(set(option_values) - names)
+        if unknown:
+            raise OptionsError(f"quantize(): unknown option(s) {', '.join(unknown)}; known: "
+                               f"{', '.join(sorted(names))}")
+        options = ConvertOptions(**option_values)
+    return convert_file(model_input, model_output, options, progress=progress)
+
+
 def uses_external_data_in_file(path: str | os.PathLike) -> bool:
     """Whether the file keeps tensors in external data (read without loading that data)."""
     with open(path, "rb") as fh:
@@ -184,4 +206,4 @@ def _inspect(model: onnx.ModelProto, options: ConvertOptions,
     return ctx.report
 
 
-__all__ = ["convert", "convert_file", "inspect_model", "Path"]
+__all__ = ["convert", "convert_file", "quantize", "inspect_model", "Path"]

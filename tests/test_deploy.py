@@ -248,3 +248,29 @@ def test_output_records_its_provenance(tmp_path: Path) -> None:
     assert json.loads(props["dfmpc.options"])["low_bits"] == 4
     assert "stored bits per weight" in props["dfmpc.plan"] and "4-bit" in props["dfmpc.plan"]
     assert "`dfmpc.source_producer`" in (ROOT / "README.md").read_text()
+
+
+def test_readme_library_file_to_file_call_runs(tmp_path: Path, monkeypatch) -> None:
+    """The README's python block, run with its paths redirected into tmp_path."""
+    import re
+
+    import onnx
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "quantize(" in b)
+    first = block.split("\n\n")[0]
+    src = _packed_model(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    src.rename(tmp_path / "model.onnx")
+    code = first.replace("target_bits=4", "target_bits=4, fidelity_samples=4")
+    scope: dict = {}
+    exec(compile(code, "README", "exec"), scope)  # noqa: S102 - the README's own example
+    report = scope["report"]
+    assert (tmp_path / "model.q.onnx").is_file() and report.stored_bits <= 4
+    onnx.checker.check_model(str(tmp_path / "model.q.onnx"))
+    import pytest
+
+    from dfmpc_onnx import quantize
+
+    with pytest.raises(Exception, match="unknown option"):
+        quantize("model.onnx", "x.onnx", target_bitz=4)
