@@ -24,42 +24,78 @@ EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()
 
 
 class Progress:
-    """Progress on stderr: a live line on a terminal; in a log, sparse but regular lines.
+    """Progress on stderr: a live line on a terminal; in a log, a line when something changes.
 
     In a log (stderr not a terminal) the first line comes only after FIRST_LINE_S of work, so a
     short run, or one that stops early on an error, prints no progress at all; after that a line
-    every EVERY_S while work goes on. A pass can run far longer than that without calling back
-    (VGG-19's quantize pass: ~10 s), so a daemon thread repeats the current message on time; it
-    stops at ``done()``, when stderr is swapped for another stream (the run it belonged to is
-    over: a test runner restored it), or when the thread that started it has ended.
+    when the step changes (at most one per EVERY_S: steps that pass quicker are skipped), and an
+    unchanged step again only every STILL_S, with how long it has run ("still"). A pass can run
+    far longer than that without calling back (VGG-19's quantize pass: ~10 s), so a daemon thread
+    ticks on time; it stops at ``done()``, when stderr is swapped for another stream (the run it
+    belonged to is over: a test runner restored it), or when the thread that started it has
+    ended. ``verbose``: every step as a line, at once, and each pass's time when it ends.
+    ``log``: a file that gets every step and pass time, whatever ``quiet`` says.
     ``clock`` and ``tty`` exist for tests; ``heartbeat=False`` leaves the thread out.
     """
 
     FIRST_LINE_S = 2.0
     EVERY_S = 4.0
+    STILL_S = 60.0
     POLL_S = 0.25
 
-    def __init__(self, quiet: bool, *, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, quiet: bool, *, verbose: bool = False, log=None,
+                 clock: Callable[[], float] = time.monotonic,
                  tty: bool | None = None, heartbeat: bool = True) -> None:
         self.quiet = quiet
-        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.verbose = verbose and not quiet
+        self.log = log
+        self.tty = (sys.stderr.isatty() if tty is None else tty) and not self.verbose
         self.clock = clock
         self.start = clock()
-        self.next_line = self.start + self.FIRST_LINE_S
+        self.next_line = self.start + (0.0 if self.verbose else self.FIRST_LINE_S)
         self.message: str | None = None
-        self.heartbeat = heartbeat and not quiet and not self.tty
+        self.since = self.start  # when the current message came
+        self.printed = False  # whether the current message has had its line
+        self.last_line = self.start
+        self.current_pass: tuple[str, float] | None = None
+        self.heartbeat = heartbeat and not quiet and not self.tty and not self.verbose
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _stamp(self, now: float, text: str) -> str:
+        return f"[{now - self.start:6.1f}s] {text}"
+
+    def _record(self, now: float, text: str) -> None:
+        """A line for --verbose (stderr) and --log-file."""
+        if self.log is not None:
+            self.log.write(self._stamp(now, text) + "\n")
+            self.log.flush()
+        if self.verbose:
+            click.echo(self._stamp(now, text), err=True)
+
+    def _end_pass(self, now: float) -> None:
+        if self.current_pass is not None:
+            name, began = self.current_pass
+            self._record(now, f"{name} took {now - began:.2f}s")
+            self.current_pass = None
+
     def __call__(self, message: str) -> None:
-        if self.quiet:
+        now = self.clock()
+        if self.verbose or self.log is not None:
+            with self._lock:
+                if message.startswith("pass "):
+                    self._end_pass(now)
+                    self.current_pass = (message, now)
+                self._record(now, message)
+        if self.quiet or self.verbose:
             return
         if self.tty:
             click.echo(f"\r\033[K{message}", nl=False, err=True)
             return
         with self._lock:
-            self.message = message
+            if message != self.message:
+                self.message, self.since, self.printed = message, now, False
         self.tick()
         if self.heartbeat and self._thread is None:
             self._thread = threading.Thread(target=self._beat, args=(sys.stderr,
@@ -68,12 +104,19 @@ class Progress:
             self._thread.start()
 
     def tick(self) -> None:
-        """Print the current message if a line is due (the heartbeat calls this on time)."""
+        """Print the current step if a line is due (the heartbeat calls this on time)."""
         with self._lock:
             now = self.clock()
             if self.message is None or self._stop.is_set() or now < self.next_line:
                 return
-            click.echo(f"[{now - self.start:6.1f}s] {self.message}", err=True)
+            if not self.printed:
+                click.echo(self._stamp(now, self.message), err=True)
+            elif now - self.last_line >= self.STILL_S:
+                click.echo(self._stamp(now, f"{self.message} (still, {now - self.since:.0f}s)"),
+                           err=True)
+            else:
+                return
+            self.printed, self.last_line = True, now
             self.next_line = now + self.EVERY_S
 
     def _beat(self, stream: object, owner: threading.Thread) -> None:
@@ -84,6 +127,8 @@ class Progress:
 
     def done(self) -> None:
         self._stop.set()
+        with self._lock:
+            self._end_pass(self.clock())
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=1.0)
         if self.tty and not self.quiet:
@@ -126,29 +171,36 @@ def _on_sigterm():
     return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
-def _run(debug: bool, fn) -> None:
+def _run(debug: bool, fn, log=None) -> None:
     """Turn our errors into one line on stderr and an exit code; tracebacks only with --debug.
     SIGINT exits 130 and SIGTERM 143 (128 + the signal, as shells report them), both after the
     working files are removed."""
     previous = _on_sigterm()
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+        if log is not None:
+            log.write(line + "\n")
+            log.flush()
+
     try:
         fn()
     except DfmpcError as exc:
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
+        say(f"error: {exc}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted (SIGINT); nothing was written, working files removed", err=True)
+        say("interrupted (SIGINT); nothing was written, working files removed")
         sys.exit(130)
     except Terminated:
-        click.echo("terminated (SIGTERM); nothing was written, working files removed", err=True)
+        say("terminated (SIGTERM); nothing was written, working files removed")
         sys.exit(143)
     except Exception as exc:  # noqa: BLE001 - last line of defence, see --debug
         if debug:
             raise
-        click.echo(f"error: internal error: {type(exc).__name__}: {exc} "
-                   "(rerun with --debug for the traceback and please report it)", err=True)
+        say(f"error: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with --debug for the traceback and please report it)")
         sys.exit(1)
     finally:
         if previous is not None:
@@ -158,6 +210,26 @@ def _run(debug: bool, fn) -> None:
 def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
         ctx.ensure_object(dict)["debug"] = True
+
+
+def logging_options(fn):
+    """-q, -v and --log-file, shared by convert and inspect."""
+    fn = click.option("--log-file", type=click.Path(dir_okay=False),
+                      help="Also write every step, each pass's time, warnings and the report "
+                           "to this file (appended).")(fn)
+    fn = click.option("-v", "--verbose", is_flag=True,
+                      help="Every step as a line, and each pass's time.")(fn)
+    return click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")(fn)
+
+
+def _open_log(path: str | None):
+    if path is None:
+        return None
+    try:
+        return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the command
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: cannot write ({exc.strerror})",
+                                 param_hint="--log-file") from None
 
 
 def debug_option(fn):
@@ -332,11 +404,12 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
 @click.option("--report", "report_file", type=click.Path(dir_okay=False),
               help="Also write the full report as JSON to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@logging_options
 @debug_option
 @click.pass_context
 def convert(ctx: click.Context, model: tuple[str, ...], output: str, jobs: int,
-            report_file: str | None, as_json: bool, quiet: bool, **opts) -> None:
+            report_file: str | None, as_json: bool, quiet: bool, verbose: bool,
+            log_file: str | None, **opts) -> None:
     """Quantize MODEL (float ONNX) into a mixed-precision QDQ model.
 
     By default weight-only: activations stay float. Run the result with the ONNX Runtime session
@@ -354,13 +427,19 @@ def convert(ctx: click.Context, model: tuple[str, ...], output: str, jobs: int,
                                                      opts))
         return
     model = model[0]
+    log = _open_log(log_file)
 
     def go() -> None:
         options = _options(opts)
-        progress = Progress(quiet)
+        progress = Progress(quiet, verbose=verbose, log=log)
         report = convert_file(model, output, options, progress=progress)
         progress.done()
-        warn_if_poor(report, options)
+        line = fidelity_warning(report, options)
+        if line:
+            click.echo(line, err=True)
+        if log is not None:
+            log.write("\n".join(([line] if line else []) + [report.format(),
+                                 f"wrote {output} in {report.seconds:.2f}s"]) + "\n")
         if report_file:
             Path(report_file).write_text(report.to_json())
         if as_json:
@@ -369,7 +448,11 @@ def convert(ctx: click.Context, model: tuple[str, ...], output: str, jobs: int,
             click.echo(report.format())
             click.echo(f"wrote {output} in {report.seconds:.2f}s")
 
-    _run(ctx.obj["debug"], go)
+    try:
+        _run(ctx.obj["debug"], go, log)
+    finally:
+        if log is not None:
+            log.close()
 
 
 def _convert_many(models: list[str], output: str, jobs: int, quiet: bool, as_json: bool,
@@ -396,21 +479,30 @@ def _convert_many(models: list[str], output: str, jobs: int, quiet: bool, as_jso
 @click.argument("model", type=click.Path(dir_okay=True))
 @conversion_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@logging_options
 @debug_option
 @click.pass_context
-def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, **opts) -> None:
+def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, verbose: bool,
+            log_file: str | None, **opts) -> None:
     """Show the plan without writing anything: pairs, each layer left alone and why, each layer's
     bits, grid and correction, and the size the conversion would have (counted the same way)."""
     from .api import inspect_model
 
+    log = _open_log(log_file)
+
     def go() -> None:
-        progress = Progress(quiet)
+        progress = Progress(quiet, verbose=verbose, log=log)
         report = inspect_model(model, _options(opts), progress=progress)
         progress.done()
+        if log is not None:
+            log.write(report.format() + "\n")
         click.echo(report.to_json() if as_json else report.format())
 
-    _run(ctx.obj["debug"], go)
+    try:
+        _run(ctx.obj["debug"], go, log)
+    finally:
+        if log is not None:
+            log.close()
 
 
 @main.command(epilog=EXIT_HELP)

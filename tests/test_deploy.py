@@ -274,3 +274,19 @@ def test_readme_library_file_to_file_call_runs(tmp_path: Path, monkeypatch) -> N
 
     with pytest.raises(Exception, match="unknown option"):
         quantize("model.onnx", "x.onnx", target_bitz=4)
+
+
+def test_convert_verbose_and_log_file(tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    r = CliRunner().invoke(main, ["convert", str(DIGITS), "-o", str(tmp_path / "q.onnx"),
+                                  "--low-bits", "4", "--fidelity-samples", "0", "--verbose",
+                                  "--log-file", str(log)])
+    assert r.exit_code == 0, r.output
+    assert "pass normalise" in r.stderr or "pass check-opset" in r.stderr, r.stderr
+    assert " took " in r.stderr
+    text = log.read_text()
+    assert " took " in text and "wrote " in text and "predicted fidelity" not in text.split(
+        "took")[0]
+    bad = CliRunner().invoke(main, ["convert", str(tmp_path / "absent.onnx"), "-o",
+                                    str(tmp_path / "x.onnx"), "-q", "--log-file", str(log)])
+    assert bad.exit_code == 3 and log.read_text().rstrip().splitlines()[-1].startswith("error: ")
