@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .errors import EXIT_CODES, DfmpcError, OptionsError
+from .errors import EXIT_CODES, DfmpcError, OptionsError, ValidationFailed
 from .options import ConvertOptions
 from .synthetic import parse_input_shapes
 
@@ -515,7 +515,8 @@ def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, verbose:
 @click.option("--provider", default="cpu", show_default=True,
               help="ONNX Runtime provider: cpu, cuda, or a full provider name.")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True,
-              help="Batch size of random inputs (replaces a symbolic first dimension).")
+              help="Random samples (a symbolic batch becomes this; a model with a fixed batch "
+                   "runs them in turn).")
 @click.option("--input-shape", "shapes", multiple=True, metavar="NAME=DIMS",
               help=INPUT_SHAPE_HELP)
 @click.option("--shape", "old_shapes", multiple=True, hidden=True,
@@ -530,13 +531,22 @@ def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, verbose:
                    "deployment of a weight-only model should, or keep the Q/DQ nodes for ONNX "
                    "Runtime to fuse into integer kernels. Default: fold for weight-only models, "
                    "keep for models with quantized activations (--activations int8).")
+@click.option("--atol", type=click.FloatRange(0), default=None,
+              help="Fail (exit 8) if any output element differs by more than atol + rtol*|float| "
+                   "(Polygraphy's rule).")
+@click.option("--rtol", type=click.FloatRange(0), default=None, help="See --atol.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Fail (exit 8) if the top-1 agreement of a (batch, classes) output is lower.")
+@click.option("--min-cosine", type=click.FloatRange(-1, 1), default=None,
+              help="Fail (exit 8) if the cosine similarity of an output is lower.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @debug_option
 @click.pass_context
 def validate(ctx: click.Context, float_model: str, quant_model: str, inputs: str | None,
              provider: str, batch: int, shapes: tuple[str, ...], old_shapes: tuple[str, ...],
-             seed: int, repeats: int,
-             threads: int, disable_quant_qdq: bool | None, as_json: bool) -> None:
+             seed: int, repeats: int, threads: int, disable_quant_qdq: bool | None,
+             atol: float | None, rtol: float | None, min_agreement: float | None,
+             min_cosine: float | None, as_json: bool) -> None:
     """Run FLOAT_MODEL and QUANT_MODEL on the same inputs; print per-output cosine similarity,
     SQNR, errors and top-1 agreement between the two models (with labels, also both models'
     accuracy), file sizes and the latency ratio."""
@@ -552,8 +562,12 @@ def validate(ctx: click.Context, float_model: str, quant_model: str, inputs: str
         result = run_validate(
             float_model, quant_model, inputs=inputs, provider=provider, batch=batch, seed=seed,
             repeats=repeats, threads=threads, shapes=parse_shape_option(shapes) if shapes else None,
-            disable_quant_qdq=disable_quant_qdq)
+            disable_quant_qdq=disable_quant_qdq, atol=atol, rtol=rtol,
+            min_agreement=min_agreement, min_cosine=min_cosine)
         click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_table(result))
+        if result.failures:
+            raise ValidationFailed(f"{len(result.failures)} check(s) failed: "
+                                   + "; ".join(result.failures))
 
     _run(ctx.obj["debug"], go)
 

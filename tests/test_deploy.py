@@ -290,3 +290,81 @@ def test_convert_verbose_and_log_file(tmp_path: Path) -> None:
     bad = CliRunner().invoke(main, ["convert", str(tmp_path / "absent.onnx"), "-o",
                                     str(tmp_path / "x.onnx"), "-q", "--log-file", str(log)])
     assert bad.exit_code == 3 and log.read_text().rstrip().splitlines()[-1].startswith("error: ")
+
+
+def _fixed_batch_net(tmp_path: Path) -> Path:
+    import onnx
+    from tinymodels import conv_net
+
+    model = conv_net(seed=0, c=8)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    for vi in model.graph.output:
+        vi.type.tensor_type.shape.dim[0].dim_value = 1
+    path = tmp_path / "b1.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_validate_runs_several_batches_on_a_fixed_batch_model_and_gates(tmp_path: Path) -> None:
+    import json
+
+    src = _fixed_batch_net(tmp_path)
+    out = tmp_path / "b1.q.onnx"
+    r = CliRunner().invoke(main, ["convert", str(src), "-o", str(out), "-q", "--low-bits", "2",
+                                  "--fidelity-samples", "0"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["validate", str(src), str(out), "--repeats", "1",
+                                  "--batch", "16", "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["samples"] == 16
+    assert result["outputs"][0]["centered_cosine"] is not None
+    r = CliRunner().invoke(main, ["validate", str(src), str(out), "--repeats", "1",
+                                  "--atol", "0", "--rtol", "0"])
+    assert r.exit_code == 8, r.output
+    assert "FAILED: output" in r.stdout and "outside --atol 0 --rtol 0" in r.stderr
+    r = CliRunner().invoke(main, ["validate", str(src), str(src), "--repeats", "1",
+                                  "--atol", "0", "--min-cosine", "0.999999"])
+    assert r.exit_code == 0, r.output
+
+
+def test_validate_says_when_the_outputs_hardly_depend_on_the_input(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from dfmpc_onnx.validate import validate
+
+    def gemm(noise: float) -> onnx.ModelProto:
+        rng = np.random.default_rng(0)
+        w = 1e-3 * rng.standard_normal((16, 10)).astype(np.float32)
+        w += noise * np.random.default_rng(1).standard_normal(w.shape).astype(np.float32)
+        b = np.linspace(1, 10, 10).astype(np.float32)
+        graph = helper.make_graph(
+            [helper.make_node("Gemm", ["x", "w", "b"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+            [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(b, "b")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+    onnx.save(gemm(0), tmp_path / "f.onnx")
+    onnx.save(gemm(1e-3), tmp_path / "q.onnx")
+    result = validate(tmp_path / "f.onnx", tmp_path / "q.onnx", repeats=1, batch=16)
+    stats = result.outputs[0]
+    assert stats.cosine > 0.9999 and stats.top1_agreement == 1.0
+    assert stats.centered_cosine < 0.9 and stats.input_share < 0.01
+    assert any("hardly depends on the input" in n for n in result.notes)
+    assert any("same class" in n for n in result.notes)
+
+
+def test_validate_size_line_says_larger() -> None:
+    from dfmpc_onnx.validate import format_table
+    from dfmpc_onnx.validate.metrics import ValidationResult
+
+    result = ValidationResult([], 1000, 25000, 1.0, 1.0, 1.0, "CPU", 8, "random")
+    assert "25.00x larger" in format_table(result) and "smaller" not in format_table(result)
+
+
+def test_readme_documents_the_validate_gates() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "`--min-cosine`" in text and "| 8 |" in text and "`input-dep` line" in text

@@ -113,7 +113,11 @@ def _resolve_shape(
         return tuple(dims)
     dims = []
     for axis, dim in enumerate(declared):
-        if is_fixed(dim):
+        if axis == 0 and is_fixed(dim) and 0 < dim < batch:
+            # A batch fixed at export (often 1): --batch samples all the same, in whole runs
+            # that validate feeds one after another.
+            dims.append(-(-batch // int(dim)) * int(dim))
+        elif is_fixed(dim):
             dims.append(int(dim))
         elif axis == 0:
             dims.append(batch)
@@ -220,8 +224,10 @@ def load_inputs(
     for arg in args:
         array = arrays[arg.name]
         declared = list(arg.shape)
+        # A fixed batch (axis 0) takes any whole number of runs: validate runs them in turn.
         if array.ndim != len(declared) or any(
-            is_fixed(dim) and dim != got for dim, got in zip(declared, array.shape, strict=False)
+            is_fixed(dim) and dim != got and not (axis == 0 and dim > 0 and got % dim == 0)
+            for axis, (dim, got) in enumerate(zip(declared, array.shape, strict=False))
         ):
             raise OptionsError(
                 f"--inputs {npz_path}: array {arg.name!r} has shape "
