@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import fields
+from inspect import cleandoc as inspect_cleandoc
 from pathlib import Path
 
 import click
@@ -264,7 +265,142 @@ class OneLineErrors(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group(cls=OneLineErrors, epilog=EXIT_HELP,
+# Option groups of --help (Polygraphy's argument groups); parameter names, in order.
+OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Input shape and range", ("input_shapes", "shapes", "old_shapes", "input_range", "input_mean",
+                               "input_std", "inputs", "batch", "seed")),
+    ("Plan and budget", ("method", "target_bits", "min_agreement", "low_bits", "high_bits",
+                         "plan", "protect_first_last", "pair_through", "fidelity_samples",
+                         "synthetic")),
+    ("Grids and corrections", ("quantizer", "granularity", "correction", "bias_correction",
+                               "propagated_stats", "equalize", "lam", "lambda1", "lambda2")),
+    ("Activations", ("activations", "activation_type", "activation_clip", "activation_headroom")),
+    ("Checks", ("atol", "rtol", "min_cosine")),
+    ("Output format", ("output", "format", "target_opset", "jobs", "report_file", "as_json")),
+    ("Running", ("provider", "repeats", "threads", "disable_quant_qdq")),
+    ("Logging", ("quiet", "verbose", "log_file", "debug", "help_all", "help")),
+)
+# What plain --help shows; --help-all shows every option with its full text.
+BASIC_OPTIONS = frozenset((
+    "input_shapes", "shapes", "input_range", "inputs", "batch", "method", "target_bits", "min_agreement",
+    "low_bits", "high_bits", "plan", "activations", "atol", "rtol", "min_cosine", "output",
+    "format", "target_opset", "jobs", "report_file", "as_json", "provider", "quiet", "verbose",
+    "log_file", "debug", "help_all", "help"))
+SHORT_HELP_CHARS = 62
+# One line each for plain --help (the full texts, from options.py, are under --help-all).
+SHORT_HELP = {
+    "input_shapes": "input shape: x=N,3,224,224 or x:[1,3,224,224]",
+    "input_range": "assumed input range, e.g. 0,1 or 0,255 (raw images)",
+    "method": "auto: measured per-layer plan (default); pairs; paper",
+    "target_bits": "stored bits per weight the plan may use, e.g. 4",
+    "min_agreement": "predicted top-1 agreement to keep  [default: 0.99]",
+    "low_bits": "fixed plan: bits of each pair's first layer (2)",
+    "high_bits": "fixed plan: bits of every other layer (8)",
+    "plan": "JSON file: bits/grid per layer by node name",
+    "activations": "int8: activations too, for integer kernels",
+    "output": "the output model (a folder for several models)",
+    "format": "packed INT2/INT4 (smallest) or int8 containers",
+    "target_opset": "newest opset your runtime runs (21: ORT 1.18-1.20)",
+    "jobs": "several models: convert this many at once",
+    "report_file": "also write the report as JSON to FILE",
+    "as_json": "print the report as JSON",
+    "log_file": "also write steps, pass times and the report here",
+    "quiet": "no progress on stderr",
+    "verbose": "every step as a line, and each pass's time",
+    "debug": "full tracebacks instead of one-line errors",
+    "help_all": "every option, with its full explanation",
+}
+SHORT_HELP_VALIDATE = {
+    "inputs": ".npz of real inputs (a 'label' array adds accuracy)",
+    "shapes": "input shape: x=N,3,224,224 or x:[1,3,224,224]",
+    "batch": "random samples  [default: 8]",
+    "input_shapes": "input shape: x=N,3,224,224 or x:[1,3,224,224]",
+    "min_agreement": "fail (exit 8) below this top-1 agreement",
+    "atol": "fail (exit 8) where |err| > atol + rtol*|float|",
+    "rtol": "see --atol",
+    "min_cosine": "fail (exit 8) below this cosine",
+    "provider": "cpu, cuda, or a provider name  [default: cpu]",
+    "as_json": "print the results as JSON",
+}
+EXIT_SHORT = ("Exit codes: 0 ok; 1 bug; 2 options; 3 unreadable model; 4 unsupported; 5 output; "
+              "6 check; 7 pass; 8 validate check failed; 130/143 SIGINT/SIGTERM (README).")
+
+
+def _short(text: str) -> str:
+    """The first clause of a help text, cut to one line of SHORT_HELP_CHARS."""
+    for stop in (". ", "; ", " ("):
+        head, found, _ = text.partition(stop)
+        if found and len(head) <= SHORT_HELP_CHARS:
+            text = head
+            break
+    text = text.rstrip(".")
+    return text if len(text) <= SHORT_HELP_CHARS else text[:SHORT_HELP_CHARS - 3].rstrip() + "..."
+
+
+def _show_all(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        ctx.meta["dfmpc_help_all"] = True
+        click.echo(ctx.get_help(), color=ctx.color)
+        ctx.exit()
+
+
+class GroupedHelp(click.Command):
+    """--help in groups, one short line per common option; --help-all: every option in full."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(click.Option(["--help-all"], is_flag=True, expose_value=False,
+                                        is_eager=True, callback=_show_all,
+                                        help="Every option, with its full explanation."))
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        text = self.help or ""
+        if not ctx.meta.get("dfmpc_help_all"):
+            text = text.split("\n\n")[0]  # the first paragraph; --help-all: all of it
+        if text:
+            formatter.write_paragraph()
+            with formatter.indentation():
+                formatter.write_text(inspect_cleandoc(text))
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        full = bool(ctx.meta.get("dfmpc_help_all"))
+        params = {p.name: p for p in self.get_params(ctx) if isinstance(p, click.Option)}
+        base = [(t, tuple(n for n in names if not (self.name == "validate" and t != "Checks"
+                                                    and n == "min_agreement")))
+                for t, names in OPTION_GROUPS]
+        if self.name == "validate":  # there --min-agreement is a check, not a plan's target
+            base = [(t, ("min_agreement", *names) if t == "Checks" else names) for t, names in base]
+        grouped = {n for _, names in base for n in names}
+        groups = [*base, ("Other", tuple(n for n in params if n not in grouped))]
+        hidden = 0
+        for title, names in groups:
+            rows = []
+            for name in names:
+                p = params.get(name)
+                if p is None or p.hidden:
+                    continue
+                if not full and name not in BASIC_OPTIONS:
+                    hidden += 1
+                    continue
+                record = p.get_help_record(ctx)
+                if record and not full:
+                    short = SHORT_HELP_VALIDATE if self.name == "validate" else SHORT_HELP
+                    record = (record[0], short.get(name) or _short(record[1]))
+                if record:
+                    rows.append(record)
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows, col_max=26)
+        if hidden:
+            formatter.write_paragraph()
+            formatter.write_text(f"{hidden} more options, and each option in full: --help-all.")
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_paragraph()
+        formatter.write_text(EXIT_HELP if ctx.meta.get("dfmpc_help_all") else EXIT_SHORT)
+
+
+@click.group(cls=OneLineErrors, epilog=EXIT_SHORT,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.version_option(package_name="dfmpc-onnx")
@@ -272,13 +408,15 @@ class OneLineErrors(click.Group):
 def main(ctx: click.Context, debug: bool) -> None:
     """Data-free mixed-precision quantization of ONNX models (DF-MPC).
 
-    In each pair of consecutive layers (Conv/Gemm/MatMul -> activation -> Conv/Gemm/MatMul) the
-    first is rounded to very few bits and the second, kept at 8 bits, absorbs a closed-form
-    correction of the first one's error. No data, calibration set or fine-tuning is used.
+    By default each layer's bits (2, 4 or 8), grid and bias correction are chosen by measuring,
+    on seeded synthetic inputs, what each choice does to the network's outputs: the fewest
+    stored bits that keep the predicted top-1 agreement (--min-agreement), or a size you give
+    (--target-bits). No data, calibration set or fine-tuning is used. --method pairs and paper
+    are fixed plans (the DF-MPC paper's: --method paper).
 
     \b
     Typical use:
-      dfmpc-onnx inspect model.onnx                 # what would be quantized, and why not
+      dfmpc-onnx inspect model.onnx                 # the plan, and why layers stay float
       dfmpc-onnx convert model.onnx -o model.q.onnx # write the packed low-bit model
       dfmpc-onnx validate model.onnx model.q.onnx   # compare outputs, size and speed
     """
@@ -315,7 +453,13 @@ def _field_option(f):
     if f.name == "target_opset":
         return click.option(flag, type=int, default=None, metavar="N", help=help_text)
     if f.name in ("low_bits", "high_bits"):
-        return click.option(flag, type=click.IntRange(2, 8), default=None, help=help_text)
+        return click.option(flag, type=click.IntRange(2, 8), default=None, metavar="BITS",
+                            help=help_text)
+    if f.name == "target_bits":
+        return click.option(flag, type=float, default=None, metavar="BITS", help=help_text)
+    if f.name == "min_agreement":
+        return click.option(flag, type=float, default=f.default, metavar="FRACTION",
+                            help=help_text, show_default=True)
     if kind == "int":
         return click.option(flag, type=click.IntRange(0), default=f.default, help=help_text,
                             show_default=True)
@@ -392,13 +536,13 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
-@main.command(epilog=EXIT_HELP)
+@main.command(cls=GroupedHelp)
 @click.argument("model", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="Where to write the quantized model (written atomically; never the input). "
                    "With several models or a directory: a folder, which gets <name>.q.onnx for "
                    "each and summary.json.")
-@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
+@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True, metavar="N",
               help="Several models: convert this many at once, each in its own process.")
 @conversion_options
 @click.option("--report", "report_file", type=click.Path(dir_okay=False),
@@ -410,15 +554,14 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
 def convert(ctx: click.Context, model: tuple[str, ...], output: str, jobs: int,
             report_file: str | None, as_json: bool, quiet: bool, verbose: bool,
             log_file: str | None, **opts) -> None:
-    """Quantize MODEL (float ONNX) into a mixed-precision QDQ model.
+    """Quantize MODEL (float ONNX) into a mixed-precision QDQ model. Weight-only by default:
+    run it with the ONNX Runtime session option session.disable_quant_qdq=1 for float speed.
 
-    By default weight-only: activations stay float. Run the result with the ONNX Runtime session
-    config entry session.disable_quant_qdq=1 so the weights are dequantized once at load and the
-    model runs at float speed. With --activations int8, activations are quantized too (ranges
-    from synthetic inputs, no data) and ONNX Runtime, with its default session options, runs the
-    model on integer kernels: faster than float on CPU. Several MODELs, or a folder of them,
-    convert into the folder -o names; one failure never stops the others, and the exit code is
-    that of the first failure.
+    With --activations int8, activations are quantized too (ranges from synthetic inputs, no
+    data) and ONNX Runtime, with its default session options, runs the model on integer
+    kernels: faster than float on CPU. Several MODELs, or a folder of them, convert into the
+    folder -o names; one failure never stops the others, and the exit code is that of the first
+    failure.
     """
     from .api import convert_file
 
@@ -475,7 +618,7 @@ def _convert_many(models: list[str], output: str, jobs: int, quiet: bool, as_jso
         sys.exit(failed[0].exit_code)
 
 
-@main.command(epilog=EXIT_HELP)
+@main.command(cls=GroupedHelp)
 @click.argument("model", type=click.Path(dir_okay=True))
 @conversion_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -505,7 +648,7 @@ def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, verbose:
             log.close()
 
 
-@main.command(epilog=EXIT_HELP)
+@main.command(cls=GroupedHelp)
 @click.argument("float_model", type=click.Path(dir_okay=True))
 @click.argument("quant_model", type=click.Path(dir_okay=True))
 @click.option("--inputs", type=click.Path(dir_okay=False),
@@ -514,7 +657,7 @@ def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, verbose:
                    "seeded standard-normal inputs shaped from the model.")
 @click.option("--provider", default="cpu", show_default=True,
               help="ONNX Runtime provider: cpu, cuda, or a full provider name.")
-@click.option("--batch", type=click.IntRange(1), default=8, show_default=True,
+@click.option("--batch", type=click.IntRange(1), default=8, show_default=True, metavar="N",
               help="Random samples (a symbolic batch becomes this; a model with a fixed batch "
                    "runs them in turn).")
 @click.option("--input-shape", "shapes", multiple=True, metavar="NAME=DIMS",
@@ -531,13 +674,13 @@ def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, verbose:
                    "deployment of a weight-only model should, or keep the Q/DQ nodes for ONNX "
                    "Runtime to fuse into integer kernels. Default: fold for weight-only models, "
                    "keep for models with quantized activations (--activations int8).")
-@click.option("--atol", type=click.FloatRange(0), default=None,
+@click.option("--atol", type=click.FloatRange(0), metavar="X", default=None,
               help="Fail (exit 8) if any output element differs by more than atol + rtol*|float| "
                    "(Polygraphy's rule).")
-@click.option("--rtol", type=click.FloatRange(0), default=None, help="See --atol.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+@click.option("--rtol", type=click.FloatRange(0), metavar="X", default=None, help="See --atol.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), metavar="FRACTION", default=None,
               help="Fail (exit 8) if the top-1 agreement of a (batch, classes) output is lower.")
-@click.option("--min-cosine", type=click.FloatRange(-1, 1), default=None,
+@click.option("--min-cosine", type=click.FloatRange(-1, 1), metavar="X", default=None,
               help="Fail (exit 8) if the cosine similarity of an output is lower.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @debug_option

@@ -368,3 +368,32 @@ def test_validate_size_line_says_larger() -> None:
 def test_readme_documents_the_validate_gates() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "`--min-cosine`" in text and "| 8 |" in text and "`input-dep` line" in text
+
+
+def test_help_fits_a_screen_in_groups_and_help_all_has_everything() -> None:
+    from dataclasses import fields
+
+    from dfmpc_onnx.options import ConvertOptions
+
+    for command in ("convert", "inspect", "validate"):
+        text = CliRunner().invoke(main, [command, "--help"]).output
+        assert len(text.splitlines()) <= 60, (command, len(text.splitlines()))
+        assert "--help-all" in text and "Logging:" in text
+    text = CliRunner().invoke(main, ["convert", "--help"]).output
+    for group in ("Input shape and range:", "Plan and budget:", "Output format:"):
+        assert group in text
+    full = CliRunner().invoke(main, ["convert", "--help-all"]).output
+    for f in fields(ConvertOptions):
+        flag = "--input-shape" if f.name == "input_shapes" else "--" + f.name.replace("_", "-")
+        assert flag in full, flag
+    assert "Grids and corrections:" in full and "--lambda1" not in text
+    top = CliRunner().invoke(main, ["--help"]).output
+    assert "By default each layer's bits" in top
+
+
+def test_readme_first_screen_has_install_convert_validate_runtime_and_session_option() -> None:
+    first = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()[:40]
+    screen = "\n".join(first)
+    for needle in ("pip install", "dfmpc-onnx convert", "dfmpc-onnx validate",
+                   "--target-opset 21", "session.disable_quant_qdq=1"):
+        assert needle in screen, needle
