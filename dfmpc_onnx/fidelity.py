@@ -471,8 +471,8 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[M
     single: list[bool] = []
     centered: list[float] = []
     for name in outputs:
-        a = [np.asarray(r[name]) for r in reference]
-        b = [np.asarray(c[name]) for c in candidate]
+        a = [squeeze_trailing(np.asarray(r[name])) for r in reference]
+        b = [squeeze_trailing(np.asarray(c[name])) for c in candidate]
         kind = output_metric(a[0])
         metric[name] = kind
         if kind in ("kl", "kl-prob"):
@@ -509,6 +509,14 @@ def _centered_error(a: np.ndarray, b: np.ndarray) -> float:
     if not (np.isfinite(err) and np.isfinite(norm)):
         return float("inf")
     return float(err / norm) if norm > 0 else float("inf")
+
+
+def squeeze_trailing(a: np.ndarray) -> np.ndarray:
+    """``a`` without trailing axes of length 1 after the second: class scores of shape
+    [N, 1000, 1, 1] (a convolutional head) are judged as [N, 1000] are, by one rule."""
+    if a.ndim > 2 and all(d == 1 for d in a.shape[2:]):
+        return a.reshape(a.shape[:2])
+    return a
 
 
 def output_metric(a: np.ndarray) -> str:

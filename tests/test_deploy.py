@@ -397,3 +397,40 @@ def test_readme_first_screen_has_install_convert_validate_runtime_and_session_op
     for needle in ("pip install", "dfmpc-onnx convert", "dfmpc-onnx validate",
                    "--target-opset 21", "session.disable_quant_qdq=1"):
         assert needle in screen, needle
+
+
+def test_class_scores_with_trailing_singletons_are_judged_as_flat_ones() -> None:
+    import numpy as np
+
+    from dfmpc_onnx.fidelity import compare
+    from dfmpc_onnx.validate.metrics import output_stats
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((16, 10)).astype(np.float32)
+    b = a + 0.3 * rng.standard_normal(a.shape).astype(np.float32)
+    flat = compare([{"y": a}], [{"y": b}], ["y"])
+    four = compare([{"y": a[:, :, None, None]}], [{"y": b[:, :, None, None]}], ["y"])
+    assert flat.metric == four.metric == {"y": "kl"}
+    assert four.divergence == flat.divergence and four.top1_agreement == flat.top1_agreement
+    stats = output_stats("y", a[:, :, None, None], b[:, :, None, None])
+    assert stats.top1_agreement == output_stats("y", a, b).top1_agreement is not None
+
+
+def test_outputs_that_do_not_vary_are_decided_after_the_float_run() -> None:
+    import numpy as np
+    from onnx import helper, numpy_helper
+    from tinymodels import conv_net
+
+    from dfmpc_onnx import convert
+
+    model = conv_net(seed=1, c=16, bn=True)
+    model.graph.initializer.append(numpy_helper.from_array(np.array(1e6, np.float32), "big"))
+    model.graph.node.append(helper.make_node("Mul", ["logits", "big"], ["scaled"], name="scale"))
+    model.graph.node.append(helper.make_node("Softmax", ["scaled"], ["probs"], name="softmax"))
+    model.graph.output[0].name = "probs"
+    said: list[str] = []
+    _, rep = convert(model, progress=said.append)
+    assert all(e.bits == 8 for e in rep.layers if e.bits)
+    assert not any(m.startswith("measuring [") or "plan(s)" in m for m in said), said
+    assert any("decided after the float run" in n for n in rep.notes)
+    assert not any("Give the input shape" in n for n in rep.notes)

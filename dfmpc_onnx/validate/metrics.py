@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from dfmpc_onnx.fidelity import compare
+from dfmpc_onnx.fidelity import compare, squeeze_trailing
 
 from ..errors import DfmpcError, OptionsError
 from .inputs import fmt_dims
@@ -123,6 +123,8 @@ def output_stats(name: str, reference: np.ndarray, quantized: np.ndarray) -> Out
     """
     ref = np.asarray(reference, dtype=np.float64)
     quant = np.asarray(quantized, dtype=np.float64)
+    if ref.shape == quant.shape:  # [N, C, 1, 1] class scores: top-1 over C, as convert judges
+        ref, quant = squeeze_trailing(ref), squeeze_trailing(quant)
     if ref.shape != quant.shape:
         raise DfmpcError(
             f"output {name!r} has shape {fmt_dims(ref.shape)} in the float model but "
@@ -199,7 +201,7 @@ def is_classification(output: np.ndarray) -> bool:
 def accuracy(output: np.ndarray, labels: np.ndarray) -> float | None:
     """Fraction of rows whose argmax is the label; None when the output is not (batch, classes)
     or has a different number of rows than there are labels."""
-    output = np.asarray(output)
+    output = squeeze_trailing(np.asarray(output))
     if not is_classification(output) or output.shape[0] != len(labels):
         return None
     return float(np.mean(np.argmax(output, axis=-1) == labels))
