@@ -508,13 +508,6 @@ def fidelity_warning(report, options: ConvertOptions) -> str | None:
             f"--min-agreement {options.min_agreement:g}); {advice}")
 
 
-def warn_if_poor(report, options: ConvertOptions) -> None:
-    """One line on stderr when the predicted fidelity of what was written is poor."""
-    line = fidelity_warning(report, options)
-    if line:
-        click.echo(line, err=True)
-
-
 def _options(opts: dict) -> ConvertOptions:
     """ConvertOptions from the parsed options of conversion_options (the plan read from its file)."""
     names = {f.name for f in fields(ConvertOptions)}
