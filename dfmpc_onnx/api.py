@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import onnx
 
+from dfmpc_onnx.errors import OptionsError
+from dfmpc_onnx.measure.synthetic import check_shape_names
 from dfmpc_onnx.model.modelio import (
     TWO_GB,
     check_output,
@@ -19,6 +22,7 @@ from dfmpc_onnx.model.modelio import (
     inlined,
     load_model,
     make_work_folder,
+    owned_tempdir,
     save_model_atomic,
     uses_external_data,
 )
@@ -71,13 +75,45 @@ def _convert(model: onnx.ModelProto, options: ConvertOptions,
         ctx.source_model = onnx.ModelProto()
         ctx.source_model.CopyFrom(inlined(model))  # torch needs the values, not stubs
     custom = custom_nodes(model)
+    check_shape_names(model, options.input_shapes)
     run_passes(conversion_passes(options), model, ctx)
+    stamp_provenance(model, ctx.report)
     if custom:
         shown = ", ".join(custom[:3]) + (f" and {len(custom) - 3} more" if len(custom) > 3 else "")
         ctx.report.notes.append(
             f"custom operators {shown} were left untouched; the output passed the full "
             "onnx.checker but was not loaded in ONNX Runtime (register their library to run it)")
     return model, ctx.report
+
+
+def stamp_provenance(model: onnx.ModelProto, report: Report) -> None:
+    """Say in the output what made it: producer dfmpc-onnx and its version, and in metadata_props
+    the original producer, the options and the plan in one line (no time: outputs stay
+    byte-identical for the same input and options)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("dfmpc-onnx")
+    except PackageNotFoundError:
+        ours = "unknown"
+    props = {p.key: p.value for p in model.metadata_props}
+    source = f"{model.producer_name} {model.producer_version}".strip()
+    if "dfmpc.source_producer" not in props:  # a re-conversion keeps the first producer
+        props["dfmpc.source_producer"] = source
+    bits: dict[str, int] = {}
+    for layer in report.layers:
+        key = "float" if layer.bits is None or layer.role == "float" else f"{layer.bits}-bit"
+        bits[key] = bits.get(key, 0) + 1
+    props["dfmpc.version"] = ours
+    props["dfmpc.options"] = json.dumps(report.options, sort_keys=True, default=list)
+    props["dfmpc.plan"] = (
+        f"{report.stored_bits:.2f} stored bits per weight; layers: "
+        + ", ".join(f"{n} {k}" for k, n in sorted(bits.items())) + f"; opset {report.opset_out}")
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = "dfmpc-onnx"
+    model.producer_version = ours
 
 
 def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
@@ -106,6 +142,26 @@ def convert_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
     return report
 
 
+def quantize(model_input: str | os.PathLike, model_output: str | os.PathLike,
+             options: ConvertOptions | None = None, *,
+             progress: Callable[[str], None] | None = None, **option_values) -> Report:
+    """File to file, as ONNX Runtime's ``quantize_dynamic(model_input, model_output, ...)`` is
+    called: ``quantize("model.onnx", "model.q.onnx", target_bits=4)`` returns the report. The
+    keyword options are ConvertOptions' fields (or pass ``options``, not both). Atomic, checked
+    and with the guarantees of ``convert_file``, which it calls."""
+    if options is not None and option_values:
+        raise OptionsError("quantize(): give either options=ConvertOptions(...) or keyword "
+                           "options, not both")
+    if options is None:
+        names = {f.name for f in dataclass_fields(ConvertOptions)}
+        unknown = sorted(set(option_values) - names)
+        if unknown:
+            raise OptionsError(f"quantize(): unknown option(s) {', '.join(unknown)}; known: "
+                               f"{', '.join(sorted(names))}")
+        options = ConvertOptions(**option_values)
+    return convert_file(model_input, model_output, options, progress=progress)
+
+
 def uses_external_data_in_file(path: str | os.PathLike) -> bool:
     """Whether the file keeps tensors in external data (read without loading that data)."""
     with open(path, "rb") as fh:
@@ -122,7 +178,7 @@ def inspect_model(model_or_path: ModelLike, options: ConvertOptions | None = Non
     options = options or ConvertOptions()
     if isinstance(model_or_path, onnx.ModelProto):
         return _inspect(_load(model_or_path), options, progress, None)
-    work = Path(tempfile.mkdtemp(prefix="dfmpc-inspect-"))
+    work = owned_tempdir("dfmpc-inspect-")
     store = WeightStore(work)
     try:
         return _inspect(load_model(model_or_path, store), options, progress, store)
@@ -138,7 +194,12 @@ def _inspect(model: onnx.ModelProto, options: ConvertOptions,
     if options.synthetic == "distilled":
         ctx.source_model = onnx.ModelProto()
         ctx.source_model.CopyFrom(inlined(model))
+    check_shape_names(model, options.input_shapes)
     run_passes(planning_passes(options), model, ctx)
+    if ctx.quantized:  # the opset convert will write, not the input's
+        from dfmpc_onnx.passes.upgrade_opset import planned_opset
+
+        ctx.report.opset_out = planned_opset(model, ctx)
     if options.integer_kernels:
         ctx.report.notes.append("--activations int8: activation ranges are measured when "
                                 "converting; inspect plans the weights only")
@@ -175,4 +236,4 @@ def pair_coverage(path: str | os.PathLike | onnx.ModelProto, pair_through: bool)
                         inside / total if total else 0.0, unpaired, inside, total)
 
 
-__all__ = ["convert", "convert_file", "inspect_model", "pair_coverage", "PairCoverage", "Path"]
+__all__ = ["convert", "convert_file", "quantize", "inspect_model", "pair_coverage", "PairCoverage", "Path"]

@@ -10,7 +10,9 @@ large model's peak is returned to the system when its process ends.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -53,9 +55,15 @@ def collect_sources(paths: list[str]) -> list[Path]:
     return found
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _one(src: str, dst: str, options: ConvertOptions) -> BatchResult:
     from .api import convert_file
 
+    if multiprocessing.parent_process() is not None:  # a worker: SIGTERM cleans up as SIGINT does
+        signal.signal(signal.SIGTERM, _interrupt)
     start = time.perf_counter()
     try:
         report = convert_file(src, dst, options)
@@ -84,10 +92,16 @@ def convert_many(sources: list[Path], out_dir: Path, options: ConvertOptions, jo
     # spawn: no fork of a process that may hold ONNX Runtime threads
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_one, src, dst, options) for src, dst in pairs]
-        for i, fut in enumerate(futures, 1):
-            results.append(fut.result())
-            if progress:
-                progress(f"[{i}/{len(pairs)}] done {pairs[i - 1][0]}")
+        try:
+            for i, fut in enumerate(futures, 1):
+                results.append(fut.result())
+                if progress:
+                    progress(f"[{i}/{len(pairs)}] done {pairs[i - 1][0]}")
+        except BaseException:  # SIGINT/SIGTERM: stop the workers (each removes its files), then go
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return results
 
 

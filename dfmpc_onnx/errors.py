@@ -45,6 +45,12 @@ class PassError(DfmpcError):
     exit_code = 7
 
 
+class ValidationFailed(DfmpcError):
+    """validate: an output missed --atol/--rtol, --min-agreement or --min-cosine."""
+
+    exit_code = 8
+
+
 EXIT_CODES = {
     0: "success",
     1: "internal error (a bug: rerun with --debug and report the traceback)",
@@ -54,6 +60,9 @@ EXIT_CODES = {
     5: "output cannot be written",
     6: "converted model failed the checker or ONNX Runtime",
     7: "a graph pass failed on this model",
+    8: "validate: outputs outside --atol/--rtol, --min-agreement or --min-cosine",
+    130: "interrupted (SIGINT, Ctrl-C); nothing written, working files removed",
+    143: "terminated (SIGTERM); nothing written, working files removed",
 }
 
 

@@ -135,6 +135,12 @@ class ConvertOptions:
                                  "for INT2, 21 for INT4 and block-wise scales). int8: every weight in "
                                  "an (u)int8 container on its grid (opset 13; for int8 kernels and "
                                  "TensorRT).", FORMATS)
+    target_opset: int | None = _opt(
+        None, "The newest ai.onnx opset the runtime that will run the output implements: "
+        "containers are chosen to fit it (INT2 needs opset 25, INT4 21, per-channel INT8 13; "
+        "2-bit grids go into INT4 containers below 25, everything into INT8 below 21), and the "
+        "IR version is the lowest the opset needs. E.g. 21 for ONNX Runtime 1.18-1.20. Default: "
+        "the narrowest containers.")
     activations: str = _opt(
         "none", "none: weight-only (activations stay float; the model runs at float speed). "
         "int8: also quantize activations to 8 bits, with ranges measured on synthetic inputs, so "
@@ -226,6 +232,10 @@ class ConvertOptions:
         for name in ("lam", "lambda1", "lambda2"):
             if not getattr(self, name) >= 0:
                 raise OptionsError(f"--{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.target_opset is not None and not (
+                isinstance(self.target_opset, int) and 10 <= self.target_opset):
+            raise OptionsError(f"--target-opset must be an integer >= 10 (DequantizeLinear with "
+                               f"per-tensor scales), got {self.target_opset!r}")
         if not self.input_std > 0:
             raise OptionsError(f"--input-std must be > 0, got {self.input_std!r}")
         for layer, entry in self.plan.items():

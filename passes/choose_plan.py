@@ -28,7 +28,7 @@ from dfmpc_onnx.options import AUTO_BUDGETS as LADDER
 from dfmpc_onnx.options import LayerPlan
 
 from .base import Context, Fact, make_inputs
-from .measure import Measurement
+from .measure import OUTPUTS_DID_NOT_VARY, Measurement
 
 CHECK_FACTOR = 4  # held-out inputs per probe input for the ladder's acceptance check
 
@@ -67,7 +67,8 @@ def _fallback(ctx: Context) -> None:
         ctx.plan[name] = LayerPlan(bits, plan.quantizer, correction)
     if o.method == "auto":
         _unpair(ctx)
-    if o.method == "auto" and any(n not in ctx.fixed for n in ctx.plan):
+    explained = OUTPUTS_DID_NOT_VARY in ctx.report.notes  # measure-layers said why
+    if o.method == "auto" and any(n not in ctx.fixed for n in ctx.plan) and not explained:
         ctx.report.notes.append(
             f"no measurement, so no automatic plan: every layer at {o.widest_bits} bits. Give the "
             "input shape "

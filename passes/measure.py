@@ -207,6 +207,12 @@ class MeasureLayers:
             return False
         try:
             measurement = _build(model, ctx)
+            if o.method == "auto" and not outputs_vary(measurement):
+                # Known after the float run: no plan below the widest bits can be judged, so
+                # measuring every layer and plan (190 s on ZFNet-512) would change nothing.
+                ctx.report.notes.append(OUTPUTS_DID_NOT_VARY)
+                ctx.say("not measuring: the float outputs do not vary (see the report)")
+                return False
             index = GraphIndex(model.graph)
             nodes = {n.name: n for n in model.graph.node}
             for i, name in enumerate(todo, 1):
@@ -220,6 +226,25 @@ class MeasureLayers:
             return False
         ctx.measurement = measurement
         return False
+
+
+OUTPUTS_DID_NOT_VARY = (
+    "the float model's outputs did not vary over the synthetic inputs (a saturated softmax?), "
+    "so no plan could be judged: every measured layer at the widest bits, decided after the "
+    "float run (nothing else was measured). --input-mean/--input-std or --input-range closer "
+    "to its real inputs may help")
+
+
+def outputs_vary(m: Measurement) -> bool:
+    """False when the float model gives every synthetic input the same class and its scores do
+    not vary at all: the plan ladder's check could then only keep the widest bits."""
+    from dfmpc_onnx.measure.fidelity import compare
+
+    _, outs = m.probe.runs()
+    if not outs or not outs[0]:
+        return True
+    own = compare(outs, outs, list(outs[0]))
+    return not (own.single_class and own.centered_error == float("inf"))
 
 
 def probe_memory(model: onnx.ModelProto, stored: bool) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import onnx
 
-from dfmpc_onnx.errors import UnsupportedModelError
+from dfmpc_onnx.errors import OptionsError, UnsupportedModelError
 from dfmpc_onnx.model.graph import opset_version
 from dfmpc_onnx.model.opset import OpsetUpgradeError, fit_runtime_opset, upgrade_opset
 from dfmpc_onnx.quant.layer import count_bytes
@@ -33,6 +33,53 @@ def needed_opset(model: onnx.ModelProto, ctx: Context, fmt: str) -> int:
     return need
 
 
+# Containers from narrowest to widest: what --target-opset falls back through.
+_FORMATS = ("packed", "int4", "int8")
+# The first ONNX Runtime release implementing each opset the outputs use, from ONNX Runtime's
+# published version matrix (docs/Versioning.md there); not run here, only the installed one is.
+_ORT_FOR_OPSET = {13: "1.7", 21: "1.18"}
+
+
+def fit_format(model: onnx.ModelProto, ctx: Context, fmt: str) -> str:
+    """``fmt``, or the next wider container format whose opset fits ``--target-opset``."""
+    cap = ctx.options.target_opset
+    current = opset_version(model)
+    if cap is None:
+        return fmt
+    if current > cap:
+        raise OptionsError(f"--target-opset {cap}: the model is at opset {current} already, and "
+                           "is never brought down")
+    for candidate in _FORMATS[_FORMATS.index(fmt if fmt in _FORMATS else "packed"):]:
+        need = needed_opset(model, ctx, candidate)
+        if need <= cap:
+            return candidate
+    raise OptionsError(f"--target-opset {cap}: the chosen grids need opset {need} even in INT8 "
+                       "containers (per-channel scales: 13)")
+
+
+def planned_opset(model: onnx.ModelProto, ctx: Context) -> int:
+    """The opset ``convert`` will write, known before upgrading (``inspect`` shows it)."""
+    fmt = fit_format(model, ctx, ctx.container_format or ctx.options.format)
+    return max(opset_version(model), needed_opset(model, ctx, fmt))
+
+
+def lowest_ir_version(model: onnx.ModelProto, floor: int = 3) -> int:
+    """The lowest IR version that reads the model's opsets (and no lower than ``floor``, the
+    input's): a runtime refuses an IR version newer than it knows even when it runs the opset."""
+    need = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    return max(need, floor)
+
+
+def runtime_note(model: onnx.ModelProto) -> str:
+    """What runtime the output needs, for the report."""
+    opset = opset_version(model)
+    ort = (f"ONNX Runtime {_ORT_FOR_OPSET[opset]} or newer" if opset in _ORT_FOR_OPSET else
+           "an ONNX Runtime that implements it")
+    return (f"output: opset {opset}, IR version {model.ir_version}: needs {ort}"
+            + ("; --target-opset 21 stores 2-bit grids in INT4 containers for older runtimes"
+               if opset >= 25 else ""))
+
+
 class UpgradeOpset:
     name = "upgrade-opset"
     requires = (Fact.OPSET_KNOWN, Fact.QUANTIZED)
@@ -40,7 +87,16 @@ class UpgradeOpset:
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         current = opset_version(model)
+        ir_in = model.ir_version
         fmt = ctx.container_format or ctx.options.format
+        fitted = fit_format(model, ctx, fmt)
+        if fitted != fmt:
+            ctx.container_format = fmt = fitted
+            ctx.report.notes.append(
+                f"--target-opset {ctx.options.target_opset}: grids stored in "
+                f"{'INT4' if fmt == 'int4' else 'INT8'} containers or wider (the file is larger "
+                "than the narrowest containers would be)")
+            count_bytes(model.graph, ctx.quantized, fmt, ctx.report)
         target = max(current, needed_opset(model, ctx, fmt))
         try:
             changed = upgrade(model, target, ctx.report.notes)
@@ -58,7 +114,12 @@ class UpgradeOpset:
         floor = needed_opset(model, ctx, ctx.container_format or fmt)
         if floor:  # 0: nothing quantized, no DequantizeLinear to emit
             ctx.report.notes.extend(fit_runtime_opset(model, floor))
+        # The version converter stamps the newest IR version onnx knows: the lowest that the
+        # opset needs instead (never below the input's), so older runtimes load what they can run.
+        model.ir_version = lowest_ir_version(model, ir_in)
         ctx.report.opset_out = opset_version(model)
+        if floor:
+            ctx.report.notes.append(runtime_note(model))
         return changed or ctx.report.opset_out != current
 
 

@@ -92,13 +92,14 @@ class FakeClock:
         return self.now
 
 
-def test_progress_in_a_log_is_sparse_but_regular(capsys):
-    """Non-TTY: nothing in the first FIRST_LINE_S, then one line per EVERY_S of work, whether
-    the work calls back (a new pass) or not (the heartbeat's tick)."""
+def test_progress_in_a_log_prints_a_line_when_something_changes(capsys):
+    """Non-TTY: nothing in the first FIRST_LINE_S; then a line when the step changes (at most one
+    per EVERY_S), an unchanged step again only every STILL_S, marked "still" (issue 22: the same
+    line every 4 s, five times, told nothing)."""
     clock = FakeClock()
     progress = Progress(False, clock=clock, tty=False, heartbeat=False)
-    first, every = Progress.FIRST_LINE_S, Progress.EVERY_S
-    assert 1.0 <= first <= 3.0 and 3.0 <= every <= 5.0
+    first, every, still = Progress.FIRST_LINE_S, Progress.EVERY_S, Progress.STILL_S
+    assert 1.0 <= first <= 3.0 and 3.0 <= every <= 5.0 and still >= 30
     progress("pass a")
     clock.now += first / 2
     progress("pass b")
@@ -108,31 +109,50 @@ def test_progress_in_a_log_is_sparse_but_regular(capsys):
     progress.tick()
     assert capsys.readouterr().err == f"[{first:6.1f}s] pass b\n"
     clock.now += every / 2
-    progress("pass c")  # a pass starting early does not add a line
+    progress("pass c")  # a step starting early waits for its line
     assert capsys.readouterr().err == ""
     lines = []
-    for _ in range(8):  # one long pass with no call back: 4 * every seconds of heartbeat ticks
+    for _ in range(int(2 * still / every) + 2):  # one long silent step: no repeats but "still"
         clock.now += every / 2
         progress.tick()
         lines += capsys.readouterr().err.splitlines()
-    assert lines == [f"[{first + k * every:6.1f}s] pass c" for k in range(1, 5)]
+    assert lines[0] == f"[{first + every:6.1f}s] pass c"
+    assert len(lines) == 2 and "pass c (still," in lines[1], lines
     progress.done()
-    clock.now += every
+    clock.now += still
     progress.tick()
     assert capsys.readouterr().err == ""
+
+
+def test_progress_verbose_and_log_file_time_each_pass(tmp_path, capsys):
+    clock = FakeClock()
+    with open(tmp_path / "log.txt", "w") as log:
+        progress = Progress(False, verbose=True, log=log, clock=clock, tty=True, heartbeat=False)
+        progress("pass a")
+        clock.now += 1.5
+        progress("measuring [1/2] x")
+        progress("pass b")
+        clock.now += 0.25
+        progress.done()
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["[   0.0s] pass a", "[   1.5s] measuring [1/2] x", "[   1.5s] pass a took 1.50s",
+                   "[   1.5s] pass b", "[   1.8s] pass b took 0.25s"]
+    assert (tmp_path / "log.txt").read_text().splitlines() == err
 
 
 def test_progress_heartbeat_thread(monkeypatch, capsys):
     """The real thread prints on time during a silent pass and stops at done()."""
     monkeypatch.setattr(Progress, "FIRST_LINE_S", 0.1)
-    monkeypatch.setattr(Progress, "EVERY_S", 0.2)
+    monkeypatch.setattr(Progress, "EVERY_S", 0.05)
+    monkeypatch.setattr(Progress, "STILL_S", 0.2)
     monkeypatch.setattr(Progress, "POLL_S", 0.01)
     progress = Progress(False, tty=False)
     progress("pass slow")
     time.sleep(0.7)
     progress.done()
     lines = capsys.readouterr().err.splitlines()
-    assert 2 <= len(lines) <= 4 and all(line.endswith("] pass slow") for line in lines), lines
+    assert lines[0].endswith("] pass slow") and 2 <= len(lines) <= 4, lines
+    assert all("] pass slow (still, " in line for line in lines[1:]), lines
     assert progress._thread is not None and not progress._thread.is_alive()
     time.sleep(0.1)
     assert capsys.readouterr().err == ""

@@ -167,7 +167,7 @@ def test_npz_shape_mismatch_and_unreadable_file(float_path: Path, tmp_path: Path
 def test_symbolic_non_batch_dim_needs_shape(tmp_path: Path) -> None:
     model = _model(input_shape=["N", "C"])
     path = _save(model, tmp_path / "sym.onnx")
-    with pytest.raises(OptionsError, match=r"'x'.*dimension 1 \('C'\).*--shape x=8x<C>"):
+    with pytest.raises(OptionsError, match=r"'x'.*dimension 1 \('C'\).*--input-shape x=N,<C>"):
         validate(path, path, batch=8, repeats=1)
     result = validate(path, path, shapes={"x": (3, FEATURES)}, repeats=1)
     assert result.samples == 3

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from dfmpc_onnx.errors import UnsupportedModelError
 from dfmpc_onnx.measure.synthetic import fixed_batch, model_inputs
 from dfmpc_onnx.model.graph import LARGE_TENSOR_BYTES, GraphIndex, _subgraph_outer_inputs, tensor_bytes
 from dfmpc_onnx.model.heap import give_back
+from dfmpc_onnx.model.modelio import owned_tempdir
 from dfmpc_onnx.model.weightstore import WeightStore, is_stub, mapped, session_for
 from dfmpc_onnx.quant.quantizers.base import slices_of
 
@@ -417,7 +417,7 @@ class _Files:
         if value.nbytes <= threshold:
             return value
         if self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix="dfmpc-probe-"))
+            self._folder = owned_tempdir("dfmpc-probe-")
             weakref.finalize(self, shutil.rmtree, self._folder, True)
         self._count += 1
         path = self._folder / f"probe-{os.getpid()}-{id(self)}-{self._count}.npy"
@@ -471,8 +471,8 @@ def compare(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[M
     single: list[bool] = []
     centered: list[float] = []
     for name in outputs:
-        a = [np.asarray(r[name]) for r in reference]
-        b = [np.asarray(c[name]) for c in candidate]
+        a = [squeeze_trailing(np.asarray(r[name])) for r in reference]
+        b = [squeeze_trailing(np.asarray(c[name])) for c in candidate]
         kind = output_metric(a[0])
         metric[name] = kind
         if kind in ("kl", "kl-prob"):
@@ -509,6 +509,14 @@ def _centered_error(a: np.ndarray, b: np.ndarray) -> float:
     if not (np.isfinite(err) and np.isfinite(norm)):
         return float("inf")
     return float(err / norm) if norm > 0 else float("inf")
+
+
+def squeeze_trailing(a: np.ndarray) -> np.ndarray:
+    """``a`` without trailing axes of length 1 after the second: class scores of shape
+    [N, 1000, 1, 1] (a convolutional head) are judged as [N, 1000] are, by one rule."""
+    if a.ndim > 2 and all(d == 1 for d in a.shape[2:]):
+        return a.reshape(a.shape[:2])
+    return a
 
 
 def output_metric(a: np.ndarray) -> str:

@@ -25,6 +25,7 @@ probe runs ``b`` rows at a time. Every other symbolic dimension must be given in
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -57,15 +58,24 @@ def resolve_shape(vi: onnx.ValueInfoProto, n: int,
                   shapes: Mapping[str, tuple[int, ...]] | None = None) -> tuple[int, ...]:
     """Shape of the array to generate for input ``vi``: ``n`` samples along axis 0."""
     if shapes and vi.name in shapes:
-        run = tuple(int(d) for d in shapes[vi.name])
-        if not run or any(d <= 0 for d in run):
+        given = tuple(None if d is None else int(d) for d in shapes[vi.name])
+        if not given or any(d is not None and d <= 0 for d in given):
             raise OptionsError(f"--input-shape {vi.name}: every dimension must be a positive integer, "
-                               f"got {run}")
+                               f"N or ?, got {given}")
         declared = _declared(vi)
-        if declared is not None and len(declared) != len(run):
+        if declared is not None and len(declared) != len(given):
             raise OptionsError(f"--input-shape {vi.name}: the model declares rank {len(declared)}, "
-                               f"got {len(run)} dimensions")
-        return _stack(run, n)
+                               f"got {len(given)} dimensions")
+        run: list[int] = []
+        for axis, d in enumerate(given):
+            own = declared[axis] if declared is not None else None
+            if d is not None:
+                run.append(d)
+            elif axis == 0 and not isinstance(own, int):
+                return (n,) + tuple(_own(vi, given, declared, a) for a in range(1, len(given)))
+            else:
+                run.append(_own(vi, given, declared, axis))
+        return _stack(tuple(run), n)
     declared = _declared(vi)
     if declared is None:
         raise OptionsError(f"input '{vi.name}' has no declared shape; give it with --input-shape "
@@ -81,27 +91,94 @@ def resolve_shape(vi: onnx.ValueInfoProto, n: int,
                 f"input '{vi.name}' has dynamic dimension {label} at axis {axis}; give its full shape "
                 f"with --input-shape {vi.name}=" + ",".join("N" if i == 0 else str(x) if isinstance(
                     x, int) else "?" for i, x in enumerate(declared))
+                + " with each ? a number (N: the batch)"
                 + f" (shapes={{'{vi.name}': (...)}} in the API)")
     if isinstance(declared[0], int):
         return _stack(tuple(dims), n)
     return tuple(dims)
 
 
-def parse_input_shapes(specs: Iterable[str]) -> dict[str, tuple[int, ...]]:
-    """``--input-shape NAME=D0,D1,...`` (repeatable) as the ``shapes`` argument: the syntax the
-    errors above ask for, parsed in one place."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for spec in specs:
-        name, sep, dims = spec.rpartition("=")
-        try:
-            shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape or any(d <= 0 for d in shape):
-            raise OptionsError(f"--input-shape '{spec}': expected NAME=D0,D1,... with positive integers, "
-                               "e.g. input=1,3,224,224")
-        shapes[name] = shape
+Shape = tuple[int | None, ...]  # None: "N" or "?", the model's own dimension (axis 0: the batch)
+
+_POLYGRAPHY = re.compile(r"^(?P<name>.+):\[(?P<dims>[^\]]*)\]$")
+_FLAG = "--input-shape"
+
+
+def parse_input_shapes(specs: Iterable[str] | str) -> dict[str, Shape]:
+    """``--input-shape`` values (repeatable) as ``{name: dims}``; the one parser of convert,
+    inspect and validate. Accepted: ``x=1,3,224,224``, ``x=1x3x224x224`` and Polygraphy's
+    ``x:[1,3,224,224]``, several in one value as ``a=1x2,b=3``. A dimension ``N`` or ``?`` means
+    the model's own: the batch on axis 0, a fixed size elsewhere (a symbolic one needs a number).
+    The name is split at the last "=" so names with ":" or "/" work."""
+    parts = [specs] if isinstance(specs, str) else list(specs)
+    shapes: dict[str, Shape] = {}
+    for part in parts:
+        if not isinstance(part, str):
+            raise OptionsError(f"{_FLAG} expects text like input=1,3,224,224, got {part!r}")
+        for name, dims_text, spec in _entries(part):
+            shape = _dims(dims_text)
+            if not name or shape is None:
+                raise OptionsError(
+                    f"{_FLAG} '{spec}': expected NAME=D0,D1,... (or Polygraphy's NAME:[D0,D1,...]) "
+                    "with positive integers, N or ? (the model's own), e.g. input=1,3,224,224")
+            if name in shapes and shapes[name] != shape:
+                raise OptionsError(f"{_FLAG} gives input '{name}' two shapes: "
+                                   f"{format_shape(shapes[name])} and {format_shape(shape)}")
+            shapes[name] = shape
+    if not shapes:
+        raise OptionsError(f"empty {_FLAG}: expected NAME=D0,D1,..., e.g. input=1,3,224,224")
     return shapes
+
+
+def _entries(text: str) -> list[tuple[str, str, str]]:
+    """(name, dims, the text they came from) of one option value, which may hold several."""
+    text = text.strip()
+    m = _POLYGRAPHY.match(text)
+    if m and "=" not in text:
+        return [(m["name"].strip(), m["dims"], text)]
+    pieces: list[str] = []
+    for piece in re.split(r"\s*,\s*", text):
+        if pieces and "=" not in piece:
+            pieces[-1] += "," + piece  # a dimension of the entry before
+        else:
+            pieces.append(piece)
+    out = []
+    for piece in pieces:
+        name, sep, dims = piece.rpartition("=")
+        out.append((name.strip() if sep else "", dims if sep else "", piece))
+    return out
+
+
+def _dims(text: str) -> Shape | None:
+    parts = [d.strip() for d in re.split(r"[x,X]", text.strip().strip("[]"))]
+    dims: list[int | None] = []
+    for d in parts:
+        if d in ("N", "n", "?"):
+            dims.append(None)
+        elif d.isdigit() and int(d) > 0:
+            dims.append(int(d))
+        else:
+            return None
+    return tuple(dims) or None
+
+
+def format_shape(shape: Iterable[int | None]) -> str:
+    return ",".join("?" if d is None else str(d) for d in shape)
+
+
+def check_shape_names(model: onnx.ModelProto, shapes: Mapping[str, object] | None) -> None:
+    """An --input-shape naming no input of the model, or one that cannot fit its input, is a
+    mistake (OptionsError, exit 2), never silently ignored or worked around."""
+    if not shapes:
+        return
+    names = [vi.name for vi in model_inputs(model)]
+    unknown = sorted(set(shapes) - set(names))
+    if unknown:
+        raise OptionsError(f"{_FLAG} names unknown input(s) {', '.join(map(repr, unknown))}; "
+                           f"the model's inputs are {', '.join(map(repr, names))}")
+    for vi in model_inputs(model):  # a given shape that cannot fit is a mistake too (rank, ?)
+        if vi.name in shapes and vi.type.HasField("tensor_type"):
+            resolve_shape(vi, 1, shapes)  # type: ignore[arg-type]
 
 
 def synthetic_inputs(model: onnx.ModelProto, n: int = 16, kind: str = "gaussian", seed: int = 0,
@@ -120,6 +197,7 @@ def synthetic_inputs(model: onnx.ModelProto, n: int = 16, kind: str = "gaussian"
         value_range = (lo, hi)
     elif not std > 0:
         raise OptionsError(f"--input-std must be positive, got {std}")
+    check_shape_names(model, shapes)
     out: dict[str, np.ndarray] = {}
     for index, vi in enumerate(model_inputs(model)):
         if not vi.type.HasField("tensor_type"):
@@ -198,6 +276,17 @@ def _pink(z: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     radius = np.sqrt(radius2)
     gain = np.divide(1.0, radius, out=np.zeros_like(radius), where=radius > 0)
     return np.fft.ifftn(spec * gain, axes=axes).real
+
+
+def _own(vi: onnx.ValueInfoProto, given: Shape, declared: list | None, axis: int) -> int:
+    """Axis ``axis`` of a given shape: its number, or for N/? the model's fixed size there."""
+    if given[axis] is not None:
+        return int(given[axis])
+    own = declared[axis] if declared is not None else None
+    if isinstance(own, int):
+        return own
+    raise OptionsError(f"--input-shape {vi.name}={format_shape(given)}: axis {axis} is symbolic "
+                       f"in the model ({own or 'unnamed'}); give it a number")
 
 
 def _declared(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:

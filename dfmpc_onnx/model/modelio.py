@@ -4,7 +4,10 @@ the output appears. The input file is only ever opened for reading."""
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import onnx
@@ -207,12 +210,70 @@ def check_output_path(output: str | os.PathLike, input_path: str | os.PathLike |
     return out
 
 
+# Every temporary folder of ours holds this file: the pid and host of the process that made it, so
+# a later run can tell the folder of a killed process (SIGKILL, power loss: no cleanup ran) from
+# that of one still running, and remove it.
+OWNER_FILE = ".dfmpc-owner"
+# Folders of ours with no owner file (made by versions before it) are removed after this long.
+OWNERLESS_STALE_S = 24 * 3600
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, alive
+    return True
+
+
+def is_stale(folder: Path) -> bool:
+    """Whether ``folder`` belongs to a process of this host that has ended."""
+    try:
+        pid_text, host = (folder / OWNER_FILE).read_text().split()[:2]
+        pid = int(pid_text)
+    except FileNotFoundError:
+        try:
+            return time.time() - folder.stat().st_mtime > OWNERLESS_STALE_S
+        except OSError:
+            return False
+    except (OSError, ValueError):
+        return False
+    return host == socket.gethostname() and pid != os.getpid() and not _alive(pid)
+
+
+def sweep_stale(parent: Path, prefix: str) -> list[Path]:
+    """Remove the folders ``parent/prefix*`` that processes now dead left behind; returns them."""
+    removed: list[Path] = []
+    try:
+        entries = [e for e in parent.iterdir() if e.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink() and is_stale(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def owned_tempdir(prefix: str, parent: str | os.PathLike | None = None) -> Path:
+    """``tempfile.mkdtemp`` that first sweeps the stale folders of that prefix, and marks the new
+    one with its owner (OWNER_FILE) so a later run can sweep it if this process is killed."""
+    where = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    sweep_stale(where, prefix)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=where))
+    (path / OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    return path
+
+
 def make_work_folder(output: Path) -> Path:
     """A new hidden folder beside ``output`` for the conversion's working files (removed by the
-    caller when done, whatever happens)."""
+    caller when done, whatever happens; if this process is killed, by the next conversion to
+    that output)."""
     parent = output.parent if str(output.parent) else Path(".")
     try:
-        return Path(tempfile.mkdtemp(prefix=f".{output.name}.work.", dir=parent))
+        return owned_tempdir(f".{output.name}.work.", parent)
     except OSError as exc:
         raise OutputError(f"{output}: cannot write in {parent} ({exc.strerror})") from exc
 
@@ -228,7 +289,7 @@ def save_model_atomic(model: onnx.ModelProto, output: str | os.PathLike, *, exte
     out = Path(output)
     parent = out.parent if str(out.parent) else Path(".")
     try:
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+        tmpdir = owned_tempdir(f".{out.name}.", parent)
     except OSError as exc:
         raise OutputError(f"{out}: cannot write in {parent} ({exc.strerror})") from exc
     written: list[Path] = []
@@ -244,7 +305,8 @@ def save_model_atomic(model: onnx.ModelProto, output: str | os.PathLike, *, exte
             raise OutputError(f"{out}: write failed ({exc.strerror})") from exc
         if check:
             check_output(str(tmp_model), runtime=runtime, source=source)
-        for f in sorted(tmpdir.iterdir(), key=lambda f: f.name == out.name):  # model file last
+        files = [f for f in tmpdir.iterdir() if f.name != OWNER_FILE]
+        for f in sorted(files, key=lambda f: f.name == out.name):  # model file last
             target = parent / f.name
             os.replace(f, target)
             written.append(target)

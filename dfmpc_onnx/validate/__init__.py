@@ -5,7 +5,7 @@ the same inputs (an ``.npz`` file or seeded random data), and the differences ar
 numbers per output that are easy to read and to paste into an issue, in the spirit of
 ``polygraphy run model.onnx --onnxrt``. With labels in the ``.npz``, both models' accuracy too.
 
-One module per concern: ``sessions`` (providers, loading, running), ``inputs`` (``--shape``,
+One module per concern: ``sessions`` (providers, loading, running), ``inputs`` (``--input-shape``,
 random data, ``.npz`` files, labels), ``metrics`` (agreement, accuracy, latency, sizes),
 ``formatting`` (the table) and ``compare`` (``validate`` itself). Everything that can go wrong
 because of the user's files or options is raised as a :class:`~dfmpc_onnx.errors.DfmpcError`

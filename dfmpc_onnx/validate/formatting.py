@@ -55,6 +55,12 @@ def format_table(result: ValidationResult) -> str:
         )
     lines.append("")
     for stats in result.outputs:
+        if stats.centered_cosine is not None:
+            which = f" ({_short_name(stats.name)})" if len(result.outputs) > 1 else ""
+            lines.append(f"{'input-dep':<9} cosine {stats.centered_cosine:.4f}, relative error "
+                         f"{_fmt_float(stats.centered_rel_error, '.2e')}{which}: each output "
+                         "minus its mean over the samples")
+    for stats in result.outputs:
         if stats.divergence is not None:
             which = f" ({_short_name(stats.name)})" if len(result.outputs) > 1 else ""
             lines.append(f"{'diverge':<9} {_fmt_float(stats.divergence, '.2e')} {stats.metric}{which}:"
@@ -67,10 +73,12 @@ def format_table(result: ValidationResult) -> str:
             f"{'accuracy':<9} float {stats.float_accuracy * 100:>8.2f} %   "
             f"quant {stats.quant_accuracy * 100:>8.2f} %   ({which}top-1 against {result.labels!r})"
         )
-    if result.quant_size_bytes > 0:
+    if result.quant_size_bytes <= 0 or result.float_size_bytes <= 0:
+        compression = "n/a"
+    elif result.quant_size_bytes <= result.float_size_bytes:
         compression = f"{result.float_size_bytes / result.quant_size_bytes:.2f}x smaller"
     else:
-        compression = "n/a"
+        compression = f"{result.quant_size_bytes / result.float_size_bytes:.2f}x larger"
     lines.append(
         f"{'size':<9} float {_fmt_size(result.float_size_bytes):>10}   "
         f"quant {_fmt_size(result.quant_size_bytes):>10}   ({compression})"
@@ -88,4 +96,6 @@ def format_table(result: ValidationResult) -> str:
     settings.append(f"session.disable_quant_qdq={int(result.disable_quant_qdq)}")
     lines.append(f"{'provider':<9} {result.provider} ({', '.join(settings)})")
     lines.append(f"{'inputs':<9} {result.input_source}, {result.samples} samples")
+    lines += [f"note: {note}" for note in result.notes]
+    lines += [f"FAILED: {failure}" for failure in result.failures]
     return "\n".join(lines)

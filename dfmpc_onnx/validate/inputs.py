@@ -1,4 +1,4 @@
-"""Model inputs for ``validate``: ``--shape`` parsing, seeded random data, ``.npz`` files, labels.
+"""Model inputs for ``validate``: ``--input-shape`` parsing, seeded random data, ``.npz`` files, labels.
 
 Every check here runs before ONNX Runtime sees the data, so a user whose file or shape does not
 fit the model gets one message naming the input and both shapes instead of an ORT error mid-run.
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from dfmpc_onnx.measure.synthetic import parse_input_shapes
 
 from ..errors import OptionsError
 from .sessions import one_line
@@ -36,47 +38,11 @@ ORT_DTYPES: dict[str, np.dtype] = {
 Shapes = Mapping[str, Sequence[int]]
 
 
-def parse_shape_option(text: str | Iterable[str]) -> dict[str, tuple[int, ...]]:
-    """Parse ``--shape`` values such as ``input=1x3x32x32`` into ``{"input": (1, 3, 32, 32)}``.
-
-    Accepts one string with comma-separated entries (``a=1x3,b=1x7``) or an iterable of such
-    strings (a repeated click option). The name is split at the last "=", so names containing
-    ":" or "/" (common in converted models) work. Every dimension must be a positive integer.
-    """
-    parts = [text] if isinstance(text, str) else list(text)
-    result: dict[str, tuple[int, ...]] = {}
-    for part in parts:
-        if not isinstance(part, str):
-            raise OptionsError(f"--shape expects text like input=1x3x224x224, got {part!r}")
-        for entry in part.split(","):
-            entry = entry.strip()
-            if not entry:
-                continue
-            name, sep, dims_text = entry.rpartition("=")
-            name, dims_text = name.strip(), dims_text.strip().lower()
-            if not sep or not name or not dims_text:
-                raise OptionsError(
-                    f"bad --shape {entry!r}: expected NAME=DIMS, e.g. input=1x3x224x224"
-                )
-            dims: list[int] = []
-            for dim in dims_text.split("x"):
-                dim = dim.strip()
-                if not dim.isdigit() or int(dim) <= 0:
-                    raise OptionsError(
-                        f"bad --shape {entry!r}: dimension {dim!r} is not a positive integer "
-                        "(expected e.g. input=1x3x224x224)"
-                    )
-                dims.append(int(dim))
-            shape = tuple(dims)
-            if name in result and result[name] != shape:
-                raise OptionsError(
-                    f"--shape gives input {name!r} two different shapes: "
-                    f"{fmt_dims(result[name])} and {fmt_dims(shape)}"
-                )
-            result[name] = shape
-    if not result:
-        raise OptionsError("empty --shape: expected NAME=DIMS, e.g. input=1x3x224x224")
-    return result
+def parse_shape_option(text: str | Iterable[str]) -> dict[str, tuple[int | None, ...]]:
+    """``--input-shape`` values (``input=1x3x32x32``, ``input=1,3,32,32``, Polygraphy's
+    ``input:[1,3,32,32]``; N or ? for the model's own dimension): the parser convert and inspect
+    use (dfmpc_onnx.measure.synthetic.parse_input_shapes), so the three commands read one syntax."""
+    return parse_input_shapes(text)
 
 
 def fmt_dims(shape: Sequence[object]) -> str:
@@ -107,46 +73,64 @@ def _check_shapes_names(session: ort.InferenceSession, shapes: Shapes | None) ->
     unknown = sorted(set(shapes) - set(names))
     if unknown:
         raise OptionsError(
-            f"--shape names unknown input(s) {', '.join(map(repr, unknown))}; "
+            f"--input-shape names unknown input(s) {', '.join(map(repr, unknown))}; "
             f"the model's inputs are {', '.join(map(repr, names))}"
         )
 
 
 def _resolve_shape(
-    arg: ort.NodeArg, batch: int, override: Sequence[int] | None
+    arg: ort.NodeArg, batch: int, override: Sequence[int | None] | None
 ) -> tuple[int, ...]:
-    """Concrete shape for one input: an override wins, else the first free dim becomes batch."""
+    """Concrete shape for one input: an override wins (its N/? dims: the model's own, axis 0 the
+    batch), else the first free dim becomes batch."""
     declared = list(arg.shape)
     if override is not None:
-        override = tuple(int(dim) for dim in override)
+        override = tuple(None if dim is None else int(dim) for dim in override)
+        shown = fmt_dims(["N" if d is None else d for d in override])
         if len(override) != len(declared):
             raise OptionsError(
-                f"--shape {arg.name}={fmt_dims(override)} has rank {len(override)}, but the "
+                f"--input-shape {arg.name}={shown} has rank {len(override)}, but the "
                 f"model declares {arg.name!r} with shape {declared_shape(declared)} "
                 f"(rank {len(declared)})"
             )
+        dims: list[int] = []
         for axis, (dim, given) in enumerate(zip(declared, override, strict=True)):
+            if given is None:
+                if is_fixed(dim):
+                    dims.append(int(dim))
+                elif axis == 0:
+                    dims.append(batch)
+                else:
+                    raise OptionsError(
+                        f"--input-shape {arg.name}={shown}: dimension {axis} is symbolic in the "
+                        f"model ({dim!r}); give it a number")
+                continue
             if is_fixed(dim) and dim != given:
                 raise OptionsError(
-                    f"--shape {arg.name}={fmt_dims(override)} sets dimension {axis} to {given}, "
+                    f"--input-shape {arg.name}={shown} sets dimension {axis} to {given}, "
                     f"but the model fixes it to {dim} (shape {declared_shape(declared)})"
                 )
-        return override
-    dims: list[int] = []
+            dims.append(given)
+        return tuple(dims)
+    dims = []
     for axis, dim in enumerate(declared):
-        if is_fixed(dim):
+        if axis == 0 and is_fixed(dim) and 0 < dim < batch:
+            # A batch fixed at export (often 1): --batch samples all the same, in whole runs
+            # that validate feeds one after another.
+            dims.append(-(-batch // int(dim)) * int(dim))
+        elif is_fixed(dim):
             dims.append(int(dim))
         elif axis == 0:
             dims.append(batch)
         else:
-            hint = "x".join(
-                str(d) if is_fixed(d) else (str(batch) if i == 0 else f"<{d or '?'}>")
+            hint = ",".join(
+                str(d) if is_fixed(d) else ("N" if i == 0 else f"<{d or '?'}>")
                 for i, d in enumerate(declared)
             )
             raise OptionsError(
                 f"input {arg.name!r} has symbolic dimension {axis} ({dim!r}) in shape "
-                f"{declared_shape(declared)}; give its full shape with --shape {arg.name}={hint} "
-                "(for example --shape input=1x3x224x224)"
+                f"{declared_shape(declared)}; give its full shape with --input-shape "
+                f"{arg.name}={hint} (for example --input-shape input=N,3,224,224)"
             )
     return tuple(dims)
 
@@ -241,8 +225,10 @@ def load_inputs(
     for arg in args:
         array = arrays[arg.name]
         declared = list(arg.shape)
+        # A fixed batch (axis 0) takes any whole number of runs: validate runs them in turn.
         if array.ndim != len(declared) or any(
-            is_fixed(dim) and dim != got for dim, got in zip(declared, array.shape, strict=False)
+            is_fixed(dim) and dim != got and not (axis == 0 and dim > 0 and got % dim == 0)
+            for axis, (dim, got) in enumerate(zip(declared, array.shape, strict=False))
         ):
             raise OptionsError(
                 f"--inputs {npz_path}: array {arg.name!r} has shape "

@@ -11,7 +11,7 @@ import os
 import statistics
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from dfmpc_onnx.measure.fidelity import compare
+from dfmpc_onnx.measure.fidelity import compare, squeeze_trailing
 
 from ..errors import DfmpcError, OptionsError
 from .inputs import fmt_dims
@@ -55,6 +55,14 @@ class OutputStats:
     quant_accuracy: float | None = None
     divergence: float | None = None
     metric: str = ""
+    # The input-dependent part: each model's output minus its own mean over the samples. Where
+    # the output hardly depends on the input (random weights, a saturated head), cosine and
+    # top-1 agree trivially; these say how well the part that carries information survived.
+    centered_cosine: float | None = None
+    centered_rel_error: float | None = None  # ||dq - dr||^2 / ||dr||^2 of the centered outputs
+    input_share: float | None = None  # ||ref - mean||^2 / ||ref||^2: how much varies with input
+    tolerance_violations: int | None = None  # elements outside --atol/--rtol (when given)
+    elements: int = 0
 
 
 @dataclass
@@ -82,6 +90,10 @@ class ValidationResult:
     threads: int = 0
     disable_quant_qdq: bool = True
     labels: str | None = None
+    # What the figures cannot tell (outputs that hardly depend on the input, one class for every
+    # sample), and which of --atol/--rtol/--min-agreement/--min-cosine failed (exit code 8).
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for ``json.dumps``; non-finite floats become "inf"/"-inf"/"nan" strings.
@@ -111,6 +123,8 @@ def output_stats(name: str, reference: np.ndarray, quantized: np.ndarray) -> Out
     """
     ref = np.asarray(reference, dtype=np.float64)
     quant = np.asarray(quantized, dtype=np.float64)
+    if ref.shape == quant.shape:  # [N, C, 1, 1] class scores: top-1 over C, as convert judges
+        ref, quant = squeeze_trailing(ref), squeeze_trailing(quant)
     if ref.shape != quant.shape:
         raise DfmpcError(
             f"output {name!r} has shape {fmt_dims(ref.shape)} in the float model but "
@@ -138,6 +152,7 @@ def output_stats(name: str, reference: np.ndarray, quantized: np.ndarray) -> Out
     if is_classification(ref):
         top1 = float(np.mean(np.argmax(ref, axis=-1) == np.argmax(quant, axis=-1)))
     fid = compare([{name: np.asarray(reference)}], [{name: np.asarray(quantized)}], [name])
+    centered = centered_stats(ref, quant)
     return OutputStats(
         name=name,
         cosine=cosine,
@@ -147,7 +162,35 @@ def output_stats(name: str, reference: np.ndarray, quantized: np.ndarray) -> Out
         top1_agreement=top1,
         divergence=fid.divergence[name],
         metric=fid.metric[name],
+        centered_cosine=centered[0],
+        centered_rel_error=centered[1],
+        input_share=centered[2],
+        elements=int(ref.size),
     )
+
+
+def centered_stats(ref: np.ndarray, quant: np.ndarray) -> tuple[float | None, ...]:
+    """(cosine, relative squared error, share of the output's energy) of the input-dependent
+    part: each model's output minus its own mean over the samples (axis 0). None for one sample
+    or an output that does not vary at all."""
+    if ref.ndim == 0 or ref.shape[0] < 2:
+        return None, None, None
+    dr = (ref - ref.mean(axis=0)).ravel()
+    dq = (quant - quant.mean(axis=0)).ravel()
+    energy, total = float(np.dot(dr, dr)), float(np.dot(ref.ravel(), ref.ravel()))
+    if energy == 0.0:
+        return None, None, 0.0
+    norm_q = float(np.linalg.norm(dq))
+    cosine = float(np.dot(dr, dq) / (math.sqrt(energy) * norm_q)) if norm_q > 0 else 0.0
+    diff = dq - dr
+    return cosine, float(np.dot(diff, diff)) / energy, energy / total if total > 0 else 1.0
+
+
+def tolerance_violations(ref: np.ndarray, quant: np.ndarray, atol: float, rtol: float) -> int:
+    """Elements where |ref - quant| > atol + rtol * |ref| (Polygraphy's and NumPy's rule)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    quant = np.asarray(quant, dtype=np.float64)
+    return int(np.count_nonzero(np.abs(ref - quant) > atol + rtol * np.abs(ref)))
 
 
 def is_classification(output: np.ndarray) -> bool:
@@ -158,7 +201,7 @@ def is_classification(output: np.ndarray) -> bool:
 def accuracy(output: np.ndarray, labels: np.ndarray) -> float | None:
     """Fraction of rows whose argmax is the label; None when the output is not (batch, classes)
     or has a different number of rows than there are labels."""
-    output = np.asarray(output)
+    output = squeeze_trailing(np.asarray(output))
     if not is_classification(output) or output.shape[0] != len(labels):
         return None
     return float(np.mean(np.argmax(output, axis=-1) == labels))

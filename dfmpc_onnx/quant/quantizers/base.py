@@ -67,11 +67,13 @@ class QuantizedTensor:
         return self.zero_point is None
 
     def container_bits(self, fmt: str = "packed") -> int:
-        """2, 4, 8 or 16: the narrowest container that holds the grid ("int8" format: at least 8)."""
+        """2, 4, 8 or 16: the narrowest container that holds the grid ("int8" format: at least 8;
+        "int4", for a runtime without INT2: at least 4)."""
         table = _SIGNED if self.signed else _UNSIGNED
         lo, hi = self.grid
+        least = {"packed": 2, "int4": 4}.get(fmt, 8)
         for bits in (2, 4, 8, 16):
-            if table[bits][0] <= lo and hi <= table[bits][1] and (fmt == "packed" or bits >= 8):
+            if table[bits][0] <= lo and hi <= table[bits][1] and bits >= least:
                 return bits
         raise ValueError(f"grid {self.grid} does not fit a 16-bit container")
 
