@@ -56,8 +56,31 @@ def fused_nodes(model_path: str | os.PathLike[str], config: Mapping[str, str] | 
 
 
 def summary(result: dict) -> str:
-    """One line for a report: 'fused: 4 MatMulNBits; 2 weight DequantizeLinear run every call'."""
-    fused = ", ".join(f"{n} {op}" for op, n in result["fused"].items()) or "nothing"
+    """One line for a report: '4 MatMulNBits in ONNX Runtime's optimised graph; 2 weight
+    DequantizeLinear run at every call'."""
+    fused = ", ".join(f"{n} {op}" for op, n in result["fused"].items()) or "no fused node"
     left = len(result["weight_dequantize"])
     tail = f"; {left} weight DequantizeLinear run at every call" if left else ""
-    return f"fused by ONNX Runtime: {fused}{tail}"
+    return f"{fused} in ONNX Runtime's optimised graph{tail}"
+
+
+def runs_fused(model_path: str | os.PathLike[str]) -> bool:
+    """Whether ORT's default session options suit this model best: something fuses (MatMulNBits
+    reads the integers) and no weight DequantizeLinear is left to run at every call. Otherwise
+    ``session.disable_quant_qdq`` (weights dequantized once at load, float speed) is faster: a
+    DequantizeLinear left on a Conv weight costs more than the layer. False when ORT cannot
+    optimise the model here (it then fails to load with its own message elsewhere)."""
+    try:
+        found = fused_nodes(model_path)
+    except Exception:  # noqa: BLE001 - the caller's session reports why the model does not load
+        return False
+    return bool(found["fused"]) and not found["weight_dequantize"]
+
+
+def fused_or_none(model_path: str | os.PathLike[str], disable_quant_qdq: bool) -> dict | None:
+    """``fused_nodes`` under the one setting ``validate`` times with, or None where ORT cannot
+    write the optimised graph (e.g. over 2 GB): a report line, never a failure."""
+    try:
+        return fused_nodes(model_path, {"session.disable_quant_qdq": "1"} if disable_quant_qdq else None)
+    except Exception:  # noqa: BLE001 - the figure is optional; the run itself reports load errors
+        return None

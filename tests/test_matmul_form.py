@@ -176,3 +176,21 @@ def test_matmul_add_relu_misses_the_fusion_until_rewritten(tmp_path):
     assert fusable_linear_form(model.graph) == ["fc"]
     assert fused_nodes(_save(model, tmp_path, "b.onnx"))["fused"] == {"MatMulNBits": 1}
     np.testing.assert_allclose(_run(model, x, optimise=True, config=EXACT), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_validate_times_fused_models_with_ort_defaults_and_says_what_fused(tmp_path):
+    from tinymodels import conv_net
+
+    from dfmpc_onnx.validate import format_table, validate
+
+    fp = _save(_linear_net(1), tmp_path, "f.onnx")
+    q, _ = convert(_linear_net(1), ConvertOptions(method="pairs", low_bits=4, high_bits=4,
+                                                  correction="none"))
+    result = validate(fp, _save(q, tmp_path, "q.onnx"), repeats=2)
+    assert result.disable_quant_qdq is False and result.fused["fused"] == {"MatMulNBits": 2}
+    assert "fused     2 MatMulNBits in ONNX Runtime's optimised graph" in format_table(result)
+    # A Conv model: its weight DequantizeLinear would run at every call, so validate folds them.
+    conv = conv_net(seed=2)
+    cq, _ = convert(conv, ConvertOptions(method="pairs", low_bits=4, high_bits=8, correction="none"))
+    result = validate(_save(conv, tmp_path, "cf.onnx"), _save(cq, tmp_path, "cq.onnx"), repeats=2)
+    assert result.disable_quant_qdq is True and result.fused["weight_dequantize"] == []

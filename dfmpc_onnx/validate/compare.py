@@ -14,6 +14,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from ..errors import ModelLoadError, OptionsError
+from ..fusion import fused_or_none, runs_fused
 from .inputs import (
     Shapes,
     declared_shape,
@@ -109,7 +110,8 @@ def validate(
         An integer array ``label`` or ``labels`` with one entry per sample adds both models'
         accuracy for every (batch, classes) output.
     disable_quant_qdq: None (default) sets session.disable_quant_qdq=1 unless the quantized
-        model quantizes activations (``has_activation_qdq``), whose Q/DQ ORT must see to fuse.
+        model quantizes activations (``has_activation_qdq``), whose Q/DQ ORT must see to fuse,
+        or runs fused with ORT's defaults (``fusion.runs_fused``: MatMulNBits, nothing left).
     Raises ModelLoadError for an unloadable model, OptionsError for bad options or inputs and for
     two models that cannot run on the same inputs, and DfmpcError when a run fails.
     """
@@ -124,7 +126,7 @@ def validate(
                            "give the shapes")
 
     if disable_quant_qdq is None:
-        disable_quant_qdq = not has_activation_qdq(quant_path)
+        disable_quant_qdq = not has_activation_qdq(quant_path) and not runs_fused(quant_path)
     sessions = []
     for role, path in (("float", float_path), ("quantized", quant_path)):
         try:
@@ -172,4 +174,6 @@ def validate(
         disable_quant_qdq=disable_quant_qdq,
         labels=labels[0] if labels is not None and any(
             stats.float_accuracy is not None for stats in outputs) else None,
+        fused=(fused_or_none(quant_path, disable_quant_qdq)
+               if quant_session.get_providers()[0] == "CPUExecutionProvider" else None),
     )

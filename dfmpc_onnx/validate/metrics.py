@@ -82,6 +82,7 @@ class ValidationResult:
     threads: int = 0
     disable_quant_qdq: bool = True
     labels: str | None = None
+    fused: dict | None = None  # dfmpc_onnx.fusion.fused_nodes of the quantized model (CPU only)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for ``json.dumps``; non-finite floats become "inf"/"-inf"/"nan" strings.
