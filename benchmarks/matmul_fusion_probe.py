@@ -27,7 +27,7 @@ _TYPES = {"int2": (ml_dtypes.int2, -2, 1), "int4": (ml_dtypes.int4, -8, 7),
 
 def pattern(k: int = 256, n: int = 64, block: int | None = 32, dtype: str = "int4",
             zero_point: bool = False, op: str = "MatMul", trans_b: int = 0, fp16: bool = False,
-            after: str | None = None, consumers: int = 1) -> onnx.ModelProto:
+            after: str | None = None, consumers: int = 1, bias: bool = True) -> onnx.ModelProto:
     """x[n?, k] -> DequantizeLinear(q) -> op, blocks along K (or per column when block is None);
     ``after``: an activation and a Mul behind a bias Add (a layer inside a network)."""
     rng = np.random.default_rng(0)
@@ -55,8 +55,11 @@ def pattern(k: int = 256, n: int = 64, block: int | None = 32, dtype: str = "int
         nodes.append(helper.make_node("MatMul", ["x", "w"], ["m2"]))
         outputs.append("m2")
     if after:
-        nodes += [helper.make_node("Add", ["m", "b"], ["a"]), helper.make_node(after, ["a"], ["r"]),
-                  helper.make_node("Mul", ["r", "b"], ["y"])]
+        act_in = "m"
+        if bias:
+            nodes.append(helper.make_node("Add", ["m", "b"], ["a"]))
+            act_in = "a"
+        nodes += [helper.make_node(after, [act_in], ["r"]), helper.make_node("Mul", ["r", "b"], ["y"])]
         outputs = ["y"]
     t = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
     graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", t, ["n", k])],
@@ -84,6 +87,9 @@ CASES: list[tuple[str, dict]] = [
     ("Gemm transB=1 (weight [N, K]), per row", {"op": "Gemm", "trans_b": 1, "block": None}),
     ("Gemm transB=1, blocks along K", {"op": "Gemm", "trans_b": 1}),
     *[(f"MatMul -> Add -> {a} -> Mul", {"after": a}) for a in ("Relu", "Sigmoid", "Tanh", "Gelu")],
+    ("MatMul -> Relu -> Mul (no bias)", {"after": "Relu", "bias": False}),
+    ("Gemm transB=0 -> Relu -> Mul (no bias)", {"op": "Gemm", "after": "Relu", "bias": False}),
+    ("Gemm transB=0 -> Add -> Relu -> Mul", {"op": "Gemm", "after": "Relu"}),
 ]
 
 

@@ -11,9 +11,11 @@ Two forms the converter would otherwise emit miss it, found by reading the optim
 * ``Gemm(transB=1)``, the form exporters write for ``nn.Linear`` on 2-D inputs: its weight is
   [N, K] and ORT does not fuse it. The same integers and scales transposed (the DequantizeLinear
   axis moved with them) under ``Gemm(transB=0)`` compute the same product, and fuse.
-* ``MatMul -> Add(bias) -> Relu`` on 2-D inputs, or a Gemm with C before a Relu: ORT first makes
-  them one Gemm and then FusedGemm with the Relu, which takes no quantized weight. A Gemm without
-  C, the bias in a separate Add, escapes that and fuses (ORT then takes the bias into MatMulNBits).
+* ``MatMul -> Add(bias) -> Relu`` on 2-D inputs, or a Gemm before a Relu: ORT first makes them
+  one Gemm and then FusedGemm with the Relu, which takes no quantized weight. A Gemm without C and
+  the bias in a separate Add escapes that and fuses (ORT then takes the bias into MatMulNBits).
+  A layer without a bias straight into a Relu does not fuse at all; a zero bias Add (x + 0 = x)
+  between them makes it the case before.
 
 Both rewrites keep every value; only the order of float additions may change.
 """
@@ -82,12 +84,14 @@ def _gemm(node: onnx.NodeProto, index: GraphIndex, graph: onnx.GraphProto
     trans_b = attr(node, "transB", 0)
     c = node.input[2] if len(node.input) > 2 and node.input[2] else None
     beta = float(attr(node, "beta", 1.0))
-    if dq is None or (trans_b == 0 and not (c and _feeds_relu(index, node.output[0]))):
-        return None  # transB=0 without a Relu after its bias fuses as it is
+    if dq is None or (trans_b == 0 and not _feeds_relu(index, node.output[0])):
+        return None  # transB=0 without a Relu after it fuses as it is
     if c is not None and beta != 1.0 and not index.is_constant(c):
         return None
     if trans_b:
         _transpose_weight(dq, index)
+    if c is None and _feeds_relu(index, node.output[0]):
+        c = _zero_bias(node, dq, index, graph)
     out = node.output[0]
     core = f"{node.name}_product" if c else out
     nodes = [helper.make_node("Gemm", [node.input[0], node.input[1]], [core], name=node.name)]
@@ -101,11 +105,32 @@ def _gemm(node: onnx.NodeProto, index: GraphIndex, graph: onnx.GraphProto
     return nodes
 
 
+def _zero_bias(node: onnx.NodeProto, dq: onnx.NodeProto, index: GraphIndex,
+               graph: onnx.GraphProto) -> str:
+    """A zero bias of the layer's [K, N] weight's N outputs, in its scale's float type: x + 0 is
+    x (before a Relu, -0 and +0 alike), and MatMulNBits takes the Add in."""
+    n = index.initializers[dq.input[0]].dims[1]
+    dtype = helper.tensor_dtype_to_np_dtype(index.initializers[dq.input[1]].data_type)
+    name = f"{node.name}_zero_bias"
+    graph.initializer.append(numpy_helper.from_array(np.zeros(n, dtype), name))
+    return name
+
+
 def _matmul(node: onnx.NodeProto, index: GraphIndex, graph: onnx.GraphProto
             ) -> list[onnx.NodeProto] | None:
-    """A weight-only 2-D MatMul whose output goes through a constant Add into a Relu, as a Gemm
-    without C (the Add and Relu stay), or None."""
-    if _weight_dq(node, index) is None or _rank(graph, node.input[0]) != 2:
+    """A weight-only MatMul straight into a Relu, with a zero-bias Add between (as a Gemm on 2-D
+    inputs); a 2-D one whose output goes through a constant Add into a Relu, as a Gemm without C
+    (the Add and Relu stay); else None."""
+    dq = _weight_dq(node, index)
+    if dq is None:
+        return None
+    two_d = _rank(graph, node.input[0]) == 2
+    if _feeds_relu(index, node.output[0]) and index.only_consumer(node.output[0]) is not None:
+        core = f"{node.name}_product"
+        return [helper.make_node("Gemm" if two_d else "MatMul", list(node.input), [core], name=node.name),
+                helper.make_node("Add", [core, _zero_bias(node, dq, index, graph)], list(node.output),
+                                 name=f"{node.name}_bias")]
+    if not two_d:
         return None
     add = index.only_consumer(node.output[0])
     if add is None or add.op_type != "Add" or not any(index.is_constant(i) for i in add.input):

@@ -194,3 +194,30 @@ def test_validate_times_fused_models_with_ort_defaults_and_says_what_fused(tmp_p
     cq, _ = convert(conv, ConvertOptions(method="pairs", low_bits=4, high_bits=8, correction="none"))
     result = validate(_save(conv, tmp_path, "cf.onnx"), _save(cq, tmp_path, "cq.onnx"), repeats=2)
     assert result.disable_quant_qdq is True and result.fused["weight_dequantize"] == []
+
+
+@pytest.mark.parametrize("op,rank", [("MatMul", 2), ("MatMul", 3), ("Gemm", 2)])
+def test_layer_without_bias_into_relu_gets_a_zero_bias_and_fuses(op, rank, tmp_path):
+    """DequantizeLinear -> MatMul -> Relu does not fuse at all, a Gemm -> Relu becomes FusedGemm;
+    with a zero-bias Add between (x + 0 = x) both run on MatMulNBits."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.integers(-8, 8, (K, N)).astype(ml_dtypes.int4), "q"),
+             numpy_helper.from_array(rng.uniform(0.01, 0.1, N).astype(np.float32), "s"),
+             numpy_helper.from_array(rng.standard_normal(N).astype(np.float32), "g")]
+    nodes = [helper.make_node("DequantizeLinear", ["q", "s"], ["w"], name="dq", axis=1),
+             helper.make_node(op, ["x", "w"], ["m"], name="fc"),
+             helper.make_node("Relu", ["m"], ["r"], name="relu"),
+             helper.make_node("Mul", ["r", "g"], ["y"], name="after")]
+    shape = ["n", K] if rank == 2 else ["n", 3, K]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = onnx.shape_inference.infer_shapes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10))
+    assert fused_nodes(_save(model, tmp_path, "a.onnx"))["fused"] == {}
+    x = np.random.default_rng(6).standard_normal([M] + ([K] if rank == 2 else [3, K])).astype(np.float32)
+    ref = _run(model, x)
+    assert fusable_linear_form(model.graph) == ["fc"]
+    onnx.checker.check_model(model, full_check=True)
+    assert fused_nodes(_save(model, tmp_path, "b.onnx"))["fused"] == {"MatMulNBits": 1}
+    np.testing.assert_allclose(_run(model, x), ref, rtol=1e-6, atol=1e-6)  # as written: x + 0
+    np.testing.assert_allclose(_run(model, x, optimise=True, config=EXACT), ref, rtol=1e-4, atol=1e-4)
