@@ -90,17 +90,17 @@ def _gemm(node: onnx.NodeProto, index: GraphIndex, graph: onnx.GraphProto
         return None
     if trans_b:
         _transpose_weight(dq, index)
+    if c is not None and beta != 1.0:
+        ct = index.initializers[c]
+        scaled = (numpy_helper.to_array(ct) * beta).astype(helper.tensor_dtype_to_np_dtype(ct.data_type))
+        graph.initializer.append(numpy_helper.from_array(scaled, f"{node.name}_C_beta"))
+        c = f"{node.name}_C_beta"
     if c is None and _feeds_relu(index, node.output[0]):
-        c = _zero_bias(node, dq, index, graph)
+        c = _zero_bias(node, dq, index, graph)  # beta scales a C that is not there: nothing
     out = node.output[0]
     core = f"{node.name}_product" if c else out
     nodes = [helper.make_node("Gemm", [node.input[0], node.input[1]], [core], name=node.name)]
     if c:
-        if beta != 1.0:
-            ct = index.initializers[c]
-            scaled = (numpy_helper.to_array(ct) * beta).astype(helper.tensor_dtype_to_np_dtype(ct.data_type))
-            graph.initializer.append(numpy_helper.from_array(scaled, f"{node.name}_C_beta"))
-            c = f"{node.name}_C_beta"
         nodes.append(helper.make_node("Add", [core, c], [out], name=f"{node.name}_bias"))
     return nodes
 

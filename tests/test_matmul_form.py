@@ -221,3 +221,15 @@ def test_layer_without_bias_into_relu_gets_a_zero_bias_and_fuses(op, rank, tmp_p
     assert fused_nodes(_save(model, tmp_path, "b.onnx"))["fused"] == {"MatMulNBits": 1}
     np.testing.assert_allclose(_run(model, x), ref, rtol=1e-6, atol=1e-6)  # as written: x + 0
     np.testing.assert_allclose(_run(model, x, optimise=True, config=EXACT), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_gemm_with_beta_and_no_c_into_relu():
+    """beta scales a C that is absent: the zero bias stands alone (a fuzz case once failed here)."""
+    model = dq_gemm(None, beta=0.5, bias=False)
+    model.graph.node.append(helper.make_node("Relu", ["y"], ["z"], name="relu"))
+    model.graph.output[0].name = "z"
+    x = np.random.default_rng(8).standard_normal((M, K)).astype(np.float32)
+    ref = _run(model, x)
+    assert fusable_linear_form(model.graph) == ["fc"]
+    onnx.checker.check_model(model, full_check=True)
+    np.testing.assert_allclose(_run(model, x), ref, rtol=1e-5, atol=1e-5)
