@@ -484,6 +484,9 @@ def write_report(out: Path, rows: list[Row], r18: dict | None, args, wall: float
                   f"({r18['q_ms'] / r18['fp32_ms']:.2f}x) |",
                   f"| latency packed, QDQ kept (the default session) | {r18['q_slow_ms']:.1f} ms "
                   f"({r18['q_slow_ms'] / r18['fp32_ms']:.2f}x) |", ""]
+    matmul = ROOT / "benchmarks" / "MATMUL.md"  # hand-run figures (benchmarks/matmul_speed.py)
+    if matmul.is_file() and not args.quick:
+        lines += [matmul.read_text().rstrip(), ""]
     lines += ["## Against plain rounding, per model", "",
               "Settings where each method is above, within 0.5 points of, or below plain rounding "
               "with the same bit plan.", ""] + wins_summary(rows) + [""]

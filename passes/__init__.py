@@ -22,6 +22,7 @@ from .choose_plan import ChoosePlan
 from .emit_qdq import EmitQDQ
 from .equalize import EqualizePairs
 from .find_pairs import FindPairs
+from .matmul_form import FusableLinearForm
 from .measure import MeasureLayers, MeasurePlan
 from .normalise import CheckOpset, ConstantsToInitializers, FoldBatchNorm, InferShapes, NameNodes
 from .plan_bits import PlanBits
@@ -50,7 +51,8 @@ def planning_passes(options: ConvertOptions) -> list[Pass]:
 
 def conversion_passes(options: ConvertOptions) -> list[Pass]:
     """The whole conversion, top to bottom."""
-    activations = [QuantizeActivations()] if options.integer_kernels else []
+    # Weight-only layers in the form ORT fuses into MatMulNBits; with activations, its QDQ fusions.
+    activations = [QuantizeActivations()] if options.integer_kernels else [FusableLinearForm()]
     return planning_passes(options) + [UpgradeOpset(), EmitQDQ()] + activations
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 class Fact(str, Enum):  # noqa: UP042 - python_requires is 3.10; StrEnum is 3.11
     """What a pass leaves in the context for later passes (a str, so a test can add ``"layers"``
-    to ``ctx.facts`` by hand). Each is required by some pass but FIDELITY and ACTIVATIONS, the
+    to ``ctx.facts`` by hand). Each is required by some pass but FIDELITY, LINEAR_FORM and ACTIVATIONS, the
     conversion's last results (read by the report and the writer)."""
 
     __str__ = str.__str__
@@ -53,6 +53,7 @@ class Fact(str, Enum):  # noqa: UP042 - python_requires is 3.10; StrEnum is 3.11
     OPSET = "opset"  # upgrade-opset: ctx.container_format, the output opset
     FIDELITY = "fidelity"  # measure-plan: report.predicted, ctx.reference (result)
     QDQ = "qdq"  # emit-qdq: the weight QDQ graph (result)
+    LINEAR_FORM = "linear-form"  # fusable-linear-form: MatMul/Gemm in the forms ORT fuses (result)
     ACTIVATIONS = "activations"  # quantize-activations: activation QDQ (result)
 
 

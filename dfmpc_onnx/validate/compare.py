@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import ModelLoadError, OptionsError
+from .fusion import fused_or_none, runs_fused
 from .inputs import (
     Shapes,
     declared_shape,
@@ -150,7 +151,8 @@ def validate(
         An integer array ``label`` or ``labels`` with one entry per sample adds both models'
         accuracy for every (batch, classes) output.
     disable_quant_qdq: None (default) sets session.disable_quant_qdq=1 unless the quantized
-        model quantizes activations (``has_activation_qdq``), whose Q/DQ ORT must see to fuse.
+        model quantizes activations (``has_activation_qdq``), whose Q/DQ ORT must see to fuse,
+        or runs fused with ORT's defaults (``fusion.runs_fused``: MatMulNBits, nothing left).
     atol, rtol, min_agreement, min_cosine: gates (None: not checked); each one missed is a line
         in the result's ``failures`` (the CLI exits 8): every element within atol + rtol*|ref|
         (Polygraphy's rule), top-1 agreement and cosine of every output at least the minimum.
@@ -168,7 +170,7 @@ def validate(
                            "give the shapes")
 
     if disable_quant_qdq is None:
-        disable_quant_qdq = not has_activation_qdq(quant_path)
+        disable_quant_qdq = not has_activation_qdq(quant_path) and not runs_fused(quant_path)
     sessions = []
     for role, path in (("float", float_path), ("quantized", quant_path)):
         try:
@@ -227,6 +229,8 @@ def validate(
             stats.float_accuracy is not None for stats in outputs) else None,
         notes=notes,
         failures=failures,
+        fused=(fused_or_none(quant_path, disable_quant_qdq)
+               if quant_session.get_providers()[0] == "CPUExecutionProvider" else None),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .fusion import summary as fusion_summary
 from .metrics import ValidationResult
 
 _NAME_MAX = 32
@@ -95,6 +96,8 @@ def format_table(result: ValidationResult) -> str:
         settings.append(f"{result.threads} threads")
     settings.append(f"session.disable_quant_qdq={int(result.disable_quant_qdq)}")
     lines.append(f"{'provider':<9} {result.provider} ({', '.join(settings)})")
+    if result.fused is not None:
+        lines.append(f"{'fused':<9} {fusion_summary(result.fused)}")
     lines.append(f"{'inputs':<9} {result.input_source}, {result.samples} samples")
     lines += [f"note: {note}" for note in result.notes]
     lines += [f"FAILED: {failure}" for failure in result.failures]

@@ -94,6 +94,7 @@ class ValidationResult:
     # sample), and which of --atol/--rtol/--min-agreement/--min-cosine failed (exit code 8).
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    fused: dict | None = None  # dfmpc_onnx.fusion.fused_nodes of the quantized model (CPU only)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for ``json.dumps``; non-finite floats become "inf"/"-inf"/"nan" strings.
