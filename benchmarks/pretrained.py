@@ -121,7 +121,11 @@ SPECS = [
 BY_NAME = {s.name: s for s in SPECS}
 
 OURS = {"default": [], "tb4": ["--target-bits", "4"], "tb5": ["--target-bits", "5"],
-        "tb6": ["--target-bits", "6"], "a8": ["--activations", "int8"], "shape": None}
+        "tb6": ["--target-bits", "6"], "a8": ["--activations", "int8"]}
+# The same with --input-shape taken from the real inputs: what the converter does once told.
+OURS |= {f"shape_{k}" if k != "default" else "shape": v for k, v in list(OURS.items())
+         if k in ("default", "tb4", "a8")}
+WITH_SHAPE = {"shape", "shape_tb4", "shape_a8"}
 ORT = ("ort_dyn", "ort_rand", "ort_real")
 ALL = ("float",) + ORT + tuple(OURS)
 
@@ -296,6 +300,11 @@ def convert(src: Path, dst: Path, args: list[str], timeout: float) -> dict:
     return row
 
 
+def target_of(config: str) -> float | None:
+    args = OURS.get(config) or []
+    return float(args[1]) if args[:1] == ["--target-bits"] else None
+
+
 def outcome(row: dict, target: float | None) -> str:
     if row.get("outcome") == "timeout":
         return "timeout"
@@ -305,7 +314,7 @@ def outcome(row: dict, target: float | None) -> str:
         return "nothing quantized"
     bits = row.get("stored_bits") or 0
     if target is not None and bits > target + 0.05:
-        return f"{bits:.1f} bits (over target: fallback)"
+        return "over target"
     if any("instead" in n for n in row.get("notes", [])):
         return "fallback"
     return "ok"
@@ -340,11 +349,11 @@ def run_model(spec: Spec, configs: list[str], quick: bool, timeout: float, resul
                        "quantized_ops": quantized_ops(dst)}
             except Exception as exc:  # noqa: BLE001 - a baseline failing is a result to record
                 row = {"rc": "error", "seconds": round(time.perf_counter() - t, 1),
-                       "stderr": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+                       "stderr": f"{type(exc).__name__}: {str(exc).strip()[-240:]}"}
         else:
-            args = shape_args(samples) if OURS[config] is None else OURS[config]
+            args = OURS[config] + (shape_args(samples) if config in WITH_SHAPE else [])
             row = convert(src, dst, args, timeout)
-        target = float(OURS[config][1]) if OURS.get(config) and OURS[config][0] == "--target-bits" else None
+        target = target_of(config)
         if row.get("rc") == 0:
             try:
                 row["metric"], _ = evaluate(spec, folder, dst, samples, float_outs)
@@ -416,7 +425,7 @@ def _cell(row: dict | None, config: str) -> str:
     text = f"{100 * m:.1f}" if m is not None else ""
     if config == "float":
         return text
-    status = row.get("outcome", "")
+    status = outcome(row, target_of(config)) if config in OURS else row.get("outcome", "")
     if status not in ("ok",) or m is None:
         text = f"{text} ({status})".strip() if status else text
     bits = row.get("stored_bits")
@@ -431,7 +440,7 @@ def table(results: dict) -> str:
              "Ground truth from now on: ONNX models shipped in PyPI wheels, each scored with a task "
              "metric on inputs made here (`benchmarks/pretrained_data.py`). Our conversions run "
              "the CLI as a user does, `dfmpc-onnx convert M -o Q [options]` without "
-             "`--input-shape` (column `shape` adds it, from the real inputs), time-boxed. Cells: "
+             "`--input-shape` (columns `shape*` add it, from the real inputs), time-boxed. Cells: "
              "metric in % (outcome where not plain success), stored bits per weight of the "
              "quantized layers from the report (ORT: int8), conversion seconds on this 2-core "
              "machine (shared, so noisy). ORT static is QDQ per-channel int8 weights / uint8 "
@@ -463,15 +472,20 @@ def table(results: dict) -> str:
         r, k = rho.get(name, (None, 0))
         lines.append(f"| {name} | {n} | " + " | ".join(cells)
                      + f" | {'' if r is None else f'{r:+.2f}'} ({k}) |")
-    notes = {f"{name}/{c}": r.get("stderr", "")
+    notes = {f"{name}/{c}": r.get("stderr") or next(iter(r.get("notes") or []), "")
              for name in order for c, r in results[name].get("rows", {}).items()
-             if r.get("outcome") not in ("ok", None) and r.get("stderr")}
+             if (outcome(r, target_of(c)) if c in OURS else r.get("outcome")) not in ("ok", None)
+             and (r.get("stderr") or r.get("notes"))}
     lines += ["", "Spearman: rank correlation, over our conversions of the model that ran, of the "
               "report's predicted fidelity (top-1 agreement on synthetic inputs, or minus its "
               "divergence) with the real metric; (k) conversions counted.", ""]
     if notes:
-        lines += ["Failures, last line of stderr:", ""]
-        lines += [f"- {k}: `{v}`" for k, v in notes.items()]
+        lines += ["Why rows are not plain successes (last line of stderr, or the report's first "
+                  "note):", ""]
+        by_text: dict[str, list[str]] = {}
+        for k, v in notes.items():
+            by_text.setdefault(v, []).append(k)
+        lines += [f"- {', '.join(ks)}: `{v}`" for v, ks in by_text.items()]
         lines.append("")
     if missing:
         lines += ["Not run yet: " + ", ".join(missing) + ".", ""]
