@@ -431,6 +431,9 @@ def _cell(row: dict | None, config: str) -> str:
     bits = row.get("stored_bits")
     if bits and config in OURS:
         text += f", {bits:.2f} b"
+    pred = (row.get("fidelity") or {}).get("top1_agreement")
+    if pred is not None and config in OURS:
+        text += f", pred {100 * pred:.0f}%"
     return f"{text}, {row.get('seconds', 0):.0f} s"
 
 
@@ -442,7 +445,8 @@ def table(results: dict) -> str:
              "the CLI as a user does, `dfmpc-onnx convert M -o Q [options]` without "
              "`--input-shape` (columns `shape*` add it, from the real inputs), time-boxed. Cells: "
              "metric in % (outcome where not plain success), stored bits per weight of the "
-             "quantized layers from the report (ORT: int8), conversion seconds on this 2-core "
+             "quantized layers from the report (ORT: int8), the report's predicted top-1 "
+             "agreement on synthetic inputs (pred), conversion seconds on this 2-core "
              "machine (shared, so noisy). ORT static is QDQ per-channel int8 weights / uint8 "
              "activations, MinMax, without ORT's pre-processing; `ort_rand` calibrates on 16 "
              "random inputs of the real shapes, `ort_real` on 16 real ones (the anchor that uses "
