@@ -14,6 +14,7 @@ import click
 
 from .errors import EXIT_CODES, DfmpcError, OptionsError
 from .options import ConvertOptions
+from .output_kinds import parse_output_kinds
 from .synthetic import parse_input_shapes
 
 EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
@@ -194,6 +195,9 @@ def _field_option(f):
     if f.name == "input_shapes":
         return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
                             help=help_text)
+    if f.name == "output_kinds":
+        return click.option("--output-kind", "output_kinds", multiple=True, metavar="NAME=KIND",
+                            help=help_text)
     if kind.startswith("bool"):
         return click.option(f"{flag}/--no-{flag[2:]}", default=f.default, help=help_text,
                             show_default=f.default is not None)
@@ -237,6 +241,7 @@ def _options(opts: dict) -> ConvertOptions:
     values = {k: v for k, v in opts.items() if k in names}
     values["plan"] = read_plan(values.get("plan"))
     values["input_range"] = _parse_range(values.get("input_range"))
+    values["output_kinds"] = parse_output_kinds(values.get("output_kinds") or ())
     shapes = values.get("input_shapes")
     values["input_shapes"] = parse_input_shapes(shapes) if shapes else {}
     return ConvertOptions(**values)

@@ -31,6 +31,7 @@ import onnx
 
 from dfmpc_onnx.allocate import Candidate
 from dfmpc_onnx.corrections import bias_shift
+from dfmpc_onnx.errors import OptionsError
 from dfmpc_onnx.fidelity import FidelityProbe
 from dfmpc_onnx.graph import GraphIndex, tensor_bytes
 from dfmpc_onnx.heap import give_back
@@ -199,6 +200,10 @@ class MeasureLayers:
             (o.method == "auto" and n not in ctx.fixed) or ctx.plan[n].correction == "auto")]
         if not todo or o.fidelity_samples == 0:
             return False
+        unknown = sorted(set(o.output_kinds) - {out.name for out in model.graph.output})
+        if unknown:
+            raise OptionsError(f"--output-kind {unknown[0]}: the model has no output of that name "
+                               f"(its outputs: {', '.join(out.name for out in model.graph.output)})")
         need, free = probe_memory(model, ctx.store is not None), available_memory()
         if free is not None and need > free:
             what = "ONNX Runtime's copy of the weights, the largest layer three times"
@@ -284,7 +289,7 @@ def _build(model: onnx.ModelProto, ctx: Context) -> Measurement:
         layer, _ = as_linear_layer(nodes[name], index)
         names += [layer.weight] + ([layer.bias] if layer.bias else [])
     ctx.say("measuring: float run on synthetic inputs")
-    probe = FidelityProbe(model, names, inputs, store=ctx.store)
+    probe = FidelityProbe(model, names, inputs, store=ctx.store, kinds=o.output_kinds)
     return Measurement(probe, {}, {}, layer_inputs(model.graph, ctx), o.synthetic,
                        o.fidelity_samples)
 
@@ -357,7 +362,8 @@ class MeasurePlan:
                 samples = o.fidelity_samples or m.samples
                 inputs = make_inputs(model, ctx, n=samples, seed=o.seed + 1)
                 check = (m.probe.on_inputs(inputs) if m is not None else
-                         FidelityProbe(model, list(repl), inputs, store=ctx.store, cache_segments=False))
+                         FidelityProbe(model, list(repl), inputs, store=ctx.store, cache_segments=False,
+                                       kinds=o.output_kinds))
             fid, samples = check.measure(repl), check.samples
             ctx.reference = check.runs()
             kind = o.synthetic + ", held out"
@@ -370,6 +376,7 @@ class MeasurePlan:
             ctx.measurement = None
         ctx.report.fidelity = {"score": fid.score, "top1_agreement": fid.top1_agreement,
                                "metric": sorted(set(fid.metric.values())), "samples": samples,
+                               "kinds": dict(fid.kinds),
                                "inputs": kind, "single_class": fid.single_class,
                                "centered_error": fid.centered_error}
         return False
