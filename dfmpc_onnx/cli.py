@@ -230,9 +230,17 @@ def warn_if_poor(report, options: ConvertOptions) -> None:
         poor = agree < options.min_agreement
     else:
         poor = f["score"] > 1 - options.min_agreement
-    if poor:
+    if f.get("target_missed"):
+        better = f.get("passing_bits")
+        advice = (f"--target-bits {better:g} is predicted to keep it" if better else
+                  "no budget below 8 bits is predicted to keep it")
+        click.echo(f"warning: at --target-bits {options.target_bits:g} the plan is predicted below "
+                   f"the fidelity level ({report.fidelity_line()[20:]}); {advice}", err=True)
+    elif poor:
+        advice = ("a higher --target-bits" if options.method == "auto" else
+                  "--target-bits (higher) or --method auto")
         click.echo(f"warning: poor predicted fidelity ({report.fidelity_line()[20:]}); trade size "
-                   "back for accuracy with --target-bits (higher) or --method auto", err=True)
+                   f"back for accuracy with {advice}", err=True)
 
 
 def _options(opts: dict) -> ConvertOptions:

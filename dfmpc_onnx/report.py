@@ -139,8 +139,10 @@ class Report:
 
 
 def _fmt_fidelity(f: dict) -> str:
+    kinds = sorted(set(f.get("kinds", {}).values()) - {"class", "regression", "mismatch"})
+    label = f"agreement ({'/'.join(kinds)})" if kinds else "top-1 agreement"
     agree = ("" if f.get("top1_agreement") is None
-             else f"top-1 agreement {100 * f['top1_agreement']:.1f}%, ")
+             else f"{label} {100 * f['top1_agreement']:.1f}%, ")
     if f.get("single_class") and f.get("centered_error") == float("inf"):
         agree += "(uninformative: the float model's outputs do not vary over these inputs), "
     elif f.get("single_class"):

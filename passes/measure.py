@@ -70,6 +70,10 @@ class Measurement:
     # Other synthetic inputs, more of them, that choose-plan checks its choice on (and whose
     # figure the report gives): a plan chosen on the probe's inputs looks better there than it is.
     check: object | None = None  # dfmpc_onnx.fidelity.FidelityProbe
+    # An explicit --target-bits whose plan is predicted below the level: the smallest budget of
+    # the ladder predicted to keep it (None: none below 8 bits), for the warning.
+    passing_bits: float | None = None
+    target_missed: bool = False
 
     def replacement(self, name: str, choice: LayerPlan, ctx: Context) -> dict[str, np.ndarray]:
         """Weight (and bias) arrays of layer ``name`` quantized as ``choice``."""
@@ -377,6 +381,8 @@ class MeasurePlan:
         ctx.report.fidelity = {"score": fid.score, "top1_agreement": fid.top1_agreement,
                                "metric": sorted(set(fid.metric.values())), "samples": samples,
                                "kinds": dict(fid.kinds),
+                               "target_missed": m is not None and m.target_missed,
+                               "passing_bits": None if m is None else m.passing_bits,
                                "inputs": kind, "single_class": fid.single_class,
                                "centered_error": fid.centered_error}
         return False
