@@ -44,6 +44,8 @@ class Report:
     ideal_weight_bytes: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Seconds each pass took, in the order they ran (--verbose prints them as they end).
+    pass_seconds: dict[str, float] = field(default_factory=dict)
     # Predicted fidelity of the result, measured on synthetic inputs: score (mean divergence:
     # KL of softmax for class scores, relative MSE otherwise), top1_agreement, samples, inputs,
     # single_class (agreement is uninformative) and centered_error (see fidelity.Fidelity).
@@ -134,6 +136,9 @@ class Report:
                          f"{self.ideal_weight_bytes / mb:.2f} MB at the planned bits (ideal)")
         if self.fidelity:
             lines.append(self.fidelity_line())
+        slow = {k: v for k, v in self.pass_seconds.items() if v >= 0.05}
+        if slow:
+            lines.append("seconds per pass: " + ", ".join(f"{k} {v:.1f}" for k, v in slow.items()))
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
