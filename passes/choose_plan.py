@@ -215,6 +215,7 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
     ctx.plan.update(chosen)
     ctx.measured |= {n for n in names if ctx.plan[n].correction == "bias"}
     _unpair(ctx)
+    ctx.report.notes.append(f"{space.measured} whole plan(s) measured on the probe's inputs")
     ctx.report.notes.append(
         "automatic plan: bits, grid and correction per layer chosen by measuring the network's "
         f"output divergence on {m.samples} synthetic {m.kind} inputs"
@@ -299,6 +300,10 @@ class _Space:
 
     def nbytes(self, choice: list[int]) -> float:
         return sum(c[i].nbytes for c, i in zip(self.cands, choice, strict=True))
+
+    @property
+    def measured(self) -> int:
+        return len(self._scores)
 
     def measure(self, choice: list[int]):
         key = tuple(choice)
