@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budgets", default="default,4,5,6", help="comma-separated: default or bits")
     ap.add_argument("--n", type=int, default=200, help="real text lines")
     ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument("--verbose", action="store_true", help="the conversions' progress, timed")
     args = ap.parse_args(argv)
     src = model_path(args.model, args.wheel)
     shape = MODELS[args.model][1]
@@ -166,7 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         target = None if budget == "default" else float(budget)
         dst = OUT / "converted" / f"{args.model}_{budget}.onnx"
         start = time.perf_counter()
-        report = convert_file(src, dst, ConvertOptions(target_bits=target, input_shapes={"x": shape}))
+        t0 = time.perf_counter()
+        progress = (lambda msg, t0=t0: print(f"  [{time.perf_counter() - t0:7.1f} s] {msg}", flush=True)
+                    ) if args.verbose else None
+        report = convert_file(src, dst, ConvertOptions(target_bits=target, input_shapes={"x": shape}),
+                              progress=progress)
         seconds = time.perf_counter() - start
         f = report.fidelity
         predicted = f.get("top1_agreement")
@@ -175,7 +180,9 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"plan": budget, "seconds": round(seconds, 1),
                      "stored_bits": round(report.stored_bits, 3), "predicted": predicted,
                      "score": f.get("score"), "real": real, "relative": real / float_metric,
-                     "notes": [n for n in report.notes if "fidelity" in n or "bits" in n]})
+                     "pass_seconds": report.pass_seconds,
+                     "notes": [n for n in report.notes if "fidelity" in n or "bits" in n
+                               or "trial" in n or "whole" in n]})
         print(f"{budget:>8}: {seconds:6.1f} s  {report.stored_bits:5.2f} stored bits  predicted "
               f"{predicted:.3f} (divergence {f.get('score', float('nan')):.2e})  real {real:.4f} "
               f"({real / float_metric:.3f} of float)", flush=True)
