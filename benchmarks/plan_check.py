@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"plan": budget, "seconds": round(seconds, 1),
                      "stored_bits": round(report.stored_bits, 3), "predicted": predicted,
                      "score": f.get("score"), "real": real, "relative": real / float_metric,
-                     "pass_seconds": report.pass_seconds,
+                     "pass_seconds": getattr(report, "pass_seconds", {}),
                      "notes": [n for n in report.notes if "fidelity" in n or "bits" in n
                                or "trial" in n or "whole" in n]})
         print(f"{budget:>8}: {seconds:6.1f} s  {report.stored_bits:5.2f} stored bits  predicted "

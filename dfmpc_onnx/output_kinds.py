@@ -144,13 +144,15 @@ def _judge_dense(a, b, a_all: np.ndarray, b_all: np.ndarray) -> Judgement:
 
 def _agreement_off_mode(arg_a: np.ndarray, arg_b: np.ndarray) -> tuple[float, np.ndarray, bool]:
     """Argmax agreement over the rows where either side picks something other than the float
-    model's most frequent class; those rows' agreement; whether there were none in the float."""
+    model's most frequent class; per row where the float does (the same rows for every
+    candidate, so that the plans' ``agrees`` can be compared), whether the candidate agrees;
+    whether the float has no such row."""
     values, counts = np.unique(arg_a, return_counts=True)
     mode = values[np.argmax(counts)]
     counted = (arg_a != mode) | (arg_b != mode)
     same = (arg_a == arg_b)[counted]
     single = not bool(np.any(arg_a != mode))
-    return (float(np.mean(same)) if same.size else 1.0), same, single
+    return (float(np.mean(same)) if same.size else 1.0), (arg_a == arg_b)[arg_a != mode], single
 
 
 def relative_error(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:

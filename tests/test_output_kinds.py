@@ -132,3 +132,17 @@ def test_output_kind_option_is_parsed_and_checked(tmp_path):
     r = CliRunner().invoke(main, ["convert", str(src), "-o", str(tmp_path / "o.onnx"), "-q",
                                   "--output-kind", "nope=sequence", "--input-shape", "x=1,4,6"])
     assert r.exit_code != 0 and "nope" in r.output and "Traceback" not in r.output
+
+
+def test_sequence_plans_are_compared_on_the_same_positions_against_the_8_bit_floor():
+    from dfmpc_onnx.passes.choose_plan import _fid_ok
+
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((4, 12, 5)) * 2
+    logits[..., 0] += 3
+    a = _softmax(logits).astype(np.float32)
+    near = _softmax(logits + 0.3 * rng.standard_normal(logits.shape)).astype(np.float32)
+    far = _softmax(logits + 3.0 * rng.standard_normal(logits.shape)).astype(np.float32)
+    floor, good, bad = (compare([{"y": a}], [{"y": b}], ["y"]) for b in (near, near, far))
+    assert floor.agrees.shape == bad.agrees.shape == (int(np.sum(np.argmax(a, -1) != 0)),)
+    assert _fid_ok(good, 0.99, floor) and not _fid_ok(bad, 0.99, floor)
