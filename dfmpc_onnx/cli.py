@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from dfmpc_onnx.measure.output_kinds import parse_output_kinds
 from dfmpc_onnx.measure.synthetic import parse_input_shapes
 
 from .errors import EXIT_CODES, DfmpcError, OptionsError, ValidationFailed
@@ -272,7 +273,7 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                "input_std", "inputs", "batch", "seed")),
     ("Plan and budget", ("method", "target_bits", "min_agreement", "low_bits", "high_bits",
                          "plan", "protect_first_last", "pair_through", "fidelity_samples",
-                         "synthetic")),
+                         "synthetic", "output_kinds")),
     ("Grids and corrections", ("quantizer", "granularity", "correction", "bias_correction",
                                "propagated_stats", "equalize", "lam", "lambda1", "lambda2")),
     ("Activations", ("activations", "activation_type", "activation_clip", "activation_headroom")),
@@ -445,6 +446,9 @@ def _field_option(f):
     if f.name == "input_shapes":
         return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
                             help=INPUT_SHAPE_HELP)
+    if f.name == "output_kinds":
+        return click.option("--output-kind", "output_kinds", multiple=True, metavar="NAME=KIND",
+                            help=help_text)
     if kind.startswith("bool"):
         return click.option(f"{flag}/--no-{flag[2:]}", default=f.default, help=help_text,
                             show_default=f.default is not None)
@@ -496,6 +500,13 @@ def fidelity_warning(report, options: ConvertOptions) -> str | None:
         poor = agree < options.min_agreement
     else:
         poor = f["score"] > 1 - options.min_agreement
+    if f.get("target_missed"):  # the plan at the budget asked for misses the level
+        better = f.get("passing_bits")
+        advice = (f"--target-bits {better:g} is predicted to keep it" if better else
+                  "no budget below 8 bits is predicted to keep it")
+        return (f"warning: at --target-bits {options.target_bits:g} the plan is predicted below "
+                f"the fidelity level ({report.fidelity_line()[20:]}; --min-agreement "
+                f"{options.min_agreement:g}); {advice}")
     if not poor:
         return None
     if options.target_bits is not None:
@@ -515,6 +526,7 @@ def _options(opts: dict) -> ConvertOptions:
     values = {k: v for k, v in opts.items() if k in names}
     values["plan"] = read_plan(values.get("plan"))
     values["input_range"] = _parse_range(values.get("input_range"))
+    values["output_kinds"] = parse_output_kinds(values.get("output_kinds") or ())
     shapes = values.get("input_shapes")
     values["input_shapes"] = parse_input_shapes(shapes) if shapes else {}
     return ConvertOptions(**values)

@@ -119,6 +119,12 @@ class ConvertOptions:
     input_shapes: dict[str, Any] = _opt(
         {}, "Shapes of inputs with symbolic dimensions other than the batch, for the synthetic "
         "inputs, e.g. --input-shape input=1x3x224x224.")
+    output_kinds: dict[str, Any] = _opt(
+        {}, "How an output is judged when measuring plans, where its kind is not what its shape "
+        "and final Softmax/Sigmoid say, e.g. --output-kind logits=sequence: class ((batch, "
+        "classes) scores: KL and top-1 agreement), sequence ((batch, time, classes) or (time, "
+        "batch, classes): KL and top-1 agreement per position), dense (maps: relative error and "
+        "agreement of the masks above 0.5) or regression (relative error).")
     fidelity_samples: int = _opt(
         16, "Synthetic inputs the measurements run on (0: measure nothing and use fixed rules). "
         "16 ranked ResNet-18's layers the same across seeds (Spearman 0.99); 8 is faster, 0.97.")
@@ -240,6 +246,12 @@ class ConvertOptions:
             raise OptionsError(f"--input-std must be > 0, got {self.input_std!r}")
         for layer, entry in self.plan.items():
             self.plan_entry(layer, entry)  # raises on a bad entry
+        from dfmpc_onnx.measure.output_kinds import KINDS
+
+        for name, kind in self.output_kinds.items():
+            if kind not in KINDS:
+                raise OptionsError(f"--output-kind {name}={kind}: the kind must be one of "
+                                   f"{', '.join(KINDS)}")
         if self.activations == "int8":
             grids = {self.quantizer} | {e["quantizer"] for e in self.plan.values()
                                         if isinstance(e, dict) and "quantizer" in e}

@@ -44,6 +44,8 @@ class Report:
     ideal_weight_bytes: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Seconds each pass took, in the order they ran (--verbose prints them as they end).
+    pass_seconds: dict[str, float] = field(default_factory=dict)
     # Predicted fidelity of the result, measured on synthetic inputs: score (mean divergence:
     # KL of softmax for class scores, relative MSE otherwise), top1_agreement, samples, inputs,
     # single_class (agreement is uninformative) and centered_error (see fidelity.Fidelity).
@@ -134,13 +136,18 @@ class Report:
                          f"{self.ideal_weight_bytes / mb:.2f} MB at the planned bits (ideal)")
         if self.fidelity:
             lines.append(self.fidelity_line())
+        slow = {k: v for k, v in self.pass_seconds.items() if v >= 0.05}
+        if slow:
+            lines.append("seconds per pass: " + ", ".join(f"{k} {v:.1f}" for k, v in slow.items()))
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
 
 def _fmt_fidelity(f: dict) -> str:
+    kinds = sorted(set(f.get("kinds", {}).values()) - {"class", "regression", "mismatch"})
+    label = f"agreement ({'/'.join(kinds)})" if kinds else "top-1 agreement"
     agree = ("" if f.get("top1_agreement") is None
-             else f"top-1 agreement {100 * f['top1_agreement']:.1f}%, ")
+             else f"{label} {100 * f['top1_agreement']:.1f}%, ")
     if f.get("single_class") and f.get("centered_error") == float("inf"):
         agree += "(uninformative: the float model's outputs do not vary over these inputs), "
     elif f.get("single_class"):

@@ -11,6 +11,7 @@ a hand-built context by setting the facts it requires.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -155,6 +156,7 @@ def run_passes(passes: Sequence[Pass], model: onnx.ModelProto, ctx: Context) -> 
             raise PreconditionError(f"pass '{p.name}' must run before the pass that provides "
                                     f"{', '.join(late)} (it ran after {', '.join(done)})")
         ctx.say(f"pass {p.name}")
+        start = time.perf_counter()
         try:
             p.run(model, ctx)
         except DfmpcError:
@@ -162,6 +164,8 @@ def run_passes(passes: Sequence[Pass], model: onnx.ModelProto, ctx: Context) -> 
         except Exception as exc:  # noqa: BLE001 - re-raised with the pass named
             after = f" (after {', '.join(done)})" if done else ""
             raise PassError(f"pass '{p.name}' failed{after}: {type(exc).__name__}: {exc}") from exc
+        seconds = time.perf_counter() - start
+        ctx.report.pass_seconds[p.name] = ctx.report.pass_seconds.get(p.name, 0.0) + seconds
         ctx.facts.update(getattr(p, "provides", ()))
         done.append(p.name)
     return model

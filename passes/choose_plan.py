@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from dfmpc_onnx.measure.allocate import Candidate, allocate
+from dfmpc_onnx.measure.allocate import Candidate, allocate, recipe
 from dfmpc_onnx.options import AUTO_BUDGETS as LADDER
 from dfmpc_onnx.options import LayerPlan
 
@@ -142,15 +142,6 @@ def _pair_plan(ctx: Context, names: list[str], cands: list[list[Candidate]], low
     return plan
 
 
-def _plan_bytes(ctx: Context, names: list[str], cands: list[list[Candidate]],
-                plan: dict[str, LayerPlan]) -> float:
-    total = 0.0
-    for name, c in zip(names, cands, strict=True):
-        p = plan[name]
-        total += next(x.nbytes for x in c if x.bits == p.bits and x.quantizer == p.quantizer)
-    return total
-
-
 def _check_probe(model: onnx.ModelProto, ctx: Context, m: Measurement):
     """The probe on held-out synthetic inputs (another seed, CHECK_FACTOR times as many) that the
     ladder's acceptance is measured on. Chosen among several plans on the probe's own inputs, a
@@ -165,71 +156,247 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
     o = ctx.options
     names = [n for n in ctx.layers if n in m.candidates]
     cands = [m.candidates[n] for n in names]
-    params = sum(ctx.report.layer(n).params for n in names)
+    sizes = [ctx.report.layer(n).params for n in names]
+    params = sum(sizes)
     budgets = [o.target_bits] if o.target_bits is not None else list(LADDER)
-    chosen, chosen_fid, chosen_budget = None, None, None
     top = o.widest_bits  # 8, or 7 with uint8 activations (options.widest_bits)
     eight = {n: (LayerPlan(top, "maxabs", _best_correction(m.candidates[n], top)) if n in names
                  else p) for n, p in ctx.plan.items()}
-    check = None
-    if o.target_bits is None:
-        ctx.say(f"measuring the 8-bit plan on {CHECK_FACTOR * m.samples} held-out inputs")
-        check = m.check = _check_probe(model, ctx, m)
-    floor = check.measure(m.plan_replacements(eight, ctx)) if check is not None else None
+    space = _Space(ctx, m, names, cands, sizes, top)
+    ctx.say(f"measuring the 8-bit plan on {CHECK_FACTOR * m.samples} held-out inputs")
+    check = m.check = _check_probe(model, ctx, m)
+    floor = check.measure(m.plan_replacements(eight, ctx))
+    judgeable = _judgeable(floor, o.min_agreement)
+    chosen, chosen_fid, chosen_budget = None, None, None
     for bits in budgets:
-        budget = bits * params / 8
-        trials = []
-        for shrink in (1.0, 0.97, 0.94):
-            choice = allocate(cands, budget * shrink)
-            if choice is not None:
-                plan = _to_plan(ctx, names, cands, choice)
-                trials += [plan, {n: LayerPlan(p.bits, p.quantizer, "none") if n in names else p
-                                  for n, p in plan.items()}]
-        for low, high in ((2, top), (4, top)):
-            plan = _pair_plan(ctx, names, cands, low, high)
-            if plan is not None and _plan_bytes(ctx, names, cands, plan) <= budget:
-                trials.append(plan)
-        unique = list({tuple(sorted(p.items())): p for p in trials}.values())
-        if not unique:
-            continue
-        ctx.say(f"measuring {len(unique)} plan(s) at {bits:g} bits")
-        scored = [(_measure(ctx, m, p), p) for p in unique]
-        fid, plan = min(scored, key=lambda t: (t[0].score, -(t[0].top1_agreement or 0)))
-        if check is not None:
-            fid = check.measure(m.plan_replacements(plan, ctx))
-        chosen, chosen_fid, chosen_budget = plan, fid, bits
-        if o.target_bits is not None or _fid_ok(fid, o.min_agreement, floor):
+        if o.target_bits is None and not judgeable:
             break
+        choice = space.best(bits * params / 8, f"{bits:g} bits")
+        if choice is None:
+            continue
+        plan = space.plan(choice)
+        fid = check.measure(m.plan_replacements(plan, ctx))
+        passes = _fid_ok(fid, o.min_agreement, floor)
+        if o.target_bits is not None or passes:
+            # Errors interact: the chosen plan is refined as a whole (layers measured in it).
+            refined = space.refine(choice, bits * params / 8)
+            if refined != choice:
+                better = check.measure(m.plan_replacements(space.plan(refined), ctx))
+                if _rank(better) < _rank(fid) and (passes <= _fid_ok(better, o.min_agreement, floor)):
+                    plan, fid = space.plan(refined), better
+            chosen, chosen_fid, chosen_budget = plan, fid, bits
+            break
+    if o.target_bits is not None and chosen is not None and not _fid_ok(chosen_fid, o.min_agreement, floor):
+        # Written as asked, with a warning that gives the budget that would pass.
+        m.target_missed = True
+        m.passing_bits = _passing_budget(ctx, m, space, check, floor, params, o.target_bits)
+        ctx.report.notes.append(
+            f"--target-bits {o.target_bits:g}: the best plan measured is predicted below the "
+            f"fidelity level ({_figure(chosen_fid)}; the level: {_level(o.min_agreement, floor)}); "
+            + (f"--target-bits {m.passing_bits:g} is predicted to keep it" if m.passing_bits
+               else "no budget below 8 bits is predicted to keep it"))
     if chosen is None or (o.target_bits is None and not _fid_ok(chosen_fid, o.min_agreement, floor)):
-        # No budget of the ladder keeps the predicted fidelity: everything at 8 bits.
+        # No budget of the ladder keeps the predicted fidelity: everything at 8 bits, said so.
         chosen = eight
         chosen_budget = None
         if o.target_bits is not None:
             ctx.report.notes.append(f"--target-bits {o.target_bits:g} is below what the smallest "
                                     f"grids need; every layer at {top} bits instead")
+        elif judgeable:
+            ctx.report.notes.append(
+                f"no budget of {', '.join(f'{b:g}' for b in LADDER)} stored bits kept the "
+                f"predicted fidelity level ({_level(o.min_agreement, floor)}): every measured "
+                f"layer at {top} bits. --target-bits writes a smaller plan regardless")
+        elif not (floor.single_class and not np.isfinite(floor.centered_error or 0.0)):
+            ctx.report.notes.append(
+                f"the {top}-bit plan itself moves the outputs on the synthetic inputs by "
+                f"{_figure(floor)}, so the measurement cannot tell good plans from bad ones: every "
+                f"measured layer at {top} bits. --target-bits writes a smaller plan regardless; "
+                "--input-range/--input-mean/--input-std closer to the real inputs may help")
     ctx.plan.update(chosen)
     ctx.measured |= {n for n in names if ctx.plan[n].correction == "bias"}
     _unpair(ctx)
+    ctx.report.notes.append(f"{space.measured} whole plan(s) measured on the probe's inputs")
     ctx.report.notes.append(
         "automatic plan: bits, grid and correction per layer chosen by measuring the network's "
         f"output divergence on {m.samples} synthetic {m.kind} inputs"
         + (f", budget {chosen_budget:g} stored bits per weight" if chosen_budget else "")
         + ("" if o.target_bits is not None else
-           f" (the fewest of {', '.join(f'{b:g}' for b in LADDER)} whose predicted top-1 "
-           f"agreement on {check.samples if check else 0} other synthetic inputs stays >= "
+           f" (the fewest of {', '.join(f'{b:g}' for b in LADDER)} whose predicted agreement "
+           f"on {check.samples} other synthetic inputs stays >= "
            f"{o.min_agreement:g} or at the 8-bit plan's)"))
-    if floor is not None and floor.single_class and not np.isfinite(floor.centered_error or 0.0):
+    if floor.single_class and not np.isfinite(floor.centered_error or 0.0):
         ctx.report.notes.append(
             "the float model's outputs did not vary over the synthetic inputs (a saturated "
             "softmax?), so no plan could be judged: every measured layer at the widest bits. "
             "--input-mean/--input-std or --input-range closer to its real inputs may help")
-    elif floor is not None and floor.single_class:
+    elif floor.single_class:
         ctx.report.notes.append(
-            "the float model gives every synthetic input the same class, so top-1 agreement "
+            "the float model gives every synthetic input the same class, so agreement "
             "could not tell plans apart: each was judged by the relative error of its outputs' "
             f"input-dependent part, at most {1 - o.min_agreement:g} or the 8-bit plan's "
             f"({floor.centered_error:.2e}). A model that answers one class to noise may need "
             "--input-mean/--input-std or --input-range closer to its real inputs")
+
+
+# An 8-bit plan whose own relative error on the synthetic inputs exceeds this leaves nothing to
+# judge by: outputs that noise drives to where any perturbation is relatively large (a detector's
+# probability map near 0 everywhere).
+UNJUDGEABLE = 0.1
+REFINE_SWAPS = 3  # swaps tried by ``_Space.refine``
+
+
+def _judgeable(floor, min_agreement: float) -> bool:
+    """Whether the 8-bit plan's figure leaves room to tell plans apart (see ``_fid_ok``)."""
+    if floor.top1_agreement is not None and floor.single_class:
+        return floor.centered_error is not None and floor.centered_error <= max(
+            UNJUDGEABLE, 1 - min_agreement)
+    if floor.top1_agreement is not None:
+        return True
+    return floor.score <= max(UNJUDGEABLE, 1 - min_agreement)
+
+
+def _rank(fid) -> tuple[float, float]:
+    return (fid.score, -(fid.top1_agreement or 0))
+
+
+def _figure(fid) -> str:
+    if fid.top1_agreement is not None and fid.single_class and fid.centered_error is not None:
+        return f"error of the input-dependent outputs {fid.centered_error:.2e}"
+    if fid.top1_agreement is not None:
+        return f"agreement {fid.top1_agreement:.3f}, divergence {fid.score:.2e}"
+    return f"divergence {fid.score:.2e}"
+
+
+def _level(min_agreement: float, floor) -> str:
+    if floor.top1_agreement is not None and not floor.single_class:
+        return f"agreement >= {min_agreement:g}"
+    own = floor.centered_error if floor.single_class and floor.centered_error is not None else floor.score
+    return f"error <= {max(1 - min_agreement, own):.2e}"
+
+
+def _passing_budget(ctx: Context, m: Measurement, space: _Space, check, floor, params: int,
+                    target: float) -> float | None:
+    """The smallest budget of the ladder above ``target`` whose best plan keeps the level."""
+    for bits in [b for b in LADDER if b > target]:
+        choice = space.best(bits * params / 8, f"{bits:g} bits (for the warning)")
+        if choice is not None and _fid_ok(check.measure(m.plan_replacements(space.plan(choice), ctx)),
+                                          ctx.options.min_agreement, floor):
+            return bits
+    return None
+
+
+class _Space:
+    """The candidate plans of one measured model as choices (one candidate index per layer):
+    those the allocator, the recipe and the fixed pair plans give at a budget, each measured
+    whole on the probe's inputs; and the refinement of one."""
+
+    def __init__(self, ctx: Context, m: Measurement, names: list[str],
+                 cands: list[list[Candidate]], sizes: list[int], top: int) -> None:
+        self.ctx, self.m, self.names, self.cands, self.sizes, self.top = ctx, m, names, cands, sizes, top
+        self._scores: dict[tuple[int, ...], object] = {}
+
+    def plan(self, choice: list[int]) -> dict[str, LayerPlan]:
+        return _to_plan(self.ctx, self.names, self.cands, choice)
+
+    def nbytes(self, choice: list[int]) -> float:
+        return sum(c[i].nbytes for c, i in zip(self.cands, choice, strict=True))
+
+    @property
+    def measured(self) -> int:
+        return len(self._scores)
+
+    def measure(self, choice: list[int]):
+        key = tuple(choice)
+        if key not in self._scores:
+            self._scores[key] = _measure(self.ctx, self.m, self.plan(choice))
+        return self._scores[key]
+
+    def candidates(self, budget: float) -> list[list[int]]:
+        """The plans measured whole at ``budget``: the allocator's at it and slightly below, each
+        also without any correction, the recipe (``allocate.recipe``), and the pair plans."""
+        out: list[list[int]] = []
+        for shrink in (1.0, 0.97, 0.94):
+            choice = allocate(self.cands, budget * shrink)
+            if choice is not None:
+                out += [choice, self._uncorrected(choice)]
+        choice = recipe(self.cands, self.sizes, budget, 4, self.top)
+        if choice is not None:
+            out.append(choice)
+        for low in (2, 4):
+            plan = _pair_plan(self.ctx, self.names, self.cands, low, self.top)
+            if plan is not None:
+                choice = self._indices(plan)
+                if choice is not None and self.nbytes(choice) <= budget:
+                    out.append(choice)
+        return [list(c) for c in dict.fromkeys(tuple(c) for c in out)]
+
+    def best(self, budget: float, what: str) -> list[int] | None:
+        trials = self.candidates(budget)
+        if not trials:
+            return None
+        self.ctx.say(f"measuring {len(trials)} plan(s) at {what}")
+        return min(trials, key=lambda c: _rank(self.measure(c)))
+
+    def refine(self, choice: list[int], budget: float) -> list[int]:
+        """Coordinate refinement on the assembled plan: measure, in the plan, what raising each
+        low-bit layer to the widest grid saves (interactions included, which the layers measured
+        alone miss); then, for the few whose saving per byte is largest, raise it and pay with
+        the least sensitive (per weight) widest layers moved to 4 bits, keeping the swap if the
+        plan as a whole measures better."""
+        base = self.measure(choice)
+        wide = {li: min((i for i, c in enumerate(cs) if c.bits == self.top),
+                        key=lambda i, cs=cs: cs[i].divergence, default=None)
+                for li, cs in enumerate(self.cands)}
+        low = [li for li, i in enumerate(choice) if self.cands[li][i].bits < self.top
+               and wide[li] is not None]
+        if not low:
+            return choice
+        self.ctx.say(f"refining the plan: {len(low)} low-bit layer(s) measured in it")
+        gain = {}
+        for li in low:
+            trial = list(choice)
+            trial[li] = wide[li]
+            extra = max(1.0, self.cands[li][wide[li]].nbytes - self.cands[li][choice[li]].nbytes)
+            gain[li] = (base.score - self.measure(trial).score) / extra
+        fours = {li: min((i for i, c in enumerate(cs) if c.bits == 4),
+                         key=lambda i, cs=cs: cs[i].divergence, default=None)
+                 for li, cs in enumerate(self.cands)}
+        best = list(choice)
+        for li in sorted(low, key=lambda x: -gain[x])[:REFINE_SWAPS]:
+            if gain[li] <= 0:
+                break
+            trial = list(best)
+            trial[li] = wide[li]
+            spare = sorted((x for x in range(len(trial)) if x != li and fours[x] is not None
+                            and self.cands[x][trial[x]].bits == self.top),
+                           key=lambda x: self.cands[x][fours[x]].divergence / max(1, self.sizes[x]))
+            for x in spare:
+                if self.nbytes(trial) <= budget:
+                    break
+                trial[x] = fours[x]
+            if self.nbytes(trial) <= budget and _rank(self.measure(trial)) < _rank(self.measure(best)):
+                best = trial
+        return best
+
+    def _uncorrected(self, choice: list[int]) -> list[int]:
+        out = []
+        for cs, i in zip(self.cands, choice, strict=True):
+            c = cs[i]
+            out.append(next((j for j, x in enumerate(cs) if x.bits == c.bits
+                             and x.quantizer == c.quantizer and x.correction == "none"), i))
+        return out
+
+    def _indices(self, plan: dict[str, LayerPlan]) -> list[int] | None:
+        out = []
+        for name, cs in zip(self.names, self.cands, strict=True):
+            p = plan[name]
+            i = next((j for j, x in enumerate(cs) if (x.bits, x.quantizer, x.correction)
+                      == (p.bits, p.quantizer, p.correction)), None)
+            if i is None:
+                return None
+            out.append(i)
+        return out
 
 
 def _best_correction(cands: list[Candidate], bits: int) -> str:

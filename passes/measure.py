@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from dfmpc_onnx.errors import first_line
+from dfmpc_onnx.errors import OptionsError, first_line
 from dfmpc_onnx.measure.allocate import Candidate
 from dfmpc_onnx.measure.fidelity import FidelityProbe
 from dfmpc_onnx.model.graph import GraphIndex, tensor_bytes
@@ -62,9 +62,16 @@ class Measurement:
     inputs: dict[str, LayerInput]
     kind: str
     samples: int
+    # Counts for the report: single-layer trials run, candidates estimated instead.
+    trials: int = 0
+    estimated: int = 0
     # Other synthetic inputs, more of them, that choose-plan checks its choice on (and whose
     # figure the report gives): a plan chosen on the probe's inputs looks better there than it is.
     check: object | None = None  # dfmpc_onnx.measure.fidelity.FidelityProbe
+    # An explicit --target-bits whose plan is predicted below the level: the smallest budget of
+    # the ladder predicted to keep it (None: none below 8 bits), for the warning.
+    passing_bits: float | None = None
+    target_missed: bool = False
 
     def replacement(self, name: str, choice: LayerPlan, ctx: Context) -> dict[str, np.ndarray]:
         """Weight (and bias) arrays of layer ``name`` quantized as ``choice``."""
@@ -194,6 +201,10 @@ class MeasureLayers:
             (o.method == "auto" and n not in ctx.fixed) or ctx.plan[n].correction == "auto")]
         if not todo or o.fidelity_samples == 0:
             return False
+        unknown = sorted(set(o.output_kinds) - {out.name for out in model.graph.output})
+        if unknown:
+            raise OptionsError(f"--output-kind {unknown[0]}: the model has no output of that name "
+                               f"(its outputs: {', '.join(out.name for out in model.graph.output)})")
         need, free = probe_memory(model, ctx.store is not None), available_memory()
         if free is not None and need > free:
             what = "ONNX Runtime's copy of the weights, the largest layer three times"
@@ -225,6 +236,10 @@ class MeasureLayers:
                                     "rules were used instead of measurements")
             return False
         ctx.measurement = measurement
+        ctx.report.notes.append(
+            f"measured {measurement.trials} single-layer trial(s); {measurement.estimated} "
+            "candidate(s) (the widest grid, and 2 bits where the 4-bit trial already predicts "
+            f"more than {RULE_OUT:g}) estimated from the 4-bit trial by weight error, untried")
         return False
 
 
@@ -284,7 +299,7 @@ def _build(model: onnx.ModelProto, ctx: Context) -> Measurement:
         layer, _ = as_linear_layer(nodes[name], index)
         names += [layer.weight] + ([layer.bias] if layer.bias else [])
     ctx.say("measuring: float run on synthetic inputs")
-    probe = FidelityProbe(model, names, inputs, store=ctx.store)
+    probe = FidelityProbe(model, names, inputs, store=ctx.store, kinds=o.output_kinds)
     return Measurement(probe, {}, {}, layer_inputs(model.graph, ctx), o.synthetic,
                        o.fidelity_samples)
 
@@ -306,20 +321,60 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
     else:
         w = m.probe.weight(layer.weight)
     choices = _candidate_choices(ctx, name, layer, w)
+    estimate = ctx.options.method == "auto" and name not in ctx.fixed and len(choices) > 2
+    errors = _maxabs_errors(ctx, layer, w, {b for b, _ in choices}) if estimate else {}
     del w  # a large float weight is not kept while the candidates run
-    for bits, grid in choices:
+    # Trials the first-order estimate makes unnecessary (issue 20): a layer's divergence grows
+    # with its weight error energy (quadratically in the perturbation, so the 4-bit trial scaled
+    # by the error ratio predicts the widest grid, where the perturbation is smallest, and
+    # under-predicts the 2-bit one). The widest grid is estimated, never tried alone; the 2-bit
+    # candidates are not tried where even the under-prediction is beyond RULE_OUT.
+    four = min((b for b, _ in choices if b > 2), default=None) if estimate else None
+    order = sorted(choices, key=lambda c: (c[0] != four, c[0], c[1] != "maxabs"))  # 4 bits first
+    ruled: set[int] = set()
+    for bits, grid in order:
+        if four is not None and bits != four and grid == "maxabs" and errors.get(four):
+            base = next(c for c in cands if c.bits == four and c.quantizer == "maxabs")
+            predicted = base.divergence * errors[bits] / errors[four]
+            if bits > four or predicted > RULE_OUT:
+                # Kept with the estimate (a budget may need it to fit), never tried alone.
+                ruled.add(bits)
+                nbytes = layer_replacement(layer, LayerPlan(bits, grid, "none"), ctx, inp, m.probe)[1]
+                cands.append(Candidate(bits, grid, "none", nbytes, predicted))
+                m.estimated += 1
+                continue
+        if bits in ruled:
+            continue  # its maxabs twin was ruled out: this grid is not tried either
         arrays, nbytes = layer_replacement(layer, LayerPlan(bits, grid, "none"), ctx, inp, m.probe)
         cands.append(Candidate(bits, grid, "none", nbytes, m.probe.measure(arrays).score))
+        m.trials += 1
         del arrays  # before the next candidate is made: a large layer's candidate is its size
     if can_correct:
         for bits in sorted({c.bits for c in cands}):
-            if bits >= ctx.options.widest_bits:
+            if bits >= ctx.options.widest_bits or bits in ruled:
                 continue  # the widest grid's rounding leaves nothing worth correcting
             best = min((c for c in cands if c.bits == bits), key=lambda c: c.divergence)
             choice = LayerPlan(bits, best.quantizer, "bias")
             fid = m.probe.measure(m.replacement(name, choice, ctx))
+            m.trials += 1
             cands.append(Candidate(bits, best.quantizer, "bias", best.nbytes, fid.score))
     return cands
+
+
+# A layer whose 2-bit divergence alone is predicted above this (an under-prediction, see
+# ``_measure_layer``) is not tried at 2 bits: no plan that keeps a fidelity level takes it, and
+# the estimate is kept for budgets that cannot be met without it.
+RULE_OUT = 0.05
+
+
+def _maxabs_errors(ctx: Context, layer: LinearLayer, w, bits: set[int]) -> dict[int, float]:
+    """Squared weight error of max-abs rounding at each of ``bits``: cheap, no network run."""
+    per_channel = ctx.options.granularity == "channel"
+    out = {}
+    for b in bits:
+        out[b] = quantize_layer(layer, w, LayerPlan(b, "maxabs", "none"), per_channel).squared_error(w)
+        give_back()
+    return out
 
 
 class MeasurePlan:
@@ -357,7 +412,8 @@ class MeasurePlan:
                 samples = o.fidelity_samples or m.samples
                 inputs = make_inputs(model, ctx, n=samples, seed=o.seed + 1)
                 check = (m.probe.on_inputs(inputs) if m is not None else
-                         FidelityProbe(model, list(repl), inputs, store=ctx.store, cache_segments=False))
+                         FidelityProbe(model, list(repl), inputs, store=ctx.store, cache_segments=False,
+                                       kinds=o.output_kinds))
             fid, samples = check.measure(repl), check.samples
             ctx.reference = check.runs()
             kind = o.synthetic + ", held out"
@@ -370,6 +426,9 @@ class MeasurePlan:
             ctx.measurement = None
         ctx.report.fidelity = {"score": fid.score, "top1_agreement": fid.top1_agreement,
                                "metric": sorted(set(fid.metric.values())), "samples": samples,
+                               "kinds": dict(fid.kinds),
+                               "target_missed": m is not None and m.target_missed,
+                               "passing_bits": None if m is None else m.passing_bits,
                                "inputs": kind, "single_class": fid.single_class,
                                "centered_error": fid.centered_error}
         return False

@@ -49,3 +49,43 @@ def test_a_budget_below_the_smallest_plan_is_refused_and_a_large_one_takes_the_b
     choice = allocate(layers, 1e12)
     assert all(layers[i][c].divergence == min(x.divergence for x in layers[i])
                for i, c in enumerate(choice))
+
+
+def _recipe_layers(rng, n=6):
+    layers, sizes = [], []
+    for _ in range(n):
+        params = int(rng.integers(10, 1000))
+        sizes.append(params)
+        cands = [Candidate(2, "maxabs", "none", params * 2 / 8, float(rng.random())),
+                 Candidate(4, "maxabs", "none", params * 4 / 8, float(rng.random() * 0.1)),
+                 Candidate(4, "block32", "none", params * 4.5 / 8, float(rng.random() * 0.1)),
+                 Candidate(8, "maxabs", "none", params, float(rng.random() * 1e-3))]
+        layers.append(cands)
+    return layers, sizes
+
+
+def test_recipe_moves_the_least_sensitive_per_weight_to_4_bits_until_the_budget_fits():
+    from dfmpc_onnx.measure.allocate import recipe
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        layers, sizes = _recipe_layers(rng)
+        full = sum(c[3].nbytes for c in layers)
+        budget = full * (0.55 + 0.45 * rng.random())
+        choice = recipe(layers, sizes, budget)
+        assert choice is not None
+        assert sum(layers[i][c].nbytes for i, c in enumerate(choice)) <= budget + 1e-9
+        # By hand: the best 4-bit candidate of each layer, layers ranked by its divergence per
+        # weight, moved in that order while the plan is over the budget.
+        best4 = [min((1, 2), key=lambda j, c=c: c[j].divergence) for c in layers]
+        order = sorted(range(len(layers)), key=lambda i: layers[i][best4[i]].divergence / sizes[i])
+        expect, used = [3] * len(layers), full
+        for i in order:
+            if used <= budget:
+                break
+            expect[i] = best4[i]
+            used -= layers[i][3].nbytes - layers[i][best4[i]].nbytes
+        assert choice == expect
+        assert all(layers[i][c].bits in (4, 8) for i, c in enumerate(choice))  # never 2 bits
+    layers, sizes = _recipe_layers(rng)
+    assert recipe(layers, sizes, 0.1 * sum(c[3].nbytes for c in layers)) is None  # unreachable

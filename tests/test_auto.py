@@ -19,7 +19,7 @@ def test_target_bits_is_never_exceeded_and_more_bits_do_not_lose(target, x8):
     q, rep = convert(model, ConvertOptions(target_bits=target))
     assert_valid(q)
     assert rep.stored_bits <= target + 1e-9
-    assert rep.fidelity and rep.fidelity["samples"] == 16
+    assert rep.fidelity and rep.fidelity["samples"] == 64  # held out: 4 x 16
     assert all(e.sensitivity for e in rep.layers)  # each layer's measured curve is reported
 
 
@@ -83,7 +83,7 @@ def test_cli_target_bits_input_shape_and_poor_fidelity_warning(tmp_path):
                              "--target-bits", "4", "--input-shape", "input=1x3x8x8", "--json"])
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
-    assert rep["stored_bits"] <= 4 and rep["fidelity"]["samples"] == 16
+    assert rep["stored_bits"] <= 4 and rep["fidelity"]["samples"] == 64
     r = runner.invoke(main, ["convert", str(src), "-o", str(tmp_path / "b.onnx"), "-q",
                              "--low-bits", "2", "--high-bits", "2", "--correction", "none"])
     assert r.exit_code == 0
@@ -179,3 +179,64 @@ def test_outputs_that_do_not_vary_keep_every_layer_at_the_widest_bits():
     assert rep.fidelity["single_class"] and rep.fidelity["centered_error"] == float("inf")
     assert all(e.bits == 8 for e in rep.layers if e.bits)
     assert any("did not vary over the synthetic inputs" in n for n in rep.notes)
+
+
+def test_the_recipe_is_among_the_candidate_plans():
+    from dfmpc_onnx.passes.base import Context
+    from dfmpc_onnx.passes.choose_plan import _Space
+
+    from dfmpc_onnx.measure.allocate import Candidate, recipe
+    from dfmpc_onnx.options import LayerPlan
+
+    names = ["a", "b", "c"]
+    sizes = [100, 400, 100]
+    # Layer b is cheap per weight at 2 bits alone (the knapsack takes it), never at 4 in the
+    # recipe's order: the two plans differ, and both are measured.
+    cands = [[Candidate(2, "maxabs", "none", s / 4, d2), Candidate(4, "block32", "none", s / 2 + 4, d4),
+              Candidate(8, "maxabs", "none", s, 1e-4)]
+             for s, d2, d4 in zip(sizes, (0.5, 0.01, 0.5), (0.001, 0.02, 0.002), strict=True)]
+    ctx = Context(options=ConvertOptions())
+    ctx.plan = {n: LayerPlan(8, "maxabs", "none") for n in names}
+    space = _Space(ctx, None, names, cands, sizes, 8)
+    budget = 0.85 * sum(sizes)  # a and c at 4 bits fit (508 bytes), b stays at 8
+    expect = recipe(cands, sizes, budget)
+    trials = space.candidates(budget)
+    assert expect in trials and expect == [1, 2, 1]
+    assert any(t != expect for t in trials)  # the knapsack's plan is there too
+
+
+def test_the_default_writes_8_bits_and_says_so_when_no_budget_keeps_the_level():
+    model = conv_net(seed=3, c=16, bn=True)
+    # Relative error judged, at most the 8-bit plan's own: no smaller plan can keep that.
+    opts = ConvertOptions(min_agreement=1.0, output_kinds={"logits": "regression"})
+    _, rep = convert(model, opts)
+    assert all(e.bits == 8 for e in rep.layers if e.bits)
+    assert any("no budget of" in n and "8 bits" in n for n in rep.notes)
+    assert rep.fidelity["kinds"] == {"logits": "regression"}
+
+
+def test_an_explicit_budget_that_misses_the_level_is_written_with_an_honest_warning(tmp_path):
+    import onnx
+
+    src = tmp_path / "m.onnx"
+    onnx.save(conv_net(seed=3, c=16, bn=True), src)
+    r = CliRunner().invoke(main, ["convert", str(src), "-o", str(tmp_path / "o.onnx"),
+                                  "--target-bits", "4", "--min-agreement", "1",
+                                  "--output-kind", "logits=regression", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["stored_bits"] <= 4 and rep["fidelity"]["target_missed"]
+    assert rep["fidelity"]["passing_bits"] is None
+    assert "predicted below the fidelity level" in r.stderr and "divergence" in r.stderr
+    assert "no budget below 8 bits" in r.stderr and "--method auto" not in r.stderr
+
+
+def test_an_8_bit_plan_that_moves_the_outputs_far_leaves_nothing_to_judge():
+    from dfmpc_onnx.passes.choose_plan import _fid_ok, _judgeable
+
+    from dfmpc_onnx.measure.fidelity import Fidelity
+
+    near_zero_map = Fidelity({"m": 0.8}, {"m": "rel_mse"}, 0.8, None)
+    assert not _judgeable(near_zero_map, 0.99)
+    assert _fid_ok(near_zero_map, 0.99, near_zero_map)  # as bad as 8 bits would pass, so the
+    assert _judgeable(Fidelity({"m": 1e-4}, {"m": "rel_mse"}, 1e-4, None), 0.99)  # guard decides

@@ -384,7 +384,8 @@ def test_help_fits_a_screen_in_groups_and_help_all_has_everything() -> None:
         assert group in text
     full = CliRunner().invoke(main, ["convert", "--help-all"]).output
     for f in fields(ConvertOptions):
-        flag = "--input-shape" if f.name == "input_shapes" else "--" + f.name.replace("_", "-")
+        flag = {"input_shapes": "--input-shape", "output_kinds": "--output-kind"}.get(
+            f.name, "--" + f.name.replace("_", "-"))
         assert flag in full, flag
     assert "Grids and corrections:" in full and "--lambda1" not in text
     top = CliRunner().invoke(main, ["--help"]).output

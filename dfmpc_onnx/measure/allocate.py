@@ -76,3 +76,34 @@ def _fill(layers: Sequence[Sequence[Candidate]], choice: list[int], budget: floa
         li, ci = best
         used += layers[li][ci].nbytes - layers[li][choice[li]].nbytes
         choice[li] = ci
+
+
+def recipe(layers: Sequence[Sequence[Candidate]], params: Sequence[int], budget: float,
+           low: int = 4, high: int = 8) -> list[int] | None:
+    """The plain recipe (issue 19): rank layers by their measured divergence at ``low`` bits per
+    weight, move the least sensitive to ``low`` bits (each with its best measured grid and
+    correction there) until the plan fits ``budget``, keep the rest at ``high`` (their best
+    measured candidate there). It has no 2-bit layer and no layer whose low-bit damage is large
+    per byte saved, which the knapsack (``allocate``), trusting that divergences add, can pick.
+    None if the budget is not reached with every layer that has a ``low`` candidate moved, or a
+    layer has no ``high`` candidate."""
+    best_low, best_high = [], []
+    for cands in layers:
+        lows = [i for i, c in enumerate(cands) if c.bits == low]
+        highs = [i for i, c in enumerate(cands) if c.bits == high]
+        if not highs:
+            return None
+        best_low.append(min(lows, key=lambda i, c=cands: (c[i].divergence, c[i].nbytes)) if lows else None)
+        best_high.append(min(highs, key=lambda i, c=cands: (c[i].divergence, c[i].nbytes)))
+    choice = list(best_high)
+    used = sum(c[i].nbytes for c, i in zip(layers, choice, strict=True))
+    order = sorted((li for li, i in enumerate(best_low) if i is not None),
+                   key=lambda li: (layers[li][best_low[li]].divergence / max(1, params[li]), li))
+    for li in order:
+        if used <= budget:
+            break
+        saved = layers[li][choice[li]].nbytes - layers[li][best_low[li]].nbytes
+        if saved > 0:
+            choice[li] = best_low[li]
+            used -= saved
+    return choice if used <= budget else None

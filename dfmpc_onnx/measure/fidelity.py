@@ -18,17 +18,16 @@ for every layer, which grows with the square of the depth. Segments are built on
 most two sessions each, and the same path serves a trial that replaces many weights at once (a
 joint plan).
 
-Divergence per output, float outputs ``a`` (reference) and candidate outputs ``b``:
-
-- classifier-like outputs (rank 2, ``(batch, classes)`` with classes > 1, float): the mean over
-  samples of KL(softmax(a) || softmax(b)), in nats. When ``a`` already holds probabilities (rows
-  non-negative, summing to 1), KL(a || b) of the rows themselves (``b`` clipped at 1e-12).
-- other float outputs: relative MSE ``||a - b||^2 / ||a||^2`` over the whole output.
-- integer or boolean outputs: the fraction of elements that differ.
+Divergence per output, float outputs ``a`` (reference) and candidate outputs ``b``, by the
+output's kind (``output_kinds``: class scores, sequence scores, dense maps, regression): KL of
+the softmax (or of the probabilities) per sample for class scores and per position for
+sequences, relative MSE ``||a - b||^2 / ||a||^2`` for dense maps and regression heads, the
+fraction of differing elements for integer outputs.
 
 ``score`` is the mean of the per-output divergences: for the usual single-output classifier it is
-the KL itself. ``top1_agreement`` is the fraction of samples whose argmax matches the float model's,
-averaged over classifier-like outputs (None when there is none). A trial whose candidates are equal
+the KL itself. ``top1_agreement`` is the agreement averaged over the outputs that have one: top-1
+per sample (class scores), per position outside the most frequent class (sequences), thresholded
+masks (dense maps); None when no output has one. A trial whose candidates are equal
 to the float weights is answered from the reference without running, so float weights give exactly
 0; any other trial is compared with the reference from the plain float session. Forcing the float
 weights through the trial sessions reproduces that reference (``benchmarks/fidelity_speed.py``
@@ -50,6 +49,14 @@ import onnxruntime as ort
 from onnx import helper
 
 from dfmpc_onnx.errors import UnsupportedModelError
+from dfmpc_onnx.measure.output_kinds import (
+    activation_hints,
+    infer_kind,
+    judge,
+    kinds_of,
+    kl_divergence,
+    sums_to_one,
+)
 from dfmpc_onnx.measure.synthetic import fixed_batch, model_inputs
 from dfmpc_onnx.model.graph import LARGE_TENSOR_BYTES, GraphIndex, _subgraph_outer_inputs, tensor_bytes
 from dfmpc_onnx.model.heap import give_back
@@ -90,6 +97,7 @@ class Fidelity:
     # Over classifier-like outputs, the largest relative error of the outputs' input-dependent
     # part: ||(b - mean b) - (a - mean a)||^2 / ||a - mean a||^2, means over samples.
     centered_error: float | None = None
+    kinds: dict[str, str] = field(default_factory=dict, compare=False)  # per output (output_kinds)
 
 
 @dataclass
@@ -124,7 +132,8 @@ class FidelityProbe:
     ``store``: the conversion's weight store when the model holds its stubs; sessions then map
     the weights from its file, and large cached activations go to its folder.
     ``cache_segments`` False: only the inputs are cached and every trial runs the whole model (a
-    probe for a few whole-plan trials).
+    probe for a few whole-plan trials). ``kinds``: output name -> kind (``output_kinds.KINDS``)
+    for outputs whose kind is not to be inferred.
 
     Memory, on a model whose weights outgrow the machine (benchmarks/memory.py): float weights are
     read when asked for and only the last few kept (``WEIGHT_CACHE_BYTES``); cached activations
@@ -135,7 +144,7 @@ class FidelityProbe:
 
     def __init__(self, model: onnx.ModelProto, weights: Sequence[str], inputs: Mapping[str, np.ndarray],
                  threads: int = 2, max_segments: int = 32, store: WeightStore | None = None,
-                 cache_segments: bool = True) -> None:
+                 cache_segments: bool = True, kinds: Mapping[str, str] | None = None) -> None:
         self.threads = threads
         self.weights = list(dict.fromkeys(weights))
         self._probed = set(self.weights)
@@ -158,6 +167,9 @@ class FidelityProbe:
         self._first = {w: min(i for i, seg in enumerate(self._segments) if w in seg.weights)
                        for w in self.weights if any(w in seg.weights for seg in self._segments)}
         self._prepare(inputs, anywhere=cache_segments)
+        # How each output is judged (output_kinds): named in ``kinds``, else inferred once from
+        # the float outputs and the operator making them; probes on other inputs keep these.
+        self.kinds = kinds_of(self._outputs, self._cache[0], activation_hints(self._model), kinds or {})
 
     def _prepare(self, inputs: Mapping[str, np.ndarray], anywhere: bool) -> None:
         """Run the float model on ``inputs`` through the segments, keeping what trials read:
@@ -229,7 +241,7 @@ class FidelityProbe:
                 changed[name] = value
         self._forget_large()  # the trial needs the candidates, not the float copies
         outputs = self._trial(changed) if changed else self._cache
-        fid = compare(self._cache, outputs, self._outputs)
+        fid = compare(self._cache, outputs, self._outputs, self.kinds)
         del outputs, changed
         give_back()
         return fid
@@ -462,53 +474,37 @@ def _per_sample_bytes(vi: onnx.ValueInfoProto) -> int:
 
 
 def compare(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[Mapping[str, np.ndarray]],
-            outputs: Iterable[str]) -> Fidelity:
-    """Divergence of ``candidate`` from ``reference``, both given as runs (batches) of outputs."""
+            outputs: Iterable[str], kinds: Mapping[str, str] | None = None) -> Fidelity:
+    """Divergence of ``candidate`` from ``reference``, both given as runs (batches) of outputs,
+    each output judged by its kind (``dfmpc_onnx.measure.output_kinds``): ``kinds`` names some or all,
+    the rest are inferred from their shape."""
+    outputs = list(outputs)
+    first = {name: squeeze_trailing(np.asarray(reference[0][name])) for name in outputs} if reference else {}
+    kinds = kinds_of(outputs, first, {}, kinds or {}) if reference else {}
     divergence: dict[str, float] = {}
     metric: dict[str, str] = {}
-    top1: list[float] = []
+    agreement: list[float] = []
     agrees: np.ndarray | None = None
     single: list[bool] = []
     centered: list[float] = []
     for name in outputs:
         a = [squeeze_trailing(np.asarray(r[name])) for r in reference]
         b = [squeeze_trailing(np.asarray(c[name])) for c in candidate]
-        kind = output_metric(a[0])
-        metric[name] = kind
-        if kind in ("kl", "kl-prob"):
-            a_all, b_all = np.concatenate(a, axis=0), np.concatenate(b, axis=0)
-            divergence[name] = kl_divergence(a_all, b_all, probabilities=kind == "kl-prob")
-            same = np.argmax(a_all, axis=1) == np.argmax(b_all, axis=1)
-            top1.append(float(np.mean(same)))
-            agrees = same if agrees is None else agrees & same
-            single.append(len(np.unique(np.argmax(a_all, axis=1))) == 1)
-            centered.append(_centered_error(a_all, b_all))
-        elif kind == "rel_mse":
-            err = sum(_sumsq(x.astype(np.float64) - y.astype(np.float64)) for x, y in zip(a, b, strict=True))
-            norm = sum(_sumsq(x.astype(np.float64)) for x in a)
-            if not np.isfinite(err):  # a candidate that overflows is as far as it gets
-                err = float("inf")
-            divergence[name] = float(err / norm) if norm > 0 else float(err)
-        else:
-            diff = sum(int(np.count_nonzero(x != y)) for x, y in zip(a, b, strict=True))
-            divergence[name] = diff / max(1, sum(x.size for x in a))
+        j = judge(kinds[name], a, b)
+        divergence[name], metric[name] = j.divergence, j.metric
+        if j.agreement is not None:
+            agreement.append(j.agreement)
+            single.append(j.single)
+            if j.centered_error is not None:
+                centered.append(j.centered_error)
+            if j.agrees is not None:
+                agrees = j.agrees if agrees is None else (
+                    agrees & j.agrees if agrees.shape == j.agrees.shape else agrees)
     values = list(divergence.values())
     score = float(np.mean(values)) if values else 0.0
-    return Fidelity(divergence, metric, score, float(np.mean(top1)) if top1 else None, agrees,
-                    bool(single) and all(single), max(centered) if centered else None)
-
-
-def _centered_error(a: np.ndarray, b: np.ndarray) -> float:
-    """Relative squared error of the input-dependent part of ``b`` (rows: samples): each column's
-    mean over the samples removed from both. Infinite when ``b`` is not finite, and when ``a``
-    does not vary at all (a saturated softmax): nothing can then be judged."""
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    with np.errstate(all="ignore"):  # outputs of inf (a weight of inf): the error is inf
-        a_c, b_c = a64 - a64.mean(axis=0), b64 - b64.mean(axis=0)
-        err, norm = _sumsq(b_c - a_c), _sumsq(a_c)
-    if not (np.isfinite(err) and np.isfinite(norm)):
-        return float("inf")
-    return float(err / norm) if norm > 0 else float("inf")
+    return Fidelity(divergence, metric, score, float(np.mean(agreement)) if agreement else None,
+                    agrees, bool(single) and all(single), max(centered) if centered else None,
+                    kinds)
 
 
 def squeeze_trailing(a: np.ndarray) -> np.ndarray:
@@ -520,45 +516,14 @@ def squeeze_trailing(a: np.ndarray) -> np.ndarray:
 
 
 def output_metric(a: np.ndarray) -> str:
-    """Which divergence an output gets (module docstring): kl, kl-prob, rel_mse or mismatch."""
-    if not np.issubdtype(a.dtype, np.floating):
-        return "mismatch"
-    if a.ndim == 2 and a.shape[1] > 1:
-        a64 = a.astype(np.float64)
-        if np.all(a64 >= 0) and np.allclose(a64.sum(axis=1), 1.0, atol=1e-3):
-            return "kl-prob"
-        return "kl"
-    return "rel_mse"
-
-
-def kl_divergence(a: np.ndarray, b: np.ndarray, probabilities: bool = False) -> float:
-    """Mean over rows of KL(P || Q): P, Q the softmax of the rows of ``a``, ``b`` (or the rows
-    themselves when ``probabilities``). Infinite when ``b`` is not finite."""
-    b64 = b.astype(np.float64)
-    if not np.all(np.isfinite(b64)):
-        return float("inf")
-    if probabilities:
-        p = a.astype(np.float64)
-        p = p / p.sum(axis=1, keepdims=True)
-        q = np.clip(b64, 1e-12, None)
-        log_q = np.log(q / q.sum(axis=1, keepdims=True))
-        log_p = np.log(np.where(p > 0, p, 1.0))
-    else:
-        log_p = _log_softmax(a.astype(np.float64))
-        log_q = _log_softmax(b64)
-        p = np.exp(log_p)
-    kl = np.sum(p * (log_p - log_q), axis=1)
-    return float(max(0.0, np.mean(kl)))
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
-
-
-def _sumsq(x: np.ndarray) -> float:
-    x = x.ravel()
-    return float(np.dot(x, x))
+    """Which divergence an output with float value ``a`` gets by shape alone: kl, kl-prob,
+    rel_mse or mismatch (``output_kinds.judge``)."""
+    kind = infer_kind(a)
+    if kind in ("class", "sequence"):
+        classes = a.shape[-1]
+        rows = a.reshape(-1, classes) if kind == "sequence" else a
+        return "kl-prob" if sums_to_one(rows, 1) else "kl"
+    return "mismatch" if kind == "mismatch" else "rel_mse"
 
 
 # -- model plumbing -------------------------------------------------------------------------------
