@@ -194,6 +194,9 @@ class ConvertOptions:
             raise OptionsError(f"--min-agreement must be in (0, 1], got {self.min_agreement!r}")
         if not isinstance(self.fidelity_samples, int) or self.fidelity_samples < 0:
             raise OptionsError(f"--fidelity-samples must be >= 0, got {self.fidelity_samples!r}")
+        if self.target_bits is not None and self.fidelity_samples == 0:
+            raise OptionsError("--target-bits plans by measuring, and --fidelity-samples 0 turns "
+                               "measuring off: drop one of them")
         object.__setattr__(self, "low_bits", 2 if self.low_bits is None else self.low_bits)
         object.__setattr__(self, "high_bits", 8 if self.high_bits is None else self.high_bits)
         for name in ("low_bits", "high_bits"):

@@ -12,14 +12,17 @@ user says the model expects (``mean``/``std`` or ``value_range``):
   get plain Gaussian noise (there is nothing to smooth).
 - ``mixed``: ``n`` split among the three kinds above, in that order.
 
-Integer and boolean inputs get 0/1 values (masks, token ids that exist in any vocabulary); float16
-inputs stay float16. Which kind ranks layer sensitivity closest to real data is measured by
+Integer inputs are drawn uniformly in the range the graph allows (``integer_ranges``): token ids
+read by a Gather below its table's size, uint8/int8 inputs (images cast to float inside the
+graph) over their whole type, other integers and booleans 0/1 (masks); float16 inputs stay
+float16. Which kind ranks layer sensitivity closest to real data is measured by
 ``benchmarks/sensitivity_truth.py``; no kind is assumed better.
 
 Batch rule: the batch is axis 0. A symbolic axis 0 becomes ``n``. A fixed axis 0 of size ``b``
 (exports with batch 1 baked in) gives ``ceil(n / b) * b`` rows: ``n`` samples stacked, which the
 probe runs ``b`` rows at a time. Every other symbolic dimension must be given in ``shapes``
-(``--input-shape`` on the command line); ``shapes`` gives the shape of one model run.
+(``--input-shape`` on the command line); ``shapes`` gives the shape of one model run. The
+converter fills in the ones the user leaves out by the rules of ``input_spec.resolve_shapes``.
 """
 
 from __future__ import annotations
@@ -61,12 +64,12 @@ def resolve_shape(vi: onnx.ValueInfoProto, n: int,
         if not run or any(d <= 0 for d in run):
             raise OptionsError(f"--input-shape {vi.name}: every dimension must be a positive integer, "
                                f"got {run}")
-        declared = _declared(vi)
+        declared = declared_dims(vi)
         if declared is not None and len(declared) != len(run):
             raise OptionsError(f"--input-shape {vi.name}: the model declares rank {len(declared)}, "
                                f"got {len(run)} dimensions")
         return _stack(run, n)
-    declared = _declared(vi)
+    declared = declared_dims(vi)
     if declared is None:
         raise OptionsError(f"input '{vi.name}' has no declared shape; give it with --input-shape "
                            f"{vi.name}=D0,D1,... (shapes={{'{vi.name}': (...)}} in the API)")
@@ -121,6 +124,7 @@ def synthetic_inputs(model: onnx.ModelProto, n: int = 16, kind: str = "gaussian"
     elif not std > 0:
         raise OptionsError(f"--input-std must be positive, got {std}")
     out: dict[str, np.ndarray] = {}
+    ints = integer_ranges(model)
     for index, vi in enumerate(model_inputs(model)):
         if not vi.type.HasField("tensor_type"):
             raise OptionsError(f"input '{vi.name}' is not a tensor (sequence/map inputs are not "
@@ -129,12 +133,53 @@ def synthetic_inputs(model: onnx.ModelProto, n: int = 16, kind: str = "gaussian"
         dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
         rng = np.random.default_rng([seed, index])
         if dtype == np.bool_ or np.issubdtype(dtype, np.integer):
-            out[vi.name] = rng.integers(0, 2, size=shape).astype(dtype)
+            lo, hi = ints.get(vi.name, (0, 2))
+            out[vi.name] = rng.integers(lo, hi, size=shape).astype(dtype)
             continue
         if not np.issubdtype(dtype, np.floating):
             raise OptionsError(f"input '{vi.name}' has element type {dtype}, which synthetic inputs "
                                "cannot generate")
         out[vi.name] = _floats(rng, shape, kind, mean, std, value_range).astype(dtype)
+    return out
+
+
+_PASS_ON = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity"}
+_TYPE_RANGE = {np.dtype(np.uint8): (0, 256), np.dtype(np.int8): (-128, 128)}
+
+
+def integer_ranges(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
+    """[low, high) of the draws for each integer input: below the row count of every Gather table
+    it indexes (directly or through Cast/Reshape-like nodes), else the whole range of uint8/int8,
+    else 0/1."""
+    inits = {t.name: t for t in model.graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    out: dict[str, tuple[int, int]] = {}
+    for vi in model_inputs(model):
+        if not vi.type.HasField("tensor_type"):
+            continue
+        dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        if not np.issubdtype(dtype, np.integer):
+            continue
+        tables: list[int] = []
+        todo, seen = [vi.name], set()
+        while todo:
+            t = todo.pop()
+            seen.add(t)
+            for node in readers.get(t, []):
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == t \
+                        and node.input[0] in inits:
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    dims = inits[node.input[0]].dims
+                    tables.append(int(dims[axis if axis >= 0 else axis + len(dims)]))
+                elif node.op_type in _PASS_ON and node.input[0] == t:
+                    todo += [o for o in node.output[:1] if o not in seen]
+        if tables and min(tables) > 0:
+            out[vi.name] = (0, min(tables))
+        elif np.dtype(dtype) in _TYPE_RANGE:
+            out[vi.name] = _TYPE_RANGE[np.dtype(dtype)]
     return out
 
 
@@ -200,7 +245,7 @@ def _pink(z: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return np.fft.ifftn(spec * gain, axes=axes).real
 
 
-def _declared(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
+def declared_dims(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
     t = vi.type.tensor_type
     if not t.HasField("shape"):
         return None

@@ -20,13 +20,14 @@ from .normalise import CheckOpset, ConstantsToInitializers, FoldBatchNorm, Infer
 from .plan_bits import PlanBits
 from .quantize_activations import QuantizeActivations
 from .quantize_compensate import QuantizeAndCompensate
+from .resolve_inputs import ResolveInputs
 from .upgrade_opset import UpgradeOpset
 
 
 def analysis_passes() -> list[Pass]:
     """Normalise, find pairs, plan bits, measure, choose: the facts every later pass builds on."""
-    return [CheckOpset(), NameNodes(), ConstantsToInitializers(), InferShapes(), FoldBatchNorm(), FindPairs(),
-            PlanBits(), MeasureLayers(), ChoosePlan()]
+    return [CheckOpset(), NameNodes(), ConstantsToInitializers(), InferShapes(), ResolveInputs(),
+            FoldBatchNorm(), FindPairs(), PlanBits(), MeasureLayers(), ChoosePlan()]
 
 
 def planning_passes(options: ConvertOptions) -> list[Pass]:
