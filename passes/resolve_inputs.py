@@ -10,7 +10,7 @@ option that fixes it); otherwise the conversion goes on unmeasured and the repor
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 
 import onnx
 
@@ -70,5 +70,8 @@ class ResolveInputs:
         for entry in described.values():
             entry["range"] = range_text
         ctx.report.inputs = described
-        ctx.options = dataclasses.replace(o, **changes)
+        resolved = copy.copy(o)  # not dataclasses.replace: __post_init__ is not idempotent
+        for key, value in changes.items():
+            object.__setattr__(resolved, key, value)
+        ctx.options = resolved
         return False
