@@ -10,7 +10,14 @@ user says the model expects (``mean``/``std`` or ``value_range``):
   spectrum along the spatial axes (the average spectrum of natural images), then each sample and
   channel is renormalised to the requested mean/std. Inputs with no spatial axis of length >= 8
   get plain Gaussian noise (there is nothing to smooth).
-- ``mixed``: ``n`` split among the three kinds above, in that order.
+- ``leaves``: dead-leaves images (Lee, Mumford and Huang 2001): opaque discs of random grey
+  levels (one level per channel), radii drawn with density proportional to r^-3 between 1/32
+  of the shorter side (at least a pixel) and half the longer, dropped until the image is covered
+  (at most ``_LEAVES_MAX``; one more leaf shows through what they leave); the nearest disc hides
+  those behind.
+  Flat regions with sharp edges at every scale, the statistics of natural images that smooth
+  noise lacks (edges). Renormalised like ``smooth``; inputs without two spatial axes get smooth.
+- ``mixed``: ``n`` split among gaussian, uniform and smooth, in that order.
 
 Integer inputs are drawn uniformly in the range the graph allows (``integer_ranges``): token ids
 read by a Gather below its table's size, uint8/int8 inputs (images cast to float inside the
@@ -36,7 +43,7 @@ from onnx import helper
 
 from .errors import OptionsError
 
-KINDS = ("gaussian", "uniform", "smooth", "mixed")
+KINDS = ("gaussian", "uniform", "smooth", "leaves", "mixed")
 _MIXED_PARTS = ("gaussian", "uniform", "smooth")
 _SMOOTH_MIN = 8  # spatial axes shorter than this are left white
 
@@ -205,8 +212,10 @@ def _unit(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.nda
     """Zero-mean, unit-variance noise of ``kind`` (gaussian, uniform or smooth)."""
     if kind == "uniform":
         return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size=shape)
+    if kind == "leaves" and len(spatial_axes(shape)) == 2:
+        return _leaves(rng, shape, spatial_axes(shape))
     z = rng.standard_normal(shape)
-    if kind == "smooth":
+    if kind in ("smooth", "leaves"):
         axes = spatial_axes(shape)
         if axes:
             z = _pink(z, axes)
@@ -214,6 +223,49 @@ def _unit(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.nda
             sd = z.std(axis=axes, keepdims=True)
             z /= np.where(sd > 0, sd, 1.0)
     return z
+
+
+_LEAVES_MAX = 2000  # discs per image at most; what they leave uncovered is one more leaf
+
+
+def _leaves(rng: np.random.Generator, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+    """Zero-mean, unit-variance dead-leaves images over the two spatial ``axes``."""
+    ah, aw = axes
+    h, w = shape[ah], shape[aw]
+    other = [a for a in range(1, len(shape)) if a not in axes]  # the channel axis
+    channels = int(np.prod([shape[a] for a in other])) if other else 1
+    r_min, r_max = max(1.0, min(h, w) / 32.0), max(h, w) / 2.0
+    out = np.empty((shape[0], channels, h, w))
+    for i in range(shape[0]):
+        img = np.broadcast_to(rng.random((channels, 1, 1)), (channels, h, w)).copy()
+        covered = np.zeros((h, w), bool)
+        left = h * w
+        for _ in range(_LEAVES_MAX):
+            # Inverse CDF of p(r) ~ r^-3 on [r_min, r_max].
+            u = rng.random()
+            r = 1.0 / np.sqrt(1.0 / r_min ** 2 - u * (1.0 / r_min ** 2 - 1.0 / r_max ** 2))
+            cy, cx = rng.uniform(-r, h + r), rng.uniform(-r, w + r)
+            y0, y1 = max(0, int(cy - r)), min(h, int(cy + r) + 1)
+            x0, x1 = max(0, int(cx - r)), min(w, int(cx + r) + 1)
+            colour = rng.random((channels, 1))
+            if y0 >= y1 or x0 >= x1:
+                continue
+            yy, xx = np.ogrid[y0:y1, x0:x1]
+            disc = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & ~covered[y0:y1, x0:x1]
+            hit = int(disc.sum())
+            if hit:
+                img[:, y0:y1, x0:x1][:, disc] = colour
+                covered[y0:y1, x0:x1] |= disc
+                left -= hit
+                if not left:
+                    break
+        out[i] = img
+    z = out.reshape((shape[0],) + tuple(shape[a] for a in other) + (h, w))
+    z = np.moveaxis(z, (-2, -1), (ah, aw)) if (ah, aw) != (len(shape) - 2, len(shape) - 1) else z
+    z = z.reshape(shape)
+    z -= z.mean(axis=axes, keepdims=True)
+    sd = z.std(axis=axes, keepdims=True)
+    return z / np.where(sd > 0, sd, 1.0)
 
 
 def spatial_axes(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -197,3 +197,16 @@ def test_uint8_pixels_cast_inside_the_graph_are_drawn_over_0_255():
     assert x.dtype == np.uint8 and x.min() <= 5 and x.max() >= 250
     _, rep = convert(model, ConvertOptions(target_bits=4))
     assert rep.fidelity["samples"] == 16 and rep.inputs["x"]["shape"] == [1, 3, 224, 224]
+
+
+def test_dead_leaves_are_flat_discs_normalised_and_seeded():
+    m = strided_net(["N", 3, 32, 48])
+    a = synthetic_inputs(m, n=3, kind="leaves", seed=1)["x"]
+    assert a.shape == (3, 3, 32, 48) and a.dtype == np.float32
+    assert np.array_equal(a, synthetic_inputs(m, n=3, kind="leaves", seed=1)["x"])
+    assert np.allclose(a.mean(axis=(2, 3)), 0, atol=1e-5) and np.allclose(a.std(axis=(2, 3)), 1, atol=1e-4)
+    # Flat regions: far fewer levels than pixels, and most neighbours equal.
+    assert len(np.unique(a[0, 0])) < 200
+    assert np.mean(a[:, :, :, 1:] == a[:, :, :, :-1]) > 0.5  # smooth noise: none
+    r = synthetic_inputs(m, n=2, kind="leaves", value_range=(0.0, 255.0))["x"]
+    assert r.min() >= 0 and r.max() <= 255
