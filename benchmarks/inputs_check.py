@@ -3,10 +3,11 @@ which shape the converter measures at, and whether dead-leaves inputs rank layer
 plans better than the default smooth noise.
 
 Models: PaddleOCR's text-direction classifier (``x[N,3,?,?]``) and PP-OCRv4 recogniser
-(``x[N,3,?,W]``, CTC over 6625 symbols) from the ``rapidocr-onnxruntime`` wheel. Real data: text
+(``x[N,3,?,W]``, CTC over 6625 symbols) from the ``rapidocr-onnxruntime`` wheel, and ddddocr's
+captcha recogniser (``input1[1,1,64,image_width]``, per-step symbol indices) from its wheel. Real data: text
 lines rendered with Pillow in the DejaVu fonts (``benchmarks.third_party.text_lines``), at 48x192
 for the classifier (its label: turned 180 degrees or not) and 48x320 for the recogniser (PaddleOCR's
-shapes), normalised to [-1, 1] as PaddleOCR does.
+shapes), grey 64x256 for ddddocr, normalised to [-1, 1] as PaddleOCR and ddddocr do.
 
 Printed per model:
 - the shape the converter resolves (``dfmpc_onnx.input_spec``), checked in ONNX Runtime;
@@ -16,11 +17,12 @@ Printed per model:
   the ceiling;
 - plans: ``convert --target-bits 4`` with each kind, and the all-8-bit plan (what a model whose
   shape could not be resolved used to get), scored on 200 real lines: the classifier's top-1
-  (float: its own), the recogniser's greedy CTC decode equal to the float model's (line rate).
+  (float: its own), the recognisers' greedy CTC decode equal to the float model's (line rate).
 
     pip install pillow; apt-get install fonts-dejavu-core
     pip download --no-deps -d /work/cache/wheels rapidocr-onnxruntime==1.4.4
-    nice -n 10 python -m benchmarks.inputs_check [--wheel PATH] [--models cls rec]
+    pip download --no-deps -d /work/cache/wheels ddddocr==1.6.1
+    nice -n 10 python -m benchmarks.inputs_check [--wheels DIR] [--models cls rec captcha]
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from dfmpc_onnx.passes import Context
+from dfmpc_onnx.passes.normalise import ConstantsToInitializers
 
 from benchmarks.fidelity_speed import layer_weights, spearman
 from benchmarks.third_party import WORDS, text_lines
@@ -49,7 +53,10 @@ from dfmpc_onnx.synthetic import synthetic_inputs
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "out" / "inputs_check"
 MODELS = {"cls": "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-          "rec": "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"}
+          "rec": "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+          "captcha": "ddddocr/common.onnx"}
+WHEELS = {"cls": "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
+          "rec": "rapidocr_onnxruntime-1.4.4-py3-none-any.whl", "captcha": "ddddocr-1.6.1-py3-none-any.whl"}
 KINDS = ("smooth", "leaves", "gaussian")
 BITS = (2, 4)
 
@@ -62,8 +69,9 @@ def extract(wheel: Path, member: str) -> Path:
     return path
 
 
-def rec_lines(n: int, seed: int) -> np.ndarray:
-    """Text lines at height 48, their aspect kept, padded to 48x320, in [-1, 1]."""
+def rec_lines(n: int, seed: int, height: int = 48, width: int = 320, grey: bool = False) -> np.ndarray:
+    """Text lines at ``height``, their aspect kept, padded to ``width``, in [-1, 1] (``grey``:
+    one channel, as ddddocr feeds its recogniser)."""
     from PIL import Image, ImageDraw, ImageFont
 
     fonts = sorted(glob.glob("/usr/share/fonts/truetype/dejavu/DejaVuSans*.ttf"))
@@ -75,10 +83,13 @@ def rec_lines(n: int, seed: int) -> np.ndarray:
         img = Image.new("RGB", (max(int(font.getlength(text)) + 16, 48), 48),
                         (rng.randint(200, 255),) * 3)
         ImageDraw.Draw(img).text((8, 6), text, font=font, fill=(rng.randint(0, 60),) * 3)
-        width = min(320, int(img.width * 48 / img.height))
-        a = (np.asarray(img.resize((width, 48)), np.float32) / 255 - 0.5) / 0.5
-        padded = np.zeros((48, 320, 3), np.float32)
-        padded[:, :width] = a
+        if grey:
+            img = img.convert("L")
+        w = min(width, int(img.width * height / img.height))
+        a = (np.asarray(img.resize((w, height)), np.float32) / 255 - 0.5) / 0.5
+        a = a[:, :, None] if grey else a
+        padded = np.zeros((height, width, a.shape[2]), np.float32)
+        padded[:, :w] = a
         xs.append(padded.transpose(2, 0, 1))
     return np.stack(xs)
 
@@ -100,12 +111,18 @@ def run(path: Path, x: np.ndarray) -> np.ndarray:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return np.concatenate([s.run(None, {"x": x[i:i + 8]})[0] for i in range(0, len(x), 8)])
+    arg = s.get_inputs()[0]
+    step = arg.shape[0] if isinstance(arg.shape[0], int) and arg.shape[0] > 0 else 8
+    outs = [s.run(None, {arg.name: x[i:i + step]})[0] for i in range(0, len(x), step)]
+    if outs[0].ndim == 3 and outs[0].shape[1] == step and outs[0].shape[0] != step:
+        outs = [o.transpose(1, 0, 2) for o in outs]  # ddddocr: [steps, batch, symbols]
+    return np.concatenate(outs)
 
 
 def ctc(probs: np.ndarray) -> list[tuple[int, ...]]:
+    """Greedy CTC decode (blank 0) of per-step probabilities, or of per-step indices (2-D)."""
     out = []
-    for row in probs.argmax(-1):
+    for row in (probs.argmax(-1) if probs.ndim == 3 else np.rint(probs).astype(int)):
         seq = [int(c) for k, c in enumerate(row) if c != 0 and (k == 0 or c != row[k - 1])]
         out.append(tuple(seq))
     return out
@@ -119,23 +136,27 @@ def score(key: str, path: Path, src: Path, x: np.ndarray, y: np.ndarray | None) 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--wheel", type=Path,
-                    default=Path("/work/cache/wheels/rapidocr_onnxruntime-1.4.4-py3-none-any.whl"))
-    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--wheels", type=Path, default=Path("/work/cache/wheels"),
+                    help="folder of the pip-downloaded wheels " + ", ".join(sorted(set(WHEELS.values()))))
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = ap.parse_args()
     results = {}
     for key in args.models:
-        src = extract(args.wheel, MODELS[key])
+        src = extract(args.wheels / WHEELS[key], MODELS[key])
         model = onnx.load(src)
+        ConstantsToInitializers().run(model, Context(ConvertOptions()))  # paddle2onnx's weights
         spec = resolve_shapes(model, check=ort_check(model))
         if key == "cls":
             x, y = text_lines(232, seed=0)
-        else:
+        elif key == "rec":
             x, y = rec_lines(232, seed=0), None
+        else:  # ddddocr: grey, height 64
+            x, y = rec_lines(232, seed=0, height=64, width=256, grey=True), None
         row: dict = {"resolved": spec.shapes, "rule": spec.rules}
         t = time.time()
-        truth = sensitivity(model, {"x": x[:16]})
-        guesses = {"real-half": sensitivity(model, {"x": x[16:32]})}
+        arg = next(iter(spec.shapes))
+        truth = sensitivity(model, {arg: x[:16]})
+        guesses = {"real-half": sensitivity(model, {arg: x[16:32]})}
         for kind in KINDS:
             guesses[kind] = sensitivity(model, synthetic_inputs(model, n=16, kind=kind,
                                                                 shapes=spec.shapes))
@@ -154,7 +175,7 @@ def main() -> None:
             rep = convert_file(src, out, options)
             row[name] = {"score": score(key, out, src, test_x, test_y),
                          "stored_bits": rep.stored_bits, "seconds": time.time() - t,
-                         "measured_on": rep.inputs.get("x", {}).get("shape")}
+                         "measured_on": rep.inputs.get(arg, {}).get("shape")}
         results[key] = row
         print(key, json.dumps(row, indent=1, default=str), flush=True)
     (ROOT / "benchmarks" / "inputs_check_results.json").write_text(

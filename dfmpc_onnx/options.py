@@ -113,10 +113,15 @@ class ConvertOptions:
     input_std: float = _opt(1.0, "Assumed standard deviation of each model input element.")
     input_range: tuple[float, float] | None = _opt(
         None, "Assumed range LOW,HIGH of the model input (e.g. 0,1 or 0,255 for raw images): "
-        "synthetic inputs are drawn in it instead of from --input-mean/--input-std.")
+        "synthetic inputs are drawn in it instead of from --input-mean/--input-std. Default: "
+        "the range a normalisation (Sub/Div/Mul/Add by constants) or a Clip at the input implies, "
+        "where the graph has one (dfmpc_onnx/input_spec.py); the report says which was used.")
     input_shapes: dict[str, Any] = _opt(
-        {}, "Shapes of inputs with symbolic dimensions other than the batch, for the synthetic "
-        "inputs, e.g. --input-shape input=1x3x224x224.")
+        {}, "Shapes of one run of inputs with symbolic dimensions other than the batch, for the "
+        "synthetic inputs, e.g. --input-shape input=1x3x224x224. Default: each symbolic "
+        "dimension set by rule (224 a side, 4x the fixed side of a text line, 128 tokens, 16000 "
+        "audio samples, on the model's total stride; dfmpc_onnx/input_spec.py), checked in ONNX "
+        "Runtime; the report says which shape was measured.")
     fidelity_samples: int = _opt(
         16, "Synthetic inputs the measurements run on (0: measure nothing and use fixed rules). "
         "16 ranked ResNet-18's layers the same across seeds (Spearman 0.99); 8 is faster, 0.97.")

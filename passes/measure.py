@@ -16,8 +16,9 @@ What is measured per layer:
 - a fixed plan with ``--correction auto``: the planned bits and grid, with and without bias
   correction.
 
-If the model cannot be measured (inputs whose shape is unknown, a graph ONNX Runtime cannot split)
-the converter falls back to fixed rules and the report says why.
+If the model cannot be measured (inputs whose shape no rule of ``dfmpc_onnx.input_spec`` sets, a
+graph ONNX Runtime cannot split) the converter falls back to fixed rules and the report says why;
+an explicit --target-bits is then refused instead (choose-plan).
 """
 
 from __future__ import annotations
