@@ -154,10 +154,12 @@ _PASS_ON = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity"}
 _TYPE_RANGE = {np.dtype(np.uint8): (0, 256), np.dtype(np.int8): (-128, 128)}
 
 
-def integer_ranges(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
+def integer_ranges(model: onnx.ModelProto,
+                   reasons: dict[str, str] | None = None) -> dict[str, tuple[int, int]]:
     """[low, high) of the draws for each integer input: below the row count of every Gather table
-    it indexes (directly or through Cast/Reshape-like nodes), else the whole range of uint8/int8,
-    else 0/1."""
+    it indexes (directly or through Cast/Reshape-like nodes), else the whole range of uint8/int8;
+    others are left out (0/1). ``reasons`` receives each one's why."""
+    reasons = {} if reasons is None else reasons
     inits = {t.name: t for t in model.graph.initializer}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
@@ -185,8 +187,10 @@ def integer_ranges(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
                     todo += [o for o in node.output[:1] if o not in seen]
         if tables and min(tables) > 0:
             out[vi.name] = (0, min(tables))
+            reasons[vi.name] = f"below the size {min(tables)} of the Gather table it indexes"
         elif np.dtype(dtype) in _TYPE_RANGE:
             out[vi.name] = _TYPE_RANGE[np.dtype(dtype)]
+            reasons[vi.name] = f"the whole {np.dtype(dtype).name} range"
     return out
 
 

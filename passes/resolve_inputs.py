@@ -16,8 +16,12 @@ import onnx
 
 from dfmpc_onnx.errors import OptionsError
 from dfmpc_onnx.input_spec import infer_range, ort_check, resolve_shapes
+from dfmpc_onnx.synthetic import integer_ranges, model_inputs
 
 from .base import Context
+
+_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+           onnx.TensorProto.BFLOAT16}
 
 
 def explicit_request(options) -> str | None:
@@ -67,8 +71,17 @@ class ResolveInputs:
                           + ("--input-mean/--input-std" if (o.input_mean, o.input_std) != (0.0, 1.0)
                              else "the default: a normalised input; the graph states no range")
                           + ")")
-        for entry in described.values():
-            entry["range"] = range_text
+        why: dict[str, str] = {}
+        ints = integer_ranges(model, why)
+        floats = {vi.name for vi in model_inputs(model) if vi.type.tensor_type.elem_type in _FLOATS}
+        for name, entry in described.items():
+            if name in ints:
+                lo, hi = ints[name]
+                entry["range"] = f"integers {lo}..{hi - 1} ({why[name]})"
+            elif name in floats:
+                entry["range"] = range_text
+            else:
+                entry["range"] = "0/1 (a mask or flag)"
         ctx.report.inputs = described
         resolved = copy.copy(o)  # not dataclasses.replace: __post_init__ is not idempotent
         for key, value in changes.items():

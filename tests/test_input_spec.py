@@ -137,6 +137,9 @@ def test_shared_dimension_names_and_token_ids_below_the_table_size():
     feeds = synthetic_inputs(model, n=4, shapes=spec.shapes)
     assert feeds["ids"].max() < 50 and feeds["ids"].max() > 30  # the whole table is used
     assert set(np.unique(feeds["mask"])) <= {0, 1}
+    _, rep = convert(model, ConvertOptions(target_bits=4))
+    assert rep.inputs["ids"]["range"] == "integers 0..49 (below the size 50 of the Gather table it indexes)"
+    assert rep.inputs["mask"]["range"] == "0/1 (a mask or flag)"
 
 
 def _norm(chain):
@@ -197,6 +200,7 @@ def test_uint8_pixels_cast_inside_the_graph_are_drawn_over_0_255():
     assert x.dtype == np.uint8 and x.min() <= 5 and x.max() >= 250
     _, rep = convert(model, ConvertOptions(target_bits=4))
     assert rep.fidelity["samples"] == 16 and rep.inputs["x"]["shape"] == [1, 3, 224, 224]
+    assert rep.inputs["x"]["range"] == "integers 0..255 (the whole uint8 range)"
 
 
 def test_dead_leaves_are_flat_discs_normalised_and_seeded():
@@ -210,3 +214,14 @@ def test_dead_leaves_are_flat_discs_normalised_and_seeded():
     assert np.mean(a[:, :, :, 1:] == a[:, :, :, :-1]) > 0.5  # smooth noise: none
     r = synthetic_inputs(m, n=2, kind="leaves", value_range=(0.0, 255.0))["x"]
     assert r.min() >= 0 and r.max() <= 255
+
+
+def test_inspect_reports_the_shape_it_would_measure_at():
+    from dfmpc_onnx import inspect_model
+
+    rep = inspect_model(strided_net(["N", 3, 12, "W"]), ConvertOptions(target_bits=4))
+    assert rep.inputs["x"]["shape"] == [1, 3, 12, 48]
+    # Nothing to measure, nothing resolved: the model is never run for it.
+    rep = inspect_model(_reshape_net(["N", "L"], [-1, 37]), ConvertOptions(method="pairs",
+                                                                          fidelity_samples=0))
+    assert rep.inputs == {}
