@@ -23,6 +23,7 @@ Printed per model:
     pip download --no-deps -d /work/cache/wheels rapidocr-onnxruntime==1.4.4
     pip download --no-deps -d /work/cache/wheels ddddocr==1.6.1
     nice -n 10 python -m benchmarks.inputs_check [--wheels DIR] [--models cls rec captcha]
+        [--no-ranking] [--plans smooth leaves 8bit]
 """
 
 from __future__ import annotations
@@ -139,6 +140,9 @@ def main() -> None:
     ap.add_argument("--wheels", type=Path, default=Path("/work/cache/wheels"),
                     help="folder of the pip-downloaded wheels " + ", ".join(sorted(set(WHEELS.values()))))
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--no-ranking", action="store_true", help="skip the layer ranking (the slow part)")
+    ap.add_argument("--plans", nargs="+", default=["smooth", "leaves", "8bit"],
+                    choices=["smooth", "leaves", "8bit"], help="which conversions to score")
     args = ap.parse_args()
     results = {}
     for key in args.models:
@@ -167,8 +171,10 @@ def main() -> None:
         row["float"] = score(key, src, src, test_x, test_y)
         work = OUT / key
         work.mkdir(parents=True, exist_ok=True)
-        plans = {f"target 4, {k}": ConvertOptions(target_bits=4, synthetic=k) for k in KINDS[:2]}
-        plans["8 bits everywhere"] = ConvertOptions(method="pairs", low_bits=8, high_bits=8)
+        plans = {f"target 4, {k}": ConvertOptions(target_bits=4, synthetic=k) for k in KINDS[:2]
+                 if k in args.plans}
+        if "8bit" in args.plans:
+            plans["8 bits everywhere"] = ConvertOptions(method="pairs", low_bits=8, high_bits=8)
         for name, options in plans.items():
             out = work / (name.replace(" ", "_").replace(",", "") + ".onnx")
             t = time.time()
@@ -178,8 +184,11 @@ def main() -> None:
                          "measured_on": rep.inputs.get(arg, {}).get("shape")}
         results[key] = row
         print(key, json.dumps(row, indent=1, default=str), flush=True)
-    (ROOT / "benchmarks" / "inputs_check_results.json").write_text(
-        json.dumps(results, indent=1, default=str) + "\n")
+    out = ROOT / "benchmarks" / "inputs_check_results.json"
+    merged = json.loads(out.read_text()) if out.is_file() else {}
+    for key, row in results.items():  # a partial run (--models, --no-ranking) updates its rows
+        merged[key] = {**merged.get(key, {}), **row}
+    out.write_text(json.dumps(merged, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":
