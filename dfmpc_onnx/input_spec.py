@@ -9,15 +9,15 @@ this order, and the float model is run once at the result in ONNX Runtime to che
 1. ``--input-shape`` (``shapes``): the user's shape for that input wins.
 2. A dimension name already resolved (on this or another input, e.g. ``seq`` of ``input_ids`` and
    ``attention_mask``) keeps that size.
-3. A channel axis (axis 1 of rank 3-5, or the last axis of an NHWC image) read directly by a Conv
-   or a MatMul/Gemm with a weight: the weight's input size; otherwise 3 on images.
+3. A channel axis (axis 1 of rank 3-5, the last axis of an NHWC image or of a rank 2-3 float
+   input) read directly by a Conv or a MatMul/Gemm with a weight: the weight's input size;
+   otherwise 3 on images (then 1, 4).
 4. Rank 4 (images, NCHW; NHWC when the last axis is fixed at 1-4 and axis 1 is not):
    one spatial axis symbolic: 4 times the fixed one (a text line, a spectrogram's time axis: the
    axis left dynamic is the long one), at most 2048. Both symbolic: 224 each, except where one
    axis' total stride (rule 6) is at least 4 times the other's (a text-line model whose rows
    collapse to one, e.g. PaddleOCR's recogniser, strides 48 and 8): that axis = its total stride,
-   the other 4 times it. Rank 5 (video,
-   NCDHW): depth 16, height and width as rank 4.
+   the other 4 times it. Rank 5 (video, NCDHW): depth 16, height and width as rank 4.
 5. Rank 2 float (``[batch, samples]``: audio): 16000 (a second at 16 kHz). Rank 2 integer (token
    ids ``[batch, seq]``) and rank 3 (``[batch, seq, features]``, ``[batch, channels, length]``):
    128. Anything else: 128.
@@ -26,10 +26,10 @@ this order, and the float model is run once at the result in ONNX Runtime to che
    the graph; a detector's FPN needs its 32).
 
 If ONNX Runtime refuses the model at the shapes chosen, the next candidate of each rule is tried
-(rank 4 both symbolic: 224, 256, 320, 384, 512, 128, 64, 32, or for a text line the stride
-and twice it; one symbolic: 4x, 8x, 2x, 1x, 16x the
-fixed axis; sequences: 128, 64, 256, 512, 32, 16; audio: 16000, 128, 1024, 256), at most
-``MAX_TRIES`` times, and the report says which shape was measured and how many were refused.
+(rank 4 both symbolic: 224, 256, 320, 384, 512, 128, 64, 32, or for a text line the stride and
+twice it; one symbolic: 4x, 8x, 2x, 1x, 16x the fixed axis; sequences: 128, 64, 256, 512, 32,
+16; audio: 16000, 128, 1024, 256), at most ``MAX_TRIES`` times, and the report says which shape
+was measured and which were refused.
 
 Value range (``infer_range``; the default when the user gives no ``--input-range`` and keeps the
 default mean 0 / std 1): only what the graph says explicitly.
@@ -41,8 +41,8 @@ default mean 0 / std 1): only what the graph says explicitly.
 - A Clip directly at the input: its bounds.
 - Integer inputs (a Cast from uint8 inside the graph) are drawn by ``synthetic.integer_ranges``.
 
-The first layer's weight and bias statistics were not used: no rule from them was measured to
-tell a normalised-input model from a 0-255 one reliably.
+The first layer's weight and bias statistics are not used: no rule from them has been measured
+to tell a normalised-input model from a 0-255 one reliably, and a guessed one would mislead.
 """
 
 from __future__ import annotations
