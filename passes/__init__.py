@@ -25,9 +25,10 @@ from .upgrade_opset import UpgradeOpset
 
 
 def analysis_passes() -> list[Pass]:
-    """Normalise, find pairs, plan bits, measure, choose: the facts every later pass builds on."""
-    return [CheckOpset(), NameNodes(), ConstantsToInitializers(), InferShapes(), ResolveInputs(),
-            FoldBatchNorm(), FindPairs(), PlanBits(), MeasureLayers(), ChoosePlan()]
+    """Normalise, find pairs, plan bits, resolve the inputs, measure, choose: the facts every later
+    pass builds on."""
+    return [CheckOpset(), NameNodes(), ConstantsToInitializers(), InferShapes(), FoldBatchNorm(),
+            FindPairs(), PlanBits(), ResolveInputs(), MeasureLayers(), ChoosePlan()]
 
 
 def planning_passes(options: ConvertOptions) -> list[Pass]:
