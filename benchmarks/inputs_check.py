@@ -159,14 +159,15 @@ def main() -> None:
         row: dict = {"resolved": spec.shapes, "rule": spec.rules}
         t = time.time()
         arg = next(iter(spec.shapes))
-        truth = sensitivity(model, {arg: x[:16]})
-        guesses = {"real-half": sensitivity(model, {arg: x[16:32]})}
-        for kind in KINDS:
-            guesses[kind] = sensitivity(model, synthetic_inputs(model, n=16, kind=kind,
-                                                                shapes=spec.shapes))
-        row["spearman"] = {k: [spearman(truth[:, j], g[:, j]) for j in range(len(BITS))]
-                           for k, g in guesses.items()}
-        row["ranking_seconds"] = time.time() - t
+        if not args.no_ranking:
+            truth = sensitivity(model, {arg: x[:16]})
+            guesses = {"real-half": sensitivity(model, {arg: x[16:32]})}
+            for kind in KINDS:
+                guesses[kind] = sensitivity(model, synthetic_inputs(model, n=16, kind=kind,
+                                                                    shapes=spec.shapes))
+            row["spearman"] = {k: [spearman(truth[:, j], g[:, j]) for j in range(len(BITS))]
+                               for k, g in guesses.items()}
+            row["ranking_seconds"] = time.time() - t
         test_x, test_y = x[32:], (None if y is None else y[32:])
         row["float"] = score(key, src, src, test_x, test_y)
         work = OUT / key
