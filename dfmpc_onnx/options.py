@@ -19,7 +19,7 @@ METHODS = ("auto", "pairs", "paper")
 CORRECTIONS = ("auto", "bias", "none", "paper", "energy", "ls-diag", "ls-full")
 # --method auto without --target-bits: the budgets tried, smallest first (stored bits per weight).
 AUTO_BUDGETS = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
-SYNTHETIC_KINDS = ("smooth", "mixed", "gaussian", "uniform", "distilled")
+SYNTHETIC_KINDS = ("smooth", "mixed", "gaussian", "uniform", "leaves", "distilled")
 GRANULARITIES = ("channel", "tensor")
 FORMATS = ("packed", "int8")
 ACTIVATIONS = ("none", "int8")
@@ -115,10 +115,15 @@ class ConvertOptions:
     input_std: float = _opt(1.0, "Assumed standard deviation of each model input element.")
     input_range: tuple[float, float] | None = _opt(
         None, "Assumed range LOW,HIGH of the model input (e.g. 0,1 or 0,255 for raw images): "
-        "synthetic inputs are drawn in it instead of from --input-mean/--input-std.")
+        "synthetic inputs are drawn in it instead of from --input-mean/--input-std. Default: "
+        "the range a normalisation (Sub/Div/Mul/Add by constants) or a Clip at the input implies, "
+        "where the graph has one (dfmpc_onnx/measure/input_spec.py); the report says which was used.")
     input_shapes: dict[str, Any] = _opt(
-        {}, "Shapes of inputs with symbolic dimensions other than the batch, for the synthetic "
-        "inputs, e.g. --input-shape input=1x3x224x224.")
+        {}, "Shapes of one run of inputs with symbolic dimensions other than the batch, for the "
+        "synthetic inputs, e.g. --input-shape input=1x3x224x224. Default: each symbolic "
+        "dimension set by rule (224 a side, 4x the fixed side of a text line, 128 tokens, 16000 "
+        "audio samples, on the model's total stride; dfmpc_onnx/measure/input_spec.py), checked in ONNX "
+        "Runtime; the report says which shape was measured.")
     output_kinds: dict[str, Any] = _opt(
         {}, "How an output is judged when measuring plans, where its kind is not what its shape "
         "and final Softmax/Sigmoid say, e.g. --output-kind logits=sequence: class ((batch, "
@@ -131,7 +136,8 @@ class ConvertOptions:
     synthetic: str = _opt(
         "smooth", "Kind of synthetic inputs: smooth (noise with a natural image's 1/f spectrum; "
         "plain Gaussian noise for inputs without spatial axes), mixed (a third each of gaussian, "
-        "uniform and smooth), gaussian, uniform, or distilled (optimised so every kept "
+        "uniform and smooth), gaussian, uniform, leaves (dead-leaves images: flat discs with "
+        "sharp edges at every scale), or distilled (optimised so every kept "
         "BatchNormalization sees its own statistics, ZeroQ-style; needs the optional extra "
         "'synth' with torch, and a model that keeps BN). On our examples, layer sensitivities "
         "measured on smooth inputs ranked closest to real data among noise kinds (Spearman 0.63 "
@@ -208,6 +214,9 @@ class ConvertOptions:
             raise OptionsError(f"--min-agreement must be in (0, 1], got {self.min_agreement!r}")
         if not isinstance(self.fidelity_samples, int) or self.fidelity_samples < 0:
             raise OptionsError(f"--fidelity-samples must be >= 0, got {self.fidelity_samples!r}")
+        if self.target_bits is not None and self.fidelity_samples == 0:
+            raise OptionsError("--target-bits plans by measuring, and --fidelity-samples 0 turns "
+                               "measuring off: drop one of them")
         object.__setattr__(self, "low_bits", 2 if self.low_bits is None else self.low_bits)
         object.__setattr__(self, "high_bits", 8 if self.high_bits is None else self.high_bits)
         for name in ("low_bits", "high_bits"):

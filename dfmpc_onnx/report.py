@@ -53,6 +53,9 @@ class Report:
     # --activations int8: type, how many tensors and grids, the clip rule kept and each rule's
     # measured divergence from the weight-only model (passes/quantize_activations.py).
     activations: dict = field(default_factory=dict)
+    # What the synthetic inputs were, by input: the shape of one run (symbolic dimensions set by
+    # dfmpc_onnx.measure.input_spec's rules or --input-shape), the rule, and the value range and its source.
+    inputs: dict = field(default_factory=dict)
 
     def fidelity_line(self) -> str:
         """One line: the predicted fidelity of the result (``validate`` measures the real one)."""
@@ -139,6 +142,9 @@ class Report:
         slow = {k: v for k, v in self.pass_seconds.items() if v >= 0.05}
         if slow:
             lines.append("seconds per pass: " + ", ".join(f"{k} {v:.1f}" for k, v in slow.items()))
+        for name, spec in self.inputs.items():
+            lines.append(f"measured on: {name} {'x'.join(map(str, spec['shape']))} ({spec['rule']}), "
+                         f"range {spec['range']}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 

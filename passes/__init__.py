@@ -2,7 +2,7 @@
 
     load -> check opset -> name nodes -> constants to initializers -> infer shapes
          -> fold BatchNormalization -> find pairs -> [equalize pairs] -> plan bits
-         -> measure layers -> choose plan -> quantize and compensate -> measure plan
+         -> resolve inputs -> measure layers -> choose plan -> quantize and compensate -> measure plan
          -> upgrade opset -> emit QDQ -> [quantize activations] -> save
 
 (``inspect`` runs the same list up to measure plan. Load and save are file operations in
@@ -28,6 +28,7 @@ from .normalise import CheckOpset, ConstantsToInitializers, FoldBatchNorm, Infer
 from .plan_bits import PlanBits
 from .quantize_activations import QuantizeActivations
 from .quantize_compensate import QuantizeAndCompensate
+from .resolve_inputs import ResolveInputs
 from .upgrade_opset import UpgradeOpset
 
 
@@ -37,11 +38,11 @@ def pairing_passes() -> list[Pass]:
 
 
 def analysis_passes(options: ConvertOptions | None = None) -> list[Pass]:
-    """Normalise, find pairs, [equalize,] plan bits, measure, choose: the facts every later pass
-    builds on. Equalization (with ``options.equalize``) keeps the float model, so it runs right
+    """Normalise, find pairs, [equalize,] plan bits, resolve the inputs, measure, choose: the
+    facts every later pass builds on. Equalization (with ``options.equalize``) keeps the float model, so it runs right
     after the pairs are found, before anything is measured or the plan drops the pairs."""
     equalize = [EqualizePairs()] if options is not None and options.equalize else []
-    return [*pairing_passes(), *equalize, PlanBits(), MeasureLayers(), ChoosePlan()]
+    return [*pairing_passes(), *equalize, PlanBits(), ResolveInputs(), MeasureLayers(), ChoosePlan()]
 
 
 def planning_passes(options: ConvertOptions) -> list[Pass]:

@@ -48,6 +48,7 @@ class Fact(str, Enum):  # noqa: UP042 - python_requires is 3.10; StrEnum is 3.11
     LAYERS = "layers"  # find-pairs: ctx.layers
     PAIRS = "pairs"  # find-pairs: ctx.pairs
     PLAN = "plan"  # plan-bits: ctx.plan, ctx.fixed
+    INPUTS = "inputs"  # resolve-inputs: ctx.options.input_shapes/input_range as measured
     MEASUREMENT = "measurement"  # measure-layers: ctx.measurement (None: nothing measurable)
     CHOSEN = "chosen"  # choose-plan: ctx.plan final, ctx.pairs final (cleared by `auto`)
     QUANTIZED = "quantized"  # quantize-and-compensate: ctx.quantized, ctx.new_bias

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from dfmpc_onnx.errors import OptionsError
 from dfmpc_onnx.measure.allocate import Candidate, allocate, recipe
 from dfmpc_onnx.options import AUTO_BUDGETS as LADDER
 from dfmpc_onnx.options import LayerPlan
@@ -57,6 +58,12 @@ class ChoosePlan:
 
 def _fallback(ctx: Context) -> None:
     o = ctx.options
+    if o.target_bits is not None and any(n not in ctx.fixed for n in ctx.plan):
+        # An explicit request is honoured or refused, never quietly answered with 8 bits.
+        why = ctx.report.notes[-1] if ctx.report.notes else "the model could not be measured"
+        raise OptionsError(f"--target-bits {o.target_bits:g} needs measurements, and there are "
+                           f"none ({why}); give the input's shape with --input-shape, or choose "
+                           "a fixed plan (--method pairs --low-bits 4)")
     for name, plan in list(ctx.plan.items()):
         bits = plan.bits
         if o.method == "auto" and name not in ctx.fixed:

@@ -16,8 +16,9 @@ What is measured per layer:
 - a fixed plan with ``--correction auto``: the planned bits and grid, with and without bias
   correction.
 
-If the model cannot be measured (inputs whose shape is unknown, a graph ONNX Runtime cannot split)
-the converter falls back to fixed rules and the report says why.
+If the model cannot be measured (inputs whose shape no rule of ``dfmpc_onnx.measure.input_spec`` sets, a
+graph ONNX Runtime cannot split) the converter falls back to fixed rules and the report says why;
+an explicit --target-bits is then refused instead (choose-plan).
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarra
 
 class MeasureLayers:
     name = "measure-layers"
-    requires = (Fact.LAYERS, Fact.PLAN)
+    requires = (Fact.LAYERS, Fact.PLAN, Fact.INPUTS)
     provides = (Fact.MEASUREMENT,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:

@@ -10,16 +10,26 @@ user says the model expects (``mean``/``std`` or ``value_range``):
   spectrum along the spatial axes (the average spectrum of natural images), then each sample and
   channel is renormalised to the requested mean/std. Inputs with no spatial axis of length >= 8
   get plain Gaussian noise (there is nothing to smooth).
-- ``mixed``: ``n`` split among the three kinds above, in that order.
+- ``leaves``: dead-leaves images (Lee, Mumford and Huang 2001): opaque discs of random grey
+  levels (one level per channel), radii drawn with density proportional to r^-3 between 1/32
+  of the shorter side (at least a pixel) and half the longer, dropped until the image is covered
+  (at most ``_LEAVES_MAX``; one more leaf shows through what they leave); the nearest disc hides
+  those behind.
+  Flat regions with sharp edges at every scale, the statistics of natural images that smooth
+  noise lacks (edges). Renormalised like ``smooth``; inputs without two spatial axes get smooth.
+- ``mixed``: ``n`` split among gaussian, uniform and smooth, in that order.
 
-Integer and boolean inputs get 0/1 values (masks, token ids that exist in any vocabulary); float16
-inputs stay float16. Which kind ranks layer sensitivity closest to real data is measured by
+Integer inputs are drawn uniformly in the range the graph allows (``integer_ranges``): token ids
+read by a Gather below its table's size, uint8/int8 inputs (images cast to float inside the
+graph) over their whole type, other integers and booleans 0/1 (masks); float16 inputs stay
+float16. Which kind ranks layer sensitivity closest to real data is measured by
 ``benchmarks/sensitivity_truth.py``; no kind is assumed better.
 
 Batch rule: the batch is axis 0. A symbolic axis 0 becomes ``n``. A fixed axis 0 of size ``b``
 (exports with batch 1 baked in) gives ``ceil(n / b) * b`` rows: ``n`` samples stacked, which the
 probe runs ``b`` rows at a time. Every other symbolic dimension must be given in ``shapes``
-(``--input-shape`` on the command line); ``shapes`` gives the shape of one model run.
+(``--input-shape`` on the command line); ``shapes`` gives the shape of one model run. The
+converter fills in the ones the user leaves out by the rules of ``input_spec.resolve_shapes``.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from onnx import helper
 
 from dfmpc_onnx.errors import OptionsError
 
-KINDS = ("gaussian", "uniform", "smooth", "mixed")
+KINDS = ("gaussian", "uniform", "smooth", "leaves", "mixed")
 _MIXED_PARTS = ("gaussian", "uniform", "smooth")
 _SMOOTH_MIN = 8  # spatial axes shorter than this are left white
 
@@ -62,7 +72,7 @@ def resolve_shape(vi: onnx.ValueInfoProto, n: int,
         if not given or any(d is not None and d <= 0 for d in given):
             raise OptionsError(f"--input-shape {vi.name}: every dimension must be a positive integer, "
                                f"N or ?, got {given}")
-        declared = _declared(vi)
+        declared = declared_dims(vi)
         if declared is not None and len(declared) != len(given):
             raise OptionsError(f"--input-shape {vi.name}: the model declares rank {len(declared)}, "
                                f"got {len(given)} dimensions")
@@ -76,7 +86,7 @@ def resolve_shape(vi: onnx.ValueInfoProto, n: int,
             else:
                 run.append(_own(vi, given, declared, axis))
         return _stack(tuple(run), n)
-    declared = _declared(vi)
+    declared = declared_dims(vi)
     if declared is None:
         raise OptionsError(f"input '{vi.name}' has no declared shape; give it with --input-shape "
                            f"{vi.name}=D0,D1,... (shapes={{'{vi.name}': (...)}} in the API)")
@@ -199,6 +209,7 @@ def synthetic_inputs(model: onnx.ModelProto, n: int = 16, kind: str = "gaussian"
         raise OptionsError(f"--input-std must be positive, got {std}")
     check_shape_names(model, shapes)
     out: dict[str, np.ndarray] = {}
+    ints = integer_ranges(model)
     for index, vi in enumerate(model_inputs(model)):
         if not vi.type.HasField("tensor_type"):
             raise OptionsError(f"input '{vi.name}' is not a tensor (sequence/map inputs are not "
@@ -207,12 +218,57 @@ def synthetic_inputs(model: onnx.ModelProto, n: int = 16, kind: str = "gaussian"
         dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
         rng = np.random.default_rng([seed, index])
         if dtype == np.bool_ or np.issubdtype(dtype, np.integer):
-            out[vi.name] = rng.integers(0, 2, size=shape).astype(dtype)
+            lo, hi = ints.get(vi.name, (0, 2))
+            out[vi.name] = rng.integers(lo, hi, size=shape).astype(dtype)
             continue
         if not np.issubdtype(dtype, np.floating):
             raise OptionsError(f"input '{vi.name}' has element type {dtype}, which synthetic inputs "
                                "cannot generate")
         out[vi.name] = _floats(rng, shape, kind, mean, std, value_range).astype(dtype)
+    return out
+
+
+_PASS_ON = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity"}
+_TYPE_RANGE = {np.dtype(np.uint8): (0, 256), np.dtype(np.int8): (-128, 128)}
+
+
+def integer_ranges(model: onnx.ModelProto,
+                   reasons: dict[str, str] | None = None) -> dict[str, tuple[int, int]]:
+    """[low, high) of the draws for each integer input: below the row count of every Gather table
+    it indexes (directly or through Cast/Reshape-like nodes), else the whole range of uint8/int8;
+    others are left out (0/1). ``reasons`` receives each one's why."""
+    reasons = {} if reasons is None else reasons
+    inits = {t.name: t for t in model.graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    out: dict[str, tuple[int, int]] = {}
+    for vi in model_inputs(model):
+        if not vi.type.HasField("tensor_type"):
+            continue
+        dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        if not np.issubdtype(dtype, np.integer):
+            continue
+        tables: list[int] = []
+        todo, seen = [vi.name], set()
+        while todo:
+            t = todo.pop()
+            seen.add(t)
+            for node in readers.get(t, []):
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == t \
+                        and node.input[0] in inits:
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    dims = inits[node.input[0]].dims
+                    tables.append(int(dims[axis if axis >= 0 else axis + len(dims)]))
+                elif node.op_type in _PASS_ON and node.input[0] == t:
+                    todo += [o for o in node.output[:1] if o not in seen]
+        if tables and min(tables) > 0:
+            out[vi.name] = (0, min(tables))
+            reasons[vi.name] = f"below the size {min(tables)} of the Gather table it indexes"
+        elif np.dtype(dtype) in _TYPE_RANGE:
+            out[vi.name] = _TYPE_RANGE[np.dtype(dtype)]
+            reasons[vi.name] = f"the whole {np.dtype(dtype).name} range"
     return out
 
 
@@ -238,8 +294,10 @@ def _unit(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.nda
     """Zero-mean, unit-variance noise of ``kind`` (gaussian, uniform or smooth)."""
     if kind == "uniform":
         return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size=shape)
+    if kind == "leaves" and len(spatial_axes(shape)) == 2:
+        return _leaves(rng, shape, spatial_axes(shape))
     z = rng.standard_normal(shape)
-    if kind == "smooth":
+    if kind in ("smooth", "leaves"):
         axes = spatial_axes(shape)
         if axes:
             z = _pink(z, axes)
@@ -247,6 +305,49 @@ def _unit(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.nda
             sd = z.std(axis=axes, keepdims=True)
             z /= np.where(sd > 0, sd, 1.0)
     return z
+
+
+_LEAVES_MAX = 2000  # discs per image at most; what they leave uncovered is one more leaf
+
+
+def _leaves(rng: np.random.Generator, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+    """Zero-mean, unit-variance dead-leaves images over the two spatial ``axes``."""
+    ah, aw = axes
+    h, w = shape[ah], shape[aw]
+    other = [a for a in range(1, len(shape)) if a not in axes]  # the channel axis
+    channels = int(np.prod([shape[a] for a in other])) if other else 1
+    r_min, r_max = max(1.0, min(h, w) / 32.0), max(h, w) / 2.0
+    out = np.empty((shape[0], channels, h, w))
+    for i in range(shape[0]):
+        img = np.broadcast_to(rng.random((channels, 1, 1)), (channels, h, w)).copy()
+        covered = np.zeros((h, w), bool)
+        left = h * w
+        for _ in range(_LEAVES_MAX):
+            # Inverse CDF of p(r) ~ r^-3 on [r_min, r_max].
+            u = rng.random()
+            r = 1.0 / np.sqrt(1.0 / r_min ** 2 - u * (1.0 / r_min ** 2 - 1.0 / r_max ** 2))
+            cy, cx = rng.uniform(-r, h + r), rng.uniform(-r, w + r)
+            y0, y1 = max(0, int(cy - r)), min(h, int(cy + r) + 1)
+            x0, x1 = max(0, int(cx - r)), min(w, int(cx + r) + 1)
+            colour = rng.random((channels, 1))
+            if y0 >= y1 or x0 >= x1:
+                continue
+            yy, xx = np.ogrid[y0:y1, x0:x1]
+            disc = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & ~covered[y0:y1, x0:x1]
+            hit = int(disc.sum())
+            if hit:
+                img[:, y0:y1, x0:x1][:, disc] = colour
+                covered[y0:y1, x0:x1] |= disc
+                left -= hit
+                if not left:
+                    break
+        out[i] = img
+    z = out.reshape((shape[0],) + tuple(shape[a] for a in other) + (h, w))
+    z = np.moveaxis(z, (-2, -1), (ah, aw)) if (ah, aw) != (len(shape) - 2, len(shape) - 1) else z
+    z = z.reshape(shape)
+    z -= z.mean(axis=axes, keepdims=True)
+    sd = z.std(axis=axes, keepdims=True)
+    return z / np.where(sd > 0, sd, 1.0)
 
 
 def spatial_axes(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -289,7 +390,7 @@ def _own(vi: onnx.ValueInfoProto, given: Shape, declared: list | None, axis: int
                        f"in the model ({own or 'unnamed'}); give it a number")
 
 
-def _declared(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
+def declared_dims(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
     t = vi.type.tensor_type
     if not t.HasField("shape"):
         return None

@@ -1,0 +1,90 @@
+"""Decide what the synthetic inputs look like before anything is measured: one concrete shape per
+input (symbolic dimensions set by ``dfmpc_onnx.measure.input_spec``'s rules, checked in ONNX Runtime)
+and, where the user gives none, the input range the graph states.
+
+The options the later passes read are replaced by the resolved ones (the report keeps the user's
+options as given, and says under ``inputs`` which shape and range were measured, and why). Where
+no shape works: an explicit --target-bits or --activations int8 is refused (exit 2, with the
+option that fixes it); otherwise the conversion goes on unmeasured and the report says why.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import onnx
+
+from dfmpc_onnx.errors import OptionsError
+from dfmpc_onnx.measure.input_spec import infer_range, ort_check, resolve_shapes
+from dfmpc_onnx.measure.synthetic import integer_ranges, model_inputs
+
+from .base import Context, Fact
+
+_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+           onnx.TensorProto.BFLOAT16}
+
+
+def explicit_request(options) -> str | None:
+    """The option the user gave that only measuring can honour (None: the defaults)."""
+    if options.integer_kernels:
+        return "--activations int8"
+    if options.target_bits is not None:
+        return f"--target-bits {options.target_bits:g}"
+    return None
+
+
+class ResolveInputs:
+    name = "resolve-inputs"
+    requires = (Fact.SHAPES,)
+    provides = (Fact.INPUTS,)
+
+    def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        o = ctx.options
+        if not (o.fidelity_samples > 0 or o.integer_kernels):
+            return False  # nothing runs the model
+        try:
+            spec = resolve_shapes(model, o.input_shapes, check=ort_check(model, ctx.store))
+        except OptionsError as exc:
+            asked = explicit_request(o)
+            if asked is not None:
+                raise OptionsError(f"{asked} needs the model measured on synthetic inputs, and "
+                                   f"{exc}") from exc
+            ctx.report.notes.append(f"not measured: {exc}")
+            return False
+        changes: dict = {"input_shapes": spec.shapes}
+        described = spec.describe()
+        if spec.refused:
+            ctx.report.notes.append("ONNX Runtime refused the float model at "
+                                    + "; ".join(spec.refused) + "; measured at the next shape")
+        inferred = None
+        if (o.input_range is None and o.input_mean == 0.0 and o.input_std == 1.0
+                and o.synthetic != "distilled"):
+            inferred = infer_range(model)
+        if inferred is not None:
+            changes["input_range"] = inferred.value_range
+            range_text = (f"{inferred.value_range[0]:g}..{inferred.value_range[1]:g} "
+                          f"(inferred: {inferred.reason}; --input-range overrides)")
+        elif o.input_range is not None:
+            range_text = f"{o.input_range[0]:g}..{o.input_range[1]:g} (--input-range)"
+        else:
+            range_text = (f"mean {o.input_mean:g}, std {o.input_std:g} ("
+                          + ("--input-mean/--input-std" if (o.input_mean, o.input_std) != (0.0, 1.0)
+                             else "the default: a normalised input; the graph states no range")
+                          + ")")
+        why: dict[str, str] = {}
+        ints = integer_ranges(model, why)
+        floats = {vi.name for vi in model_inputs(model) if vi.type.tensor_type.elem_type in _FLOATS}
+        for name, entry in described.items():
+            if name in ints:
+                lo, hi = ints[name]
+                entry["range"] = f"integers {lo}..{hi - 1} ({why[name]})"
+            elif name in floats:
+                entry["range"] = range_text
+            else:
+                entry["range"] = "0/1 (a mask or flag)"
+        ctx.report.inputs = described
+        resolved = copy.copy(o)  # not dataclasses.replace: __post_init__ is not idempotent
+        for key, value in changes.items():
+            object.__setattr__(resolved, key, value)
+        ctx.options = resolved
+        return False
