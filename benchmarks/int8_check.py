@@ -1,0 +1,126 @@
+"""Int8 activations on pretrained third-party models (issue 23), public API only.
+
+Per model of ``benchmarks/int8_data.py`` (labelled inputs rendered here): the float metric; ours
+with ``--activations int8`` at the given options (each given its input shape); ONNX Runtime's
+``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, MinMax) calibrated on 16
+random standard-normal inputs; latency of each against float (batch 1, 2 threads, median of
+interleaved runs); and which activations ours kept float (from the report).
+
+    pip install pillow; apt-get install fonts-dejavu-core
+    pip download --no-deps -d /work/cache/wheels rapidocr-onnxruntime==1.4.4 ddddocr
+    python -m benchmarks.int8_check                  # every model
+    python -m benchmarks.int8_check cls --no-ort     # one model, ours only
+
+Conversions are time-boxed (``--timeout`` seconds each, in a child process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from benchmarks.activations import ort_static
+from benchmarks.int8_data import OUT, SUITES, Suite
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def metric(path: Path, s: Suite) -> float:
+    sess = _session(path)
+    return s.score([sess.run(None, {s.input: s.x[i:i + 1]})[0] for i in range(len(s.x))])
+
+
+def latency_ratio(path: Path, ref: Path, x: np.ndarray, name: str, runs: int = 30) -> float:
+    a, b = _session(path), _session(ref)
+    ta, tb = [], []
+    for _ in range(runs):
+        for sess, t in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            sess.run(None, {name: x})
+            t.append(time.perf_counter() - t0)
+    return statistics.median(ta) / statistics.median(tb)
+
+
+def _convert(src: str, dst: str, kwargs: dict, queue) -> None:
+    from dfmpc_onnx import convert_file
+    from dfmpc_onnx.options import ConvertOptions
+
+    try:
+        report = convert_file(src, dst, ConvertOptions(**kwargs))
+        queue.put({"activations": report.activations, "notes": report.notes})
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def convert_timed(src: Path, dst: Path, kwargs: dict, timeout: float) -> dict:
+    queue = multiprocessing.get_context("fork").Queue()
+    p = multiprocessing.get_context("fork").Process(target=_convert,
+                                                    args=(str(src), str(dst), kwargs, queue))
+    t0 = time.time()
+    p.start()
+    p.join(timeout)
+    if p.is_alive():
+        p.kill()
+        return {"error": f"timed out after {timeout:.0f} s"}
+    out = queue.get() if not queue.empty() else {"error": f"exit {p.exitcode}"}
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="*", default=list(SUITES))
+    ap.add_argument("--no-ort", action="store_true")
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--tag", default="ours")
+    ap.add_argument("--opt", action="append", default=[],
+                    help="extra ConvertOptions field=value (JSON value), e.g. activation_headroom=1")
+    args = ap.parse_args()
+    extra = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.opt)}
+    rows = {}
+    for key in args.models:
+        s = SUITES[key]()
+        work = OUT / key
+        work.mkdir(parents=True, exist_ok=True)
+        row: dict = {"float": metric(s.model, s)}
+        dst = work / f"{args.tag}.onnx"
+        kw = {"activations": "int8", "input_shapes": {s.input: s.shape}, **extra}
+        info = convert_timed(s.model, dst, kw, args.timeout)
+        if "error" in info:
+            row[args.tag] = info["error"]
+        else:
+            row[args.tag] = metric(dst, s)
+            row[f"{args.tag} latency/float"] = latency_ratio(dst, s.model, s.x[:1], s.input)
+            act = info["activations"] or {}
+            row[f"{args.tag} kept float"] = act.get("kept_float", [])
+            row[f"{args.tag} clip"] = act.get("clip")
+            row[f"{args.tag} seconds"] = info["seconds"]
+        if not args.no_ort:
+            rng = np.random.default_rng(0)
+            ort_dst = work / "ort_random.onnx"
+            if not ort_dst.is_file():
+                ort_static(s.model, ort_dst,
+                           [rng.standard_normal(s.shape).astype(np.float32) for _ in range(16)],
+                           pre_process=False)
+            row["ORT random"] = metric(ort_dst, s)
+            row["ORT latency/float"] = latency_ratio(ort_dst, s.model, s.x[:1], s.input)
+        rows[key] = row
+        print(key, json.dumps(row), flush=True)
+    path = OUT / f"results_{args.tag}.json"
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
