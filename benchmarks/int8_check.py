@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import version_converter
 
 from benchmarks.activations import ort_static
 from benchmarks.int8_data import OUT, SUITES, Suite
@@ -106,16 +108,27 @@ def main() -> None:
             act = info["activations"] or {}
             row[f"{args.tag} kept float"] = act.get("kept_float", [])
             row[f"{args.tag} clip"] = act.get("clip")
+            row[f"{args.tag} divergence by float grids"] = act.get("float_divergence")
             row[f"{args.tag} seconds"] = info["seconds"]
         if not args.no_ort:
             rng = np.random.default_rng(0)
             ort_dst = work / "ort_random.onnx"
-            if not ort_dst.is_file():
-                ort_static(s.model, ort_dst,
-                           [rng.standard_normal(s.shape).astype(np.float32) for _ in range(16)],
-                           pre_process=False)
-            row["ORT random"] = metric(ort_dst, s)
-            row["ORT latency/float"] = latency_ratio(ort_dst, s.model, s.x[:1], s.input)
+            calib = [rng.standard_normal(s.shape).astype(np.float32) for _ in range(16)]
+            src = s.model
+            if onnx.load(str(src), load_external_data=False).opset_import[0].version < 13:
+                # per-channel DequantizeLinear needs opset 13: ORT writes an invalid model below
+                src = work / "opset13.onnx"
+                onnx.save(version_converter.convert_version(onnx.load(str(s.model)), 13), src)
+            for pre in (True, False):  # ORT's pre-processing fails on some exports
+                if ort_dst.is_file():
+                    break
+                try:
+                    ort_static(src, ort_dst, calib, pre_process=pre)
+                except Exception as exc:  # noqa: BLE001 - reported in the table
+                    row["ORT error"] = f"{type(exc).__name__}: {exc}"
+            if ort_dst.is_file():
+                row["ORT random"] = metric(ort_dst, s)
+                row["ORT latency/float"] = latency_ratio(ort_dst, s.model, s.x[:1], s.input)
         rows[key] = row
         print(key, json.dumps(row), flush=True)
     path = OUT / f"results_{args.tag}.json"

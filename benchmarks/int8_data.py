@@ -5,7 +5,8 @@ text lines and captchas rendered here with Pillow in the DejaVu fonts, and each 
   character accuracy = 1 - edit distance / label length (floored at 0), greedy CTC decoding with
   the character list kept in the model's metadata;
 - ``cls``: PP-OCR mobile v2.0 direction classifier, 48x192 lines, half turned 180 degrees, top-1;
-- ``captcha``: ddddocr's default recogniser (common_old.onnx), 4-6 letters and digits with noise
+- ``captcha``: ddddocr's beta recogniser (common.onnx; the default common_old.onnx ships
+  already quantized), 4-6 letters and digits with noise
   lines and dots, grey, height 64 (its preprocessing), width 160; character accuracy as for rec.
 """
 
@@ -132,11 +133,11 @@ def cls(n: int = 200, seed: int = 1) -> Suite:
 def captcha(n: int = 200, seed: int = 2) -> Suite:
     from PIL import Image, ImageDraw, ImageFont
 
-    path = _wheel_member("ddddocr-*.whl", "ddddocr/common_old.onnx")
+    path = _wheel_member("ddddocr-*.whl", "ddddocr/common.onnx")
     charset_py = _wheel_member("ddddocr-*.whl", "ddddocr/charsets.py")
     scope: dict = {}
-    exec(charset_py.read_text(encoding="utf-8").split("CHARSET_BETA")[0], scope)  # noqa: S102
-    chars = scope["CHARSET_OLD"]
+    exec(charset_py.read_text(encoding="utf-8"), scope)  # noqa: S102 - a list literal
+    chars = scope["CHARSET_BETA"]
     rng, fonts = random.Random(seed), _fonts()
     xs, texts = [], []
     for _ in range(n):

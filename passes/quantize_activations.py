@@ -10,7 +10,10 @@ After emit-qdq has written the weights, this pass (``--activations int8``):
    measures, on *other* synthetic inputs, how far the whole model's outputs move from the
    weight-only model's; keeps the rule that moves them least (which rule wins differs by model:
    measured, not assumed);
-4. writes that rule's QuantizeLinear/DequantizeLinear pairs, int32 biases and explicit weight
+4. measures each grid's quantization noise and keeps float the few noisiest grids whose noise
+   carries furthest to the outputs, by whole-model measurement on the same held-out inputs
+   (``dfmpc_onnx.activation_select``; the report lists them);
+5. writes that rule's QuantizeLinear/DequantizeLinear pairs, int32 biases and explicit weight
    zero points, and reports the predicted fidelity of the final model against the float one.
 """
 
@@ -26,6 +29,15 @@ from dfmpc_onnx.activation_qdq import (
     plan_activations,
     quantize_biases,
     weight_zero_points,
+)
+from dfmpc_onnx.activation_select import (
+    choose_float_count,
+    clamped_inputs,
+    float_budget,
+    output_divergence,
+    rank_groups,
+    tensor_sqnr,
+    without_groups,
 )
 from dfmpc_onnx.calibrate import CLIP_RULES, ActivationSamples, QuantParams, quant_params
 from dfmpc_onnx.errors import UnsupportedModelError
@@ -75,13 +87,13 @@ class QuantizeActivations:
         inputs = {i.name for i in graph.input}
         rules = CLIP_RULES if o.activation_clip == "auto" else (o.activation_clip,)
         scores: dict[str, Fidelity] = {}
+        # Neither the calibration inputs (seed) nor those the report's fidelity is measured
+        # on (seed + 1, measure-plan): the rule is not chosen on what judges it.
+        # Four times as many as calibration: the rules differ by little on noise, and on 16
+        # inputs the pick was a coin toss (benchmarks/third_party.py).
+        held = make_inputs(model, ctx, n=RULE_CHECK_FACTOR * n, seed=o.seed + 2)
+        weight_only = _run(model, held, ctx)
         if len(rules) > 1:
-            # Neither the calibration inputs (seed) nor those the report's fidelity is measured
-            # on (seed + 1, measure-plan): the rule is not chosen on what judges it.
-            # Four times as many as calibration: the rules differ by little on noise, and on 16
-            # inputs the pick was a coin toss (benchmarks/third_party.py).
-            held = make_inputs(model, ctx, n=RULE_CHECK_FACTOR * n, seed=o.seed + 2)
-            weight_only = _run(model, held, ctx)
             for rule in rules:
                 ctx.say(f"activations: measuring clip rule {rule}")
                 trial = onnx.ModelProto()
@@ -92,14 +104,63 @@ class QuantizeActivations:
             chosen = min(rules, key=lambda r: scores[r].score)  # ties: the earlier, simpler rule
         else:
             chosen = rules[0]
-        kept = _emit(model, ctx, plan, _params(plan, samples, chosen, ctx, inputs))
+        params = _params(plan, samples, chosen, ctx, inputs)
+        floated, tried = _keep_float(model, ctx, plan, params, held, weight_only, n)
+        kept = _emit(model, ctx, plan, without_groups(plan, params, floated))
         _report(ctx, plan, chosen, scores, kept, n)
+        _report_float(ctx, plan, floated, tried)
         if ctx.reference is not None:
             feeds, reference = ctx.reference
             fid = compare(reference, [r for f in feeds for r in _run(model, f, ctx)], _outputs(model))
             ctx.report.fidelity.update(score=fid.score, top1_agreement=fid.top1_agreement,
                                        metric=sorted(set(fid.metric.values())))
         return True
+
+
+def _keep_float(model: onnx.ModelProto, ctx: Context, plan: ActivationPlan,
+                params: dict[str, QuantParams], held: dict[str, np.ndarray],
+                weight_only: list[dict[str, np.ndarray]], n: int
+                ) -> tuple[list[str], dict[int, float]]:
+    """The groups to keep float (dfmpc_onnx.activation_select): the noisiest grids on ``n`` of
+    the held-out inputs, as many of them (within the budget) as brings the whole model closest
+    to the weight-only one on all of them by enough (choose_float_count); none when none does.
+    Also the divergence of each number tried."""
+    ks = float_budget(len(plan.range_from))
+    if not ks:
+        return [], {}
+    first = {k: v[:n] for k, v in held.items()}
+    ctx.say("activations: measuring each grid's quantization noise")
+    sqnr = tensor_sqnr(model, params, first, clamped=clamped_inputs(plan), store=ctx.store)
+    order = rank_groups(plan, sqnr)
+    trial = onnx.ModelProto()
+    trial.CopyFrom(model)
+    _emit(trial, ctx, plan, params)
+    outputs = _outputs(model)
+    tried = {0: output_divergence(weight_only, _run(trial, held, ctx), outputs)}
+    del trial
+    for k in ks:
+        ctx.say(f"activations: measuring with the {k} noisiest grids float")
+        trial = onnx.ModelProto()
+        trial.CopyFrom(model)
+        _emit(trial, ctx, plan, without_groups(plan, params, order[:k]))
+        tried[k] = output_divergence(weight_only, _run(trial, held, ctx), outputs)
+        del trial
+    return order[:choose_float_count(tried, len(plan.range_from))], tried
+
+
+def _report_float(ctx: Context, plan: ActivationPlan, floated: list[str],
+                  tried: dict[int, float]) -> None:
+    tensors = [t for t in plan.tensors if plan.group[t] in set(floated)]
+    ctx.report.activations["kept_float"] = tensors
+    ctx.report.activations["float_divergence"] = {str(k): v for k, v in tried.items()}
+    if not tried:  # too few grids to keep any float
+        return
+    shown = ", ".join(f"{k} {v:.3g}" for k, v in tried.items())
+    ctx.report.notes.append(
+        f"activations: {len(floated)} of {len(plan.range_from)} grids kept float (the noisiest, "
+        f"as many as gained most, each charged twice an average grid's share of the divergence "
+        f"from the weight-only model on held-out synthetic inputs; float grids: divergence {shown})"
+        + (f": {', '.join(tensors)}" if tensors else ""))
 
 
 def _check_integer_grids(ctx: Context) -> None:
