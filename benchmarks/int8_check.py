@@ -10,6 +10,7 @@ interleaved runs); and which activations ours kept float (from the report).
     pip download --no-deps -d /work/cache/wheels rapidocr-onnxruntime==1.4.4 ddddocr
     python -m benchmarks.int8_check                  # every model
     python -m benchmarks.int8_check cls --no-ort     # one model, ours only
+    python -m benchmarks.int8_check --examples glyphs_resnet   # example models vs their record
 
 Conversions are time-boxed (``--timeout`` seconds each, in a child process).
 """
@@ -81,6 +82,33 @@ def convert_timed(src: Path, dst: Path, kwargs: dict, timeout: float) -> dict:
     return out
 
 
+def examples(extra: dict, tag: str, names: list[str]) -> None:
+    """The example models at ``extra``: top-1 beside the figure benchmarks/activations_results.json
+    records for the default (``python -m benchmarks.activations``), and latency against float."""
+    from benchmarks.activations import DATA, MODELS, interleaved_ms, top1
+    from dfmpc_onnx import convert_file
+    from dfmpc_onnx.options import ConvertOptions
+
+    recorded = {r["model"]: r for r in json.loads(
+        (Path(__file__).parent / "activations_results.json").read_text())["accuracy"]}
+    work = OUT / "examples"
+    work.mkdir(parents=True, exist_ok=True)
+    for model in sorted(MODELS.glob("*.onnx")):
+        if names and not any(n in model.stem for n in names):
+            continue
+        data = np.load(DATA[model.name.split("_")[0]])
+        x, labels = data["input"].astype(np.float32), data["label"]
+        out = work / f"{model.stem}.{tag}.onnx"
+        report = convert_file(model, out, ConvertOptions(activations="int8", **extra))
+        f, q = interleaved_ms([model, out], x[:1], 100)
+        was = recorded.get(model.stem, {})
+        print(f"{model.stem:30s} FP32 {100 * top1(model, x, labels):.2f}  {tag} "
+              f"{100 * top1(out, x, labels):.2f}  recorded default "
+              f"{100 * was.get('ours W7A8 (default)', float('nan')):.2f}  latency/float {q / f:.2f} "
+              f"(recorded {was.get('latency b1', float('nan')):.2f})  kept float "
+              f"{report.activations.get('kept_float')}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="*", default=list(SUITES))
@@ -89,8 +117,13 @@ def main() -> None:
     ap.add_argument("--tag", default="ours")
     ap.add_argument("--opt", action="append", default=[],
                     help="extra ConvertOptions field=value (JSON value), e.g. activation_headroom=1")
+    ap.add_argument("--examples", action="store_true",
+                    help="the example models instead (MODELS: substrings of their names)")
     args = ap.parse_args()
     extra = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.opt)}
+    if args.examples:
+        examples(extra, args.tag, args.models if args.models != list(SUITES) else [])
+        return
     rows = {}
     for key in args.models:
         s = SUITES[key]()
