@@ -3,17 +3,20 @@
 After emit-qdq has written the weights, this pass (``--activations int8``):
 
 1. picks the activations ORT fuses into integer kernels (``dfmpc_onnx.activation_qdq``);
-2. runs the weight-quantized model on seeded synthetic inputs and keeps each activation's
-   extremes and a subsample of its values (``dfmpc_onnx.calibrate``);
-3. for each clip rule (min-max, percentile, MSE-optimal; all of them with ``--activation-clip
-   auto``) writes the activation grids, widened by ``--activation-headroom``, into a copy and
+2. runs the weight-quantized model on seeded synthetic inputs of each kind (smooth, gaussian,
+   uniform; only ``--synthetic`` with headroom 1 or distilled inputs) and keeps each
+   activation's extremes and a subsample of its values (``dfmpc_onnx.calibrate``);
+3. measures the headroom, between 1 and ``--activation-headroom``, on the kind of input left out
+   of calibration (``dfmpc_onnx.activation_headroom``);
+4. for each clip rule (min-max, percentile, MSE-optimal; all of them with ``--activation-clip
+   auto``) writes the activation grids, widened by that headroom, into a copy and
    measures, on *other* synthetic inputs, how far the whole model's outputs move from the
    weight-only model's; keeps the rule that moves them least (which rule wins differs by model:
    measured, not assumed);
-4. measures each grid's quantization noise and keeps float the few noisiest grids whose noise
+5. measures each grid's quantization noise and keeps float the few noisiest grids whose noise
    carries furthest to the outputs, by whole-model measurement on the same held-out inputs
    (``dfmpc_onnx.activation_select``; the report lists them);
-5. writes that rule's QuantizeLinear/DequantizeLinear pairs, int32 biases and explicit weight
+6. writes that rule's QuantizeLinear/DequantizeLinear pairs, int32 biases and explicit weight
    zero points, and reports the predicted fidelity of the final model against the float one.
 """
 
