@@ -141,6 +141,7 @@ def main() -> None:
             act = info["activations"] or {}
             row[f"{args.tag} kept float"] = act.get("kept_float", [])
             row[f"{args.tag} clip"] = act.get("clip")
+            row[f"{args.tag} headroom"] = act.get("headroom")
             row[f"{args.tag} divergence by float grids"] = act.get("float_divergence")
             row[f"{args.tag} seconds"] = info["seconds"]
         if not args.no_ort:

@@ -3,11 +3,12 @@
 After emit-qdq has written the weights, this pass (``--activations int8``):
 
 1. picks the activations ORT fuses into integer kernels (``dfmpc_onnx.activation_qdq``);
-2. runs the weight-quantized model on seeded synthetic inputs of each kind (smooth, gaussian,
-   uniform; only ``--synthetic`` with headroom 1 or distilled inputs) and keeps each
-   activation's extremes and a subsample of its values (``dfmpc_onnx.calibrate``);
-3. measures the headroom, between 1 and ``--activation-headroom``, on the kind of input left out
-   of calibration (``dfmpc_onnx.activation_headroom``);
+2. runs the weight-quantized model on seeded ``--synthetic`` inputs (with
+   ``--activation-headroom-rule measured``: of each kind, smooth, gaussian and uniform) and
+   keeps each activation's extremes and a subsample of its values (``dfmpc_onnx.calibrate``);
+3. the headroom: ``--activation-headroom``, or with the measured rule 1, its square root or
+   itself, judged on the kind of input left out of calibration
+   (``dfmpc_onnx.activation_headroom``);
 4. for each clip rule (min-max, percentile, MSE-optimal; all of them with ``--activation-clip
    auto``) writes the activation grids, widened by that headroom, into a copy and
    measures, on *other* synthetic inputs, how far the whole model's outputs move from the
@@ -137,11 +138,13 @@ class QuantizeActivations:
 
 
 def _calibration_kinds(ctx: Context) -> tuple[str, ...]:
-    """The kinds of synthetic inputs calibrated on: the one asked for first, then the others of
-    activation_headroom.KINDS; only the one asked for when the headroom is fixed at 1 or the
-    inputs are distilled (other kinds would not be what the options describe)."""
+    """The kinds of synthetic inputs calibrated on: with --activation-headroom-rule measured the
+    one asked for first, then the others of activation_headroom.KINDS; only the one asked for
+    with the fixed rule, a headroom of 1 or distilled inputs (other kinds would not be what the
+    options describe)."""
     o = ctx.options
-    if o.synthetic == "distilled" or o.activation_headroom == 1:
+    if (o.activation_headroom_rule == "fixed" or o.synthetic == "distilled"
+            or o.activation_headroom == 1):
         return (o.synthetic,)
     first = () if o.synthetic == "mixed" else (o.synthetic,)
     return first + tuple(k for k in KINDS if k not in first)

@@ -373,8 +373,15 @@ def test_headroom_is_measured_between_one_and_the_option_on_a_kind_left_out():
     one, r1 = convert(model, ConvertOptions(activations="int8", activation_clip="minmax",
                                             activation_headroom=1.0, fidelity_samples=8))
     assert r1.activations["calibration_kinds"] == ["smooth"] and r1.activations["headroom"] == 1
+    fixed, rf = convert(model, ConvertOptions(activations="int8", activation_clip="minmax",
+                                              activation_headroom=2.0, fidelity_samples=8))
+    assert rf.activations["calibration_kinds"] == ["smooth"] and rf.activations["headroom"] == 2
+    assert _act_scale(fixed, "input") == _act_scale(one, "input")
+    for t in ("conv0_out", "conv2_out", "sum"):  # conv0_out carries relu0's grid
+        assert _act_scale(fixed, t) == pytest.approx(2 * _act_scale(one, t), rel=1e-6)
     two, r2 = convert(model, ConvertOptions(activations="int8", activation_clip="minmax",
-                                            activation_headroom=2.0, fidelity_samples=8))
+                                            activation_headroom=2.0, fidelity_samples=8,
+                                            activation_headroom_rule="measured"))
     act = r2.activations
     assert act["calibration_kinds"] == ["smooth", "gaussian", "uniform"]
     scores = {float(h): v for h, v in act["headroom_scores"].items()}
