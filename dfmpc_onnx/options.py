@@ -167,6 +167,13 @@ class ConvertOptions:
         "moves the outputs least on the kind of input left out of the calibration (per model; "
         "on ddddocr's recogniser and PP-OCRv4's it beat fixed, on PaddleOCR's direction "
         "classifier it lost 11 points: benchmarks/int8_check.py).", ("fixed", "measured"))
+    activation_float_grids: bool = _opt(
+        False, "--activations int8: also try keeping float the few activation grids with the "
+        "most quantization noise per channel (up to an eighth of them), as many as bring the "
+        "outputs closest to the weight-only model's on held-out synthetic inputs net of a charge "
+        "per float grid; the report lists them. Off by default: on the pretrained models of "
+        "benchmarks/int8_check.py it changed nothing measurable, and on the MobileNetV2 example "
+        "its two float grids cost a third more latency for 0.3 points.")
     plan: dict[str, Any] = _opt(
         {}, 'Per-layer overrides by node name: {"conv1": 4, "fc": null, "conv2": {"bits": 4, '
         '"quantizer": "block32", "correction": "none"}} (null keeps a layer in float).')

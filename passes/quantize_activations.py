@@ -14,7 +14,8 @@ After emit-qdq has written the weights, this pass (``--activations int8``):
    measures, on *other* synthetic inputs, how far the whole model's outputs move from the
    weight-only model's; keeps the rule that moves them least (which rule wins differs by model:
    measured, not assumed);
-5. measures each grid's quantization noise and keeps float the few noisiest grids whose noise
+5. with ``--activation-float-grids``, measures each grid's quantization noise and keeps float
+   the few noisiest grids whose noise
    carries furthest to the outputs, by whole-model measurement on the same held-out inputs
    (``dfmpc_onnx.activation_select``; the report lists them);
 6. writes that rule's QuantizeLinear/DequantizeLinear pairs, int32 biases and explicit weight
@@ -198,7 +199,7 @@ def _keep_float(model: onnx.ModelProto, ctx: Context, plan: ActivationPlan,
     the held-out inputs, as many of them (within the budget) as brings the whole model closest
     to the weight-only one on all of them by enough (choose_float_count); none when none does.
     Also the divergence of each number tried."""
-    ks = float_budget(len(plan.range_from))
+    ks = float_budget(len(plan.range_from)) if ctx.options.activation_float_grids else []
     if not ks:
         return [], {}
     first = {k: v[:n] for k, v in held.items()}

@@ -61,7 +61,7 @@ def chain_net(layers: int = 16, outlier: int | None = 5, seed: int = 0) -> onnx.
                       [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
 
 
-A8 = ConvertOptions(activations="int8", fidelity_samples=8)
+A8 = ConvertOptions(activations="int8", fidelity_samples=8, activation_float_grids=True)
 
 
 def test_tensor_sqnr_matches_a_numpy_reference_of_each_grid_alone():
@@ -148,6 +148,8 @@ def test_the_grid_an_outlier_ruins_stays_float_and_is_reported():
     assert div["2"] < div["0"] / 10
 
 
-def test_a_model_without_outliers_keeps_every_grid():
+def test_a_model_without_outliers_keeps_every_grid_and_the_default_tries_none():
     _, report = convert(chain_net(outlier=None), A8)
     assert report.activations["kept_float"] == []
+    _, default = convert(chain_net(), ConvertOptions(activations="int8", fidelity_samples=8))
+    assert default.activations["kept_float"] == [] and default.activations["float_divergence"] == {}
