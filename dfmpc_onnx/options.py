@@ -174,11 +174,26 @@ class ConvertOptions:
         "elsewhere.", CLIP_CHOICES)
     activation_headroom: float = _opt(
         3.0, "--activations int8: every range measured on synthetic inputs is widened by this "
-        "factor (graph inputs excepted; never past a Clip's bounds). Real data drives deep "
+        "factor (graph inputs excepted; never past a Clip's bounds; with --activation-headroom-rule "
+        "measured, the widest factor tried). Real data drives deep "
         "activations further than noise does: on our examples and a third-party model the real "
         "span exceeded the synthetic one in most layers (90th percentile 1.3-2.6x), and "
         "saturating costs far more than the resolution a wider grid gives up "
         "(benchmarks/ACTIVATIONS.md). 1 trusts the synthetic ranges as they are.")
+    activation_headroom_rule: str = _opt(
+        "fixed", "--activations int8: fixed: ranges from --synthetic inputs widened by "
+        "--activation-headroom. measured: ranges are the union over smooth, gaussian and uniform "
+        "inputs, widened by 1, the square root of --activation-headroom or itself, whichever "
+        "moves the outputs least on the kind of input left out of the calibration (per model; "
+        "on ddddocr's recogniser and PP-OCRv4's it beat fixed, on PaddleOCR's direction "
+        "classifier it lost 11 points: benchmarks/int8_check.py).", ("fixed", "measured"))
+    activation_float_grids: bool = _opt(
+        False, "--activations int8: also try keeping float the few activation grids with the "
+        "most quantization noise per channel (up to an eighth of them), as many as bring the "
+        "outputs closest to the weight-only model's on held-out synthetic inputs net of a charge "
+        "per float grid; the report lists them. Off by default: on the pretrained models of "
+        "benchmarks/int8_check.py it changed nothing measurable, and on the MobileNetV2 example "
+        "its two float grids cost a third more latency for 0.3 points.")
     plan: dict[str, Any] = _opt(
         {}, 'Per-layer overrides by node name: {"conv1": 4, "fc": null, "conv2": {"bits": 4, '
         '"quantizer": "block32", "correction": "none"}} (null keeps a layer in float).')

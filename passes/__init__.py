@@ -39,8 +39,9 @@ def pairing_passes() -> list[Pass]:
 
 def analysis_passes(options: ConvertOptions | None = None) -> list[Pass]:
     """Normalise, find pairs, [equalize,] plan bits, resolve the inputs, measure, choose: the
-    facts every later pass builds on. Equalization (with ``options.equalize``) keeps the float model, so it runs right
-    after the pairs are found, before anything is measured or the plan drops the pairs."""
+    facts every later pass builds on. Equalization (with ``options.equalize``) keeps the float
+    model, so it runs right after the pairs are found, before anything is measured or the plan
+    drops the pairs."""
     equalize = [EqualizePairs()] if options is not None and options.equalize else []
     return [*pairing_passes(), *equalize, PlanBits(), ResolveInputs(), MeasureLayers(), ChoosePlan()]
 

@@ -3,25 +3,52 @@
 After emit-qdq has written the weights, this pass (``--activations int8``):
 
 1. picks the activations ORT fuses into integer kernels (``dfmpc_onnx.quant.activation_qdq``);
-2. runs the weight-quantized model on seeded synthetic inputs and keeps each activation's
-   extremes and a subsample of its values (``dfmpc_onnx.measure.calibrate``);
-3. for each clip rule (min-max, percentile, MSE-optimal; all of them with ``--activation-clip
-   auto``) writes the activation grids, widened by ``--activation-headroom``, into a copy and
+2. runs the weight-quantized model on seeded ``--synthetic`` inputs (with
+   ``--activation-headroom-rule measured``: of each kind, smooth, gaussian and uniform) and
+   keeps each activation's extremes and a subsample of its values (``dfmpc_onnx.measure.calibrate``);
+3. the headroom: ``--activation-headroom``, or with the measured rule 1, its square root or
+   itself, judged on the kind of input left out of calibration
+   (``dfmpc_onnx.measure.activation_headroom``);
+4. for each clip rule (min-max, percentile, MSE-optimal; all of them with ``--activation-clip
+   auto``) writes the activation grids, widened by that headroom, into a copy and
    measures, on *other* synthetic inputs, how far the whole model's outputs move from the
    weight-only model's; keeps the rule that moves them least (which rule wins differs by model:
    measured, not assumed);
-4. writes that rule's QuantizeLinear/DequantizeLinear pairs, int32 biases and explicit weight
+5. with ``--activation-float-grids``, measures each grid's quantization noise and keeps float
+   the few noisiest grids whose noise
+   carries furthest to the outputs, by whole-model measurement on the same held-out inputs
+   (``dfmpc_onnx.measure.activation_select``; the report lists them);
+6. writes that rule's QuantizeLinear/DequantizeLinear pairs, int32 biases and explicit weight
    zero points, and reports the predicted fidelity of the final model against the float one.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from dfmpc_onnx.errors import UnsupportedModelError, first_line
-from dfmpc_onnx.measure.calibrate import CLIP_RULES, ActivationSamples, QuantParams, quant_params
+from dfmpc_onnx.measure.activation_headroom import KINDS, choose_headroom, merge_samples
+from dfmpc_onnx.measure.activation_select import (
+    choose_float_count,
+    clamped_inputs,
+    float_budget,
+    output_divergence,
+    rank_groups,
+    tensor_sqnr,
+    without_groups,
+)
+from dfmpc_onnx.measure.calibrate import (
+    CLIP_RULES,
+    ActivationSamples,
+    QuantParams,
+    TensorSamples,
+    clip_range,
+    quant_params,
+)
 from dfmpc_onnx.measure.fidelity import Fidelity, compare, split_batches
 from dfmpc_onnx.model.graph import drop_unused_initializers
 from dfmpc_onnx.model.weightstore import session_for
@@ -58,47 +85,168 @@ class QuantizeActivations:
                                     "layer; activations stay float")
             return False
         n = max(o.fidelity_samples, MIN_CALIBRATION)
-        ctx.say(f"activations: calibrating {len(plan.tensors)} tensors on {n} synthetic inputs")
+        kinds = _calibration_kinds(ctx)
+        ctx.say(f"activations: calibrating {len(plan.tensors)} tensors on {n} synthetic inputs "
+                f"of each kind: {', '.join(kinds)}")
         try:
-            samples = ActivationSamples(model, plan.tensors, make_inputs(model, ctx, n=n),
-                                        seed=o.seed, store=ctx.store)
+            per_kind = {k: ActivationSamples(model, plan.tensors, _kind_inputs(model, ctx, k, n),
+                                             seed=o.seed, store=ctx.store) for k in kinds}
         except Exception as exc:  # noqa: BLE001 - said in one line, with what to do
             raise UnsupportedModelError(
                 "--activations int8 sets activation ranges by running the model in ONNX Runtime "
                 f"on synthetic inputs, which failed here ({first_line(exc, 203)}); convert without "
                 "--activations (weight-only)") from exc
-        not_float = [t for t in plan.tensors if samples.dtypes[t] != np.float32]
+        first = per_kind[kinds[0]]
+        not_float = [t for t in plan.tensors if first.dtypes[t] != np.float32]
         if not_float:  # untyped in the graph and not float after all: plan without them
             plan = plan_activations(graph, ctx.quantized,
                                     {t for t in plan.tensors if t not in not_float})
+        headroom, headroom_scores = _measure_headroom(model, ctx, plan, per_kind, n)
+        samples = merge_samples(list(per_kind.values()))
         inputs = {i.name for i in graph.input}
         rules = CLIP_RULES if o.activation_clip == "auto" else (o.activation_clip,)
         scores: dict[str, Fidelity] = {}
+        # Neither the calibration inputs (seed) nor those the report's fidelity is measured
+        # on (seed + 1, measure-plan): the rule is not chosen on what judges it.
+        # Four times as many as calibration: the rules differ by little on noise, and on 16
+        # inputs the pick was a coin toss (benchmarks/third_party.py).
+        held = make_inputs(model, ctx, n=RULE_CHECK_FACTOR * n, seed=o.seed + 2)
+        weight_only = _run(model, held, ctx)
         if len(rules) > 1:
-            # Neither the calibration inputs (seed) nor those the report's fidelity is measured
-            # on (seed + 1, measure-plan): the rule is not chosen on what judges it.
-            # Four times as many as calibration: the rules differ by little on noise, and on 16
-            # inputs the pick was a coin toss (benchmarks/third_party.py).
-            held = make_inputs(model, ctx, n=RULE_CHECK_FACTOR * n, seed=o.seed + 2)
-            weight_only = _run(model, held, ctx)
             for rule in rules:
                 ctx.say(f"activations: measuring clip rule {rule}")
                 trial = onnx.ModelProto()
                 trial.CopyFrom(model)
-                _emit(trial, ctx, plan, _params(plan, samples, rule, ctx, inputs))
+                _emit(trial, ctx, plan, _params(plan, samples, rule, ctx, inputs, headroom))
                 scores[rule] = compare(weight_only, _run(trial, held, ctx), _outputs(model))
                 del trial
             chosen = min(rules, key=lambda r: scores[r].score)  # ties: the earlier, simpler rule
         else:
             chosen = rules[0]
-        kept = _emit(model, ctx, plan, _params(plan, samples, chosen, ctx, inputs))
+        params = _params(plan, samples, chosen, ctx, inputs, headroom)
+        floated, tried = _keep_float(model, ctx, plan, params, held, weight_only, n)
+        kept = _emit(model, ctx, plan, without_groups(plan, params, floated))
         _report(ctx, plan, chosen, scores, kept, n)
+        _report_headroom(ctx, headroom, headroom_scores, list(per_kind))
+        _report_float(ctx, plan, floated, tried)
         if ctx.reference is not None:
             feeds, reference = ctx.reference
             fid = compare(reference, [r for f in feeds for r in _run(model, f, ctx)], _outputs(model))
             ctx.report.fidelity.update(score=fid.score, top1_agreement=fid.top1_agreement,
                                        metric=sorted(set(fid.metric.values())))
         return True
+
+
+def _calibration_kinds(ctx: Context) -> tuple[str, ...]:
+    """The kinds of synthetic inputs calibrated on: with --activation-headroom-rule measured the
+    one asked for first, then the others of activation_headroom.KINDS; only the one asked for
+    with the fixed rule, a headroom of 1 or distilled inputs (other kinds would not be what the
+    options describe)."""
+    o = ctx.options
+    if (o.activation_headroom_rule == "fixed" or o.synthetic == "distilled"
+            or o.activation_headroom == 1):
+        return (o.synthetic,)
+    first = () if o.synthetic == "mixed" else (o.synthetic,)
+    return first + tuple(k for k in KINDS if k not in first)
+
+
+def _kind_inputs(model: onnx.ModelProto, ctx: Context, kind: str, n: int,
+                 seed: int | None = None) -> dict[str, np.ndarray]:
+    if kind == ctx.options.synthetic:
+        return make_inputs(model, ctx, n=n, seed=seed)
+    from dfmpc_onnx.measure.synthetic import synthetic_inputs
+
+    o = ctx.options
+    return synthetic_inputs(model, n=n, kind=kind, seed=o.seed if seed is None else seed,
+                            mean=o.input_mean, std=o.input_std, value_range=o.input_range,
+                            shapes=o.input_shapes or None)
+
+
+def _measure_headroom(model: onnx.ModelProto, ctx: Context, plan: ActivationPlan,
+                      per_kind: dict[str, ActivationSamples], n: int
+                      ) -> tuple[float, dict[float, list[float]]]:
+    """The headroom (dfmpc_onnx.measure.activation_headroom): 1, the square root of
+    --activation-headroom and --activation-headroom itself, each judged leaving one kind of
+    synthetic input out; --activation-headroom as given when only one kind was calibrated."""
+    o = ctx.options
+    if len(per_kind) < 2:
+        return o.activation_headroom, {}
+    top = o.activation_headroom
+    factors = sorted({1.0, float(np.sqrt(top)), float(top)})
+    inputs = {i.name for i in model.graph.input}
+    scores: dict[float, list[float]] = {h: [] for h in factors}
+    outputs = _outputs(model)
+    for left in per_kind:
+        held = _kind_inputs(model, ctx, left, n, seed=o.seed + 3)
+        reference = _run(model, held, ctx)
+        rest = merge_samples([s for k, s in per_kind.items() if k != left])
+        for h in factors:
+            ctx.say(f"activations: headroom {h:.2f}, judged on {left} inputs")
+            trial = onnx.ModelProto()
+            trial.CopyFrom(model)
+            _emit(trial, ctx, plan, _params(plan, rest, "minmax", ctx, inputs, h))
+            scores[h].append(output_divergence(reference, _run(trial, held, ctx), outputs))
+            del trial
+    return choose_headroom(scores), scores
+
+
+def _keep_float(model: onnx.ModelProto, ctx: Context, plan: ActivationPlan,
+                params: dict[str, QuantParams], held: dict[str, np.ndarray],
+                weight_only: list[dict[str, np.ndarray]], n: int
+                ) -> tuple[list[str], dict[int, float]]:
+    """The groups to keep float (dfmpc_onnx.measure.activation_select): the noisiest grids on ``n`` of
+    the held-out inputs, as many of them (within the budget) as brings the whole model closest
+    to the weight-only one on all of them by enough (choose_float_count); none when none does.
+    Also the divergence of each number tried."""
+    ks = float_budget(len(plan.range_from)) if ctx.options.activation_float_grids else []
+    if not ks:
+        return [], {}
+    first = {k: v[:n] for k, v in held.items()}
+    ctx.say("activations: measuring each grid's quantization noise")
+    sqnr = tensor_sqnr(model, params, first, clamped=clamped_inputs(plan), store=ctx.store)
+    order = rank_groups(plan, sqnr)
+    trial = onnx.ModelProto()
+    trial.CopyFrom(model)
+    _emit(trial, ctx, plan, params)
+    outputs = _outputs(model)
+    tried = {0: output_divergence(weight_only, _run(trial, held, ctx), outputs)}
+    del trial
+    for k in ks:
+        ctx.say(f"activations: measuring with the {k} noisiest grids float")
+        trial = onnx.ModelProto()
+        trial.CopyFrom(model)
+        _emit(trial, ctx, plan, without_groups(plan, params, order[:k]))
+        tried[k] = output_divergence(weight_only, _run(trial, held, ctx), outputs)
+        del trial
+    return order[:choose_float_count(tried, len(plan.range_from))], tried
+
+
+def _report_headroom(ctx: Context, headroom: float, scores: dict[float, list[float]],
+                     kinds: list[str]) -> None:
+    ctx.report.activations["headroom"] = headroom
+    ctx.report.activations["calibration_kinds"] = kinds
+    ctx.report.activations["headroom_scores"] = {str(h): v for h, v in scores.items()}
+    if scores:
+        shown = "; ".join(f"{h:.2f}: " + ", ".join(f"{v:.3g}" for v in d) for h, d in scores.items())
+        ctx.report.notes.append(
+            f"activations: ranges are the union over {', '.join(kinds)} inputs widened by "
+            f"{headroom:.2f}, the factor whose grids moved the outputs least on the kind of input "
+            f"left out of their calibration (divergence per kind left out, {shown})")
+
+
+def _report_float(ctx: Context, plan: ActivationPlan, floated: list[str],
+                  tried: dict[int, float]) -> None:
+    tensors = [t for t in plan.tensors if plan.group[t] in set(floated)]
+    ctx.report.activations["kept_float"] = tensors
+    ctx.report.activations["float_divergence"] = {str(k): v for k, v in tried.items()}
+    if not tried:  # too few grids to keep any float
+        return
+    shown = ", ".join(f"{k} {v:.3g}" for k, v in tried.items())
+    ctx.report.notes.append(
+        f"activations: {len(floated)} of {len(plan.range_from)} grids kept float (the noisiest, "
+        f"as many as gained most, each charged twice an average grid's share of the divergence "
+        f"from the weight-only model on held-out synthetic inputs; float grids: divergence {shown})"
+        + (f": {', '.join(tensors)}" if tensors else ""))
 
 
 def _check_integer_grids(ctx: Context) -> None:
@@ -124,13 +272,13 @@ def _float_tensors(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-def _params(plan: ActivationPlan, samples: ActivationSamples, rule: str, ctx: Context,
-            graph_inputs: set[str]) -> dict[str, QuantParams]:
-    """Each activation's grid under ``rule``: the synthetic ranges widened by the headroom (not
-    graph inputs, whose distribution the options state), or kept-BN ranges for ``bn``."""
+def _params(plan: ActivationPlan, samples: Mapping[str, TensorSamples], rule: str, ctx: Context,
+            graph_inputs: set[str], h: float) -> dict[str, QuantParams]:
+    """Each activation's grid under ``rule``: the synthetic ranges widened by the headroom ``h``
+    (not graph inputs, whose distribution the options state), or kept-BN ranges for ``bn``."""
     o = ctx.options
-    ranges = samples.ranges("minmax" if rule == "bn" else rule, o.activation_type)
-    h = o.activation_headroom
+    cut = "minmax" if rule == "bn" else rule
+    ranges = {t: clip_range(samples[t], cut, o.activation_type) for t in plan.tensors}
     ranges = {t: r if t in graph_inputs else (r[0] * h, r[1] * h) for t, r in ranges.items()}
     if rule == "bn":
         ranges.update(_bn_ranges(plan, ctx, BN_STDS))

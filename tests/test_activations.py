@@ -15,6 +15,7 @@ from tinymodels import conv_net, make_model
 
 from dfmpc_onnx import convert
 from dfmpc_onnx.errors import OptionsError
+from dfmpc_onnx.measure.activation_headroom import choose_headroom, merge_samples
 from dfmpc_onnx.measure.calibrate import (
     _SHRINK,
     ActivationSamples,
@@ -367,15 +368,46 @@ def _act_scale(model: onnx.ModelProto, tensor: str) -> float:
                                             if t.name == f"{tensor}_act_scale")))
 
 
-def test_headroom_widens_every_synthetic_range_but_the_input():
+def test_headroom_is_measured_between_one_and_the_option_on_a_kind_left_out():
     model = residual_net()
-    one, _ = convert(model, ConvertOptions(activations="int8", activation_clip="minmax",
-                                           activation_headroom=1.0, fidelity_samples=8))
-    two, _ = convert(model, ConvertOptions(activations="int8", activation_clip="minmax",
-                                           activation_headroom=2.0, fidelity_samples=8))
-    assert _act_scale(two, "input") == _act_scale(one, "input")
+    one, r1 = convert(model, ConvertOptions(activations="int8", activation_clip="minmax",
+                                            activation_headroom=1.0, fidelity_samples=8))
+    assert r1.activations["calibration_kinds"] == ["smooth"] and r1.activations["headroom"] == 1
+    fixed, rf = convert(model, ConvertOptions(activations="int8", activation_clip="minmax",
+                                              activation_headroom=2.0, fidelity_samples=8))
+    assert rf.activations["calibration_kinds"] == ["smooth"] and rf.activations["headroom"] == 2
+    assert _act_scale(fixed, "input") == _act_scale(one, "input")
     for t in ("conv0_out", "conv2_out", "sum"):  # conv0_out carries relu0's grid
-        assert _act_scale(two, t) == pytest.approx(2 * _act_scale(one, t), rel=1e-6)
+        assert _act_scale(fixed, t) == pytest.approx(2 * _act_scale(one, t), rel=1e-6)
+    two, r2 = convert(model, ConvertOptions(activations="int8", activation_clip="minmax",
+                                            activation_headroom=2.0, fidelity_samples=8,
+                                            activation_headroom_rule="measured"))
+    act = r2.activations
+    assert act["calibration_kinds"] == ["smooth", "gaussian", "uniform"]
+    scores = {float(h): v for h, v in act["headroom_scores"].items()}
+    assert sorted(scores) == pytest.approx([1.0, 2 ** 0.5, 2.0])
+    assert all(len(v) == 3 for v in scores.values())
+    assert act["headroom"] == choose_headroom(scores)
+    # The union of three kinds is at least as wide as one kind's range, and the headroom widens it.
+    for t in ("conv2_out", "sum"):
+        assert _act_scale(two, t) >= act["headroom"] * _act_scale(one, t) * (1 - 1e-6)
+
+
+def test_merged_samples_are_the_union_and_headroom_ties_go_to_the_finer_grid():
+    a = TensorSamples(-1.0, 2.0, np.array([0.5], np.float32))
+    b = TensorSamples(-3.0, 1.0, np.array([0.25, 0.75], np.float32))
+
+    class Fake:
+        tensors = ["t"]
+
+        def __init__(self, s):
+            self.samples = {"t": s}
+
+    m = merge_samples([Fake(a), Fake(b)])["t"]
+    assert (m.lo, m.hi) == (-3.0, 2.0) and sorted(m.values.tolist()) == [0.25, 0.5, 0.75]
+    # fold 0 best at 1 (ratios 1, 2, 4), fold 1 best at 3 (ratios 3, 1.5, 1): means 2, 1.75, 2.5
+    assert choose_headroom({1.0: [1.0, 3.0], 2.0: [2.0, 1.5], 3.0: [4.0, 1.0]}) == 2.0
+    assert choose_headroom({1.0: [1.0], 3.0: [1.0]}) == 1.0
 
 
 def test_a_clip_keeps_its_bounds_and_is_dropped_only_where_the_grid_clamps_the_same():

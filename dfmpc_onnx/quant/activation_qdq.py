@@ -54,9 +54,9 @@ class ActivationPlan:
         """The clamps the Q before them makes redundant: a grid whose zero point is the lowest
         code (uint8 with a range starting at 0) clamps at 0, which must be the clamp's lower
         bound, and at the top of its range, which ``params`` keeps within the upper bound.
-        Clamp output -> its input."""
+        Clamp output -> its input; a clamp whose group stays float (not in ``params``) stays."""
         return {y: x for y, x in self.clamps.items()
-                if params[y].dtype == "uint8" and params[y].zero_point == 0
+                if y in params and params[y].dtype == "uint8" and params[y].zero_point == 0
                 and self.bounds[y][0] == 0.0}
 
     def params(self, ranges: Mapping[str, tuple[float, float]], dtype: str,
