@@ -147,7 +147,7 @@ def trace(model: Path, output: Path, options: list[str]) -> None:
     import time
 
     from dfmpc_onnx.api import convert_file
-    from dfmpc_onnx.cli import _options, main
+    from dfmpc_onnx.cli import main, options_from_params
 
     # The options exactly as ``dfmpc-onnx convert`` parses them.
     parsed = main.commands["convert"].make_context("convert", [str(model), "-o", str(output), *options])
@@ -164,7 +164,7 @@ def trace(model: Path, output: Path, options: list[str]) -> None:
     with open("/proc/self/clear_refs", "w") as fh:  # the peak so far was the model's building
         fh.write("5")
     say("start")
-    convert_file(model, output, _options(parsed.params), progress=say)
+    convert_file(model, output, options_from_params(parsed.params), progress=say)
     say("written")
 
 

@@ -520,8 +520,10 @@ def fidelity_warning(report, options: ConvertOptions) -> str | None:
             f"--min-agreement {options.min_agreement:g}); {advice}")
 
 
-def _options(opts: dict) -> ConvertOptions:
-    """ConvertOptions from the parsed options of conversion_options (the plan read from its file)."""
+def options_from_params(opts: dict) -> ConvertOptions:
+    """ConvertOptions from the parsed options of conversion_options (the plan read from its file):
+    what ``dfmpc-onnx convert ARGS`` converts with, for a caller that parses the same arguments
+    (``main.commands['convert'].make_context('convert', args).params``)."""
     names = {f.name for f in fields(ConvertOptions)}
     values = {k: v for k, v in opts.items() if k in names}
     values["plan"] = read_plan(values.get("plan"))
@@ -579,7 +581,7 @@ def convert(ctx: click.Context, model: tuple[str, ...], output: str, jobs: int,
     log = _open_log(log_file)
 
     def go() -> None:
-        options = _options(opts)
+        options = options_from_params(opts)
         progress = Progress(quiet, verbose=verbose, log=log)
         report = convert_file(model, output, options, progress=progress)
         progress.done()
@@ -608,7 +610,7 @@ def _convert_many(models: list[str], output: str, jobs: int, quiet: bool, as_jso
                   opts: dict) -> None:
     from .batch import collect_sources, convert_many, write_summary
 
-    options = _options(opts)
+    options = options_from_params(opts)
     out = Path(output)
     if (out.exists() and not out.is_dir()) or out.suffix == ".onnx":
         raise OptionsError(f"{out}: several models (or a folder of them) convert into a folder: "
@@ -641,7 +643,7 @@ def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, verbose:
 
     def go() -> None:
         progress = Progress(quiet, verbose=verbose, log=log)
-        report = inspect_model(model, _options(opts), progress=progress)
+        report = inspect_model(model, options_from_params(opts), progress=progress)
         progress.done()
         if log is not None:
             log.write(report.format() + "\n")
