@@ -206,10 +206,11 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
         # No budget of the ladder keeps the predicted fidelity: everything at 8 bits, said so.
         chosen = eight
         chosen_budget = None
-        if o.target_bits is not None:
-            ctx.report.notes.append(f"--target-bits {o.target_bits:g} is below what the smallest "
-                                    f"grids need; every layer at {top} bits instead")
-        elif judgeable:
+        if o.target_bits is not None:  # never an 8-bit model for a budget asked below it
+            raise OptionsError(f"--target-bits {o.target_bits:g} is below what the smallest grids "
+                               "of this model need (scales included); ask for more, or use "
+                               "--method pairs for a fixed plan")
+        if judgeable:
             ctx.report.notes.append(
                 f"no budget of {', '.join(f'{b:g}' for b in LADDER)} stored bits kept the "
                 f"predicted fidelity level ({_level(o.min_agreement, floor)}): every measured "

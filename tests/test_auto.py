@@ -240,3 +240,23 @@ def test_an_8_bit_plan_that_moves_the_outputs_far_leaves_nothing_to_judge():
     assert not _judgeable(near_zero_map, 0.99)
     assert _fid_ok(near_zero_map, 0.99, near_zero_map)  # as bad as 8 bits would pass, so the
     assert _judgeable(Fidelity({"m": 1e-4}, {"m": "rel_mse"}, 1e-4, None), 0.99)  # guard decides
+
+
+def test_a_target_below_what_the_smallest_grids_need_is_refused_not_written_at_8_bits() -> None:
+    """An 8x8 MatMul: per-channel scales alone cost 4 bits a weight, so no grid fits 3 stored bits.
+    The request is refused (exit 2 from the CLI), never answered with an 8-bit model."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from dfmpc_onnx import ConvertOptions, convert
+    from dfmpc_onnx.errors import OptionsError
+
+    w = np.random.default_rng(1).standard_normal((8, 8)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    with pytest.raises(OptionsError, match="below what the smallest grids"):
+        convert(model, ConvertOptions(target_bits=3))

@@ -146,3 +146,33 @@ def test_sequence_plans_are_compared_on_the_same_positions_against_the_8_bit_flo
     floor, good, bad = (compare([{"y": a}], [{"y": b}], ["y"]) for b in (near, near, far))
     assert floor.agrees.shape == bad.agrees.shape == (int(np.sum(np.argmax(a, -1) != 0)),)
     assert _fid_ok(good, 0.99, floor) and not _fid_ok(bad, 0.99, floor)
+
+
+def test_regression_judges_every_feature_at_its_own_scale() -> None:
+    """A detector head (batch, 4 boxes + 3 scores, anchors): boxes in the hundreds, scores in 0..1.
+    Wrecking the scores hardly moves the plain relative error; the per-feature one sees it, and
+    equals a slow loop over every axis and slice."""
+    from dfmpc_onnx.measure.output_kinds import feature_relative_error, judge, relative_error
+
+    rng = np.random.default_rng(0)
+    a = np.concatenate([rng.uniform(100, 300, (2, 4, 50)), rng.uniform(0, 1, (2, 3, 50))], axis=1)
+    b = a.copy()
+    b[:, 4:] = rng.uniform(0, 1, (2, 3, 50))  # scores replaced by noise
+    plain = relative_error([a], [b])
+    per_feature = feature_relative_error([a[:1], a[1:]], [b[:1], b[1:]])
+    assert plain < 0.01 < per_feature
+
+    def slow(x: np.ndarray, y: np.ndarray) -> float:
+        worst = float(np.sum((x - y) ** 2) / np.sum(x ** 2))
+        for axis in range(1, x.ndim):
+            ratios = []
+            for c in range(x.shape[axis]):
+                xc, yc = np.take(x, c, axis=axis), np.take(y, c, axis=axis)
+                if np.sum(xc ** 2) > 0:
+                    ratios.append(np.sum((xc - yc) ** 2) / np.sum(xc ** 2))
+            worst = max(worst, float(np.mean(ratios)))
+        return worst
+
+    assert per_feature == pytest.approx(slow(a, b), rel=1e-9)
+    assert judge("regression", [a], [b]).divergence == pytest.approx(per_feature)
+    assert judge("regression", [a], [a]).divergence == 0.0
