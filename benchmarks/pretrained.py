@@ -121,7 +121,10 @@ SPECS = [
 BY_NAME = {s.name: s for s in SPECS}
 
 OURS = {"default": [], "tb4": ["--target-bits", "4"], "tb5": ["--target-bits", "5"],
-        "tb6": ["--target-bits", "6"], "a8": ["--activations", "int8"]}
+        "tb6": ["--target-bits", "6"], "a8": ["--activations", "int8"],
+        # 8 bits everywhere, nothing measured: what the task metric keeps at the widest grids,
+        # the floor every measured plan is judged against
+        "w8": ["--method", "pairs", "--low-bits", "8", "--high-bits", "8", "--fidelity-samples", "0"]}
 # The same with --input-shape taken from the real inputs: what the converter does once told.
 OURS |= {f"shape_{k}" if k != "default" else "shape": v for k, v in list(OURS.items())
          if k in ("default", "tb4", "a8")}
