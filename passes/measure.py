@@ -73,6 +73,7 @@ class Measurement:
     # the ladder predicted to keep it (None: none below 8 bits), for the warning.
     passing_bits: float | None = None
     target_missed: bool = False
+    budgets_tried: int = 0  # budgets of the ladder whose plans choose-plan measured
 
     def replacement(self, name: str, choice: LayerPlan, ctx: Context) -> dict[str, np.ndarray]:
         """Weight (and bias) arrays of layer ``name`` quantized as ``choice``."""

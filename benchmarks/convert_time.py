@@ -1,0 +1,147 @@
+"""Conversion time (issue 20 s1): ``dfmpc-onnx convert`` (default plan, fixed pair plan) beside ONNX
+Runtime's ``quantize_static`` (16 random calibration samples), with the chosen stored bits and
+predicted fidelity beside each time, so a change that saves time by choosing a worse plan shows.
+
+    python -m benchmarks.convert_time [--python PY] [--label after] [--models resnet18,digits_resnet20_bnkept]
+
+``--python``: the interpreter whose ``dfmpc_onnx`` converts (another install gives the "before"
+figures: ``PYTHONPATH=/tmp/base_site``, a ``pip install --target`` of an older commit). The CLI
+only is timed, as a user runs it, in a fresh process; the load average is recorded beside each
+time (the machine is shared). Results go to benchmarks/convert_time_results.json (merged by label)
+and a table into BENCHMARKS.md between the convert-time markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "convert_time_results.json"
+MODES = {"default": [], "pairs 2/8": ["--method", "pairs", "--low-bits", "2", "--high-bits", "8"]}
+
+
+def models(out: Path, wanted: list[str] | None) -> dict[str, Path]:
+    from benchmarks.resnet18 import resnet18
+
+    found = {}
+    path = out / "resnet18.onnx"
+    if wanted is None or "resnet18" in wanted:
+        if not path.exists():
+            onnx.save(resnet18(), str(path))
+        found["resnet18"] = path
+    for p in sorted((ROOT / "examples" / "models").glob("*.onnx")):
+        if wanted is None or p.stem in wanted:
+            found[p.stem] = p
+    return found
+
+
+def time_convert(python: str, src: Path, extra: list[str], env: dict) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = Path(tmp) / "r.json"
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        # cwd: a fresh folder, so that -c's sys.path[0] does not put this checkout first.
+        done = subprocess.run([python, "-c", "import sys; from dfmpc_onnx.cli import main; sys.exit(main())",
+                               "convert", str(src), "-o", str(Path(tmp) / "q.onnx"), "--report", str(rep),
+                               *extra], env=env, capture_output=True, text=True, cwd=tmp)
+        seconds = time.perf_counter() - t0
+        if done.returncode:
+            return {"error": done.stderr.strip().splitlines()[-1:], "seconds": seconds}
+        r = json.loads(rep.read_text())
+    fid = r.get("fidelity") or {}
+    return {"seconds": round(seconds, 2), "load": round(load, 2), "stored_bits": r.get("stored_bits"),
+            "agreement": fid.get("top1_agreement"), "score": fid.get("score"),
+            "pass_seconds": r.get("pass_seconds"),
+            "notes": [n for n in r.get("notes", []) if "measured" in n or "bisection" in n]}
+
+
+def time_ort(src: Path) -> dict:
+    from benchmarks.activations import ort_static
+
+    m = onnx.load(str(src), load_external_data=False)
+    dims = [d.dim_value or 1 for d in m.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(0)
+    cal = [rng.standard_normal(dims).astype(np.float32) for _ in range(16)]
+    with tempfile.TemporaryDirectory() as tmp:
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        ort_static(src, Path(tmp) / "q.onnx", cal, pre_process=False)  # ORT's pre-process needs sympy
+        return {"seconds": round(time.perf_counter() - t0, 2), "load": round(load, 2)}
+
+
+def table(results: dict) -> str:
+    labels = sorted(results, key=lambda lab: (lab != "before", lab))
+    names = list(dict.fromkeys(n for lab in labels for n in results[lab]))
+    head = ["model", "ORT quantize_static s"]
+    for lab in labels:
+        for mode in MODES:
+            head.append(f"{lab} {mode}: s (load; choose-plan s) / bits / agreement")
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in names:
+        ort = next((results[lab][n].get("ort") for lab in labels if results[lab].get(n, {}).get("ort")), None)
+        cells = [n, f"{ort['seconds']:.1f} ({ort['load']:.1f})" if ort else ""]
+        for lab in labels:
+            for mode in MODES:
+                r = results[lab].get(n, {}).get(mode)
+                if not r or "error" in r:
+                    cells.append("" if not r else "failed")
+                    continue
+                agree = "" if r["agreement"] is None else f"{r['agreement']:.3f}"
+                choose = (r.get("pass_seconds") or {}).get("choose-plan", 0.0)
+                cells.append(f"{r['seconds']:.1f} ({r['load']:.1f}; {choose:.1f}) / "
+                             f"{r['stored_bits']:.2f} / {agree}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def write_markdown(results: dict) -> None:
+    md = ROOT / "BENCHMARKS.md"
+    text = md.read_text()
+    begin, end = "<!-- convert-time:begin -->", "<!-- convert-time:end -->"
+    block = (f"{begin}\n_Generated by `python -m benchmarks.convert_time`; seconds of the whole CLI run "
+             f"(load average at its start), stored bits per weight, predicted top-1 agreement on "
+             f"held-out synthetic inputs._\n\n{table(results)}\n{end}")
+    if begin in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text += "\n## Conversion time\n\n" + block + "\n"
+    md.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--label", default="after")
+    ap.add_argument("--models", default=None, help="comma-separated: resnet18 and example stems")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--no-ort", action="store_true")
+    args = ap.parse_args()
+    out = ROOT / "out"
+    out.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    mine = results.setdefault(args.label, {})
+    for name, path in models(out, args.models.split(",") if args.models else None).items():
+        row = mine.setdefault(name, {})
+        for mode in args.modes.split(","):
+            row[mode] = time_convert(args.python, path, MODES[mode], env)
+            print(name, mode, row[mode], flush=True)
+        if not args.no_ort:
+            row["ort"] = time_ort(path)
+            print(name, "ort", row["ort"], flush=True)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    write_markdown(results)
+
+
+if __name__ == "__main__":
+    main()
