@@ -3,10 +3,10 @@
 import itertools
 
 import pytest
-from dfmpc_onnx.passes.choose_plan import smallest_passing
 from tinymodels import conv_net
 
 from dfmpc_onnx import ConvertOptions, convert
+from dfmpc_onnx.passes.choose_plan import smallest_passing
 
 
 def _exhaustive(flags: list[bool]) -> int | None:
