@@ -240,3 +240,39 @@ def test_an_8_bit_plan_that_moves_the_outputs_far_leaves_nothing_to_judge():
     assert not _judgeable(near_zero_map, 0.99)
     assert _fid_ok(near_zero_map, 0.99, near_zero_map)  # as bad as 8 bits would pass, so the
     assert _judgeable(Fidelity({"m": 1e-4}, {"m": "rel_mse"}, 1e-4, None), 0.99)  # guard decides
+
+
+def test_wider_blocks_are_candidates_estimated_from_the_block32_trial():
+    from dfmpc_onnx.passes.base import Context
+    from dfmpc_onnx.passes.measure import _wider_block_errors
+    from onnx import numpy_helper
+
+    from dfmpc_onnx.model.graph import GraphIndex
+    from dfmpc_onnx.model.layers import as_linear_layer
+    from dfmpc_onnx.options import LayerPlan
+    from dfmpc_onnx.quant.layer import quantize_layer
+
+    model = conv_net(seed=2, c=160)
+    index = GraphIndex(model.graph)
+    ctx = Context(options=ConvertOptions())
+    done = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        layer, _ = as_linear_layer(node, index)
+        w = numpy_helper.to_array(index.initializers[layer.weight])
+        est = _wider_block_errors(ctx, layer, w, [(4, "maxabs"), (4, "block32")])
+        fan_in = w.shape[1]
+        if fan_in <= 32:  # one block either way: nothing wider to estimate
+            assert est.get((4, "block32"), {}) == {}
+            continue
+        assert set(est[(4, "block32")]) == {"block64", "block128"} and (4, "maxabs") not in est
+        base = quantize_layer(layer, w, LayerPlan(4, "block32", "none"), True).squared_error(w)
+        for grid, (ratio, nbytes) in est[(4, "block32")].items():
+            qt = quantize_layer(layer, w, LayerPlan(4, grid, "none"), True)
+            assert ratio == pytest.approx(qt.squared_error(w) / base) and ratio >= 1.0
+            assert nbytes == pytest.approx(qt.ideal_bytes("packed", w.dtype.itemsize))
+            assert nbytes < quantize_layer(layer, w, LayerPlan(4, "block32", "none"), True).ideal_bytes(
+                "packed", w.dtype.itemsize)
+        done += 1
+    assert done
