@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budgets", default="default,4,5,6", help="comma-separated: default or bits")
     ap.add_argument("--n", type=int, default=200, help="real text lines")
     ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument("--synthetic", help="the conversions' --synthetic (default: the converter's)")
     ap.add_argument("--verbose", action="store_true", help="the conversions' progress, timed")
     args = ap.parse_args(argv)
     src = model_path(args.model, args.wheel)
@@ -165,12 +166,14 @@ def main(argv: list[str] | None = None) -> None:
     (OUT / "converted").mkdir(parents=True, exist_ok=True)
     for budget in args.budgets.split(","):
         target = None if budget == "default" else float(budget)
-        dst = OUT / "converted" / f"{args.model}_{budget}.onnx"
+        dst = OUT / "converted" / f"{args.model}_{budget}_{args.synthetic or 'default'}.onnx"
         start = time.perf_counter()
         t0 = time.perf_counter()
         progress = (lambda msg, t0=t0: print(f"  [{time.perf_counter() - t0:7.1f} s] {msg}", flush=True)
                     ) if args.verbose else None
-        report = convert_file(src, dst, ConvertOptions(target_bits=target, input_shapes={"x": shape}),
+        report = convert_file(src, dst, ConvertOptions(
+            target_bits=target, input_shapes={"x": shape},
+            **({"synthetic": args.synthetic} if args.synthetic else {})),
                               progress=progress)
         seconds = time.perf_counter() - start
         f = report.fidelity

@@ -13,6 +13,9 @@ What is measured per layer:
   rounding and, at 2 and 4 bits, with the one other grid of ``CANDIDATE_GRIDS`` of least weight
   error (a cheap preselection; which grid is better for the *network* is then measured), all
   without correction, then the better grid of each bits with bias correction: 7 trials a layer.
+  Where the grid tried is block-32, block-64 and block-128 (fewer float32 scales: 4.5 and 4.25
+  stored bits per 4-bit weight against 5) are candidates too, estimated from its trial by weight
+  error (``WIDER_BLOCKS``): a 5-bit budget cannot take many block-32 layers.
 - a fixed plan with ``--correction auto``: the planned bits and grid, with and without bias
   correction.
 
@@ -241,7 +244,8 @@ class MeasureLayers:
         ctx.report.notes.append(
             f"measured {measurement.trials} single-layer trial(s); {measurement.estimated} "
             "candidate(s) (the widest grid, and 2 bits where the 4-bit trial already predicts "
-            f"more than {RULE_OUT:g}) estimated from the 4-bit trial by weight error, untried")
+            f"more than {RULE_OUT:g}; block-64/128 from the block-32 trial) estimated from the "
+            "4-bit trials by weight error, untried")
         return False
 
 
@@ -325,6 +329,7 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
     choices = _candidate_choices(ctx, name, layer, w)
     estimate = ctx.options.method == "auto" and name not in ctx.fixed and len(choices) > 2
     errors = _maxabs_errors(ctx, layer, w, {b for b, _ in choices}) if estimate else {}
+    wider = _wider_block_errors(ctx, layer, w, choices) if estimate else {}
     del w  # a large float weight is not kept while the candidates run
     # Trials the first-order estimate makes unnecessary (issue 20): a layer's divergence grows
     # with its weight error energy (quadratically in the perturbation, so the 4-bit trial scaled
@@ -351,6 +356,12 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
         cands.append(Candidate(bits, grid, "none", nbytes, m.probe.measure(arrays).score))
         m.trials += 1
         del arrays  # before the next candidate is made: a large layer's candidate is its size
+    for c in [c for c in cands if (c.bits, c.quantizer) in wider]:
+        # Wider blocks (fewer scales: a budget of 5 stored bits cannot take block-32's 4 + 1),
+        # estimated from the block-32 trial by weight error, as the widest grid is.
+        for grid, (ratio, nbytes) in wider[(c.bits, c.quantizer)].items():
+            cands.append(Candidate(c.bits, grid, "none", nbytes, c.divergence * ratio))
+            m.estimated += 1
     if can_correct:
         for bits in sorted({c.bits for c in cands}):
             if bits >= ctx.options.widest_bits or bits in ruled:
@@ -367,6 +378,37 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
 # ``_measure_layer``) is not tried at 2 bits: no plan that keeps a fidelity level takes it, and
 # the estimate is kept for budgets that cannot be met without it.
 RULE_OUT = 0.05
+
+
+# Block grids estimated from a measured one (``_measure_layer``): each the measured grid's
+# blocks merged, so its weight error grows with them and its scales cost less.
+WIDER_BLOCKS: dict[str, tuple[str, ...]] = {"block32": ("block64", "block128")}
+
+
+def _wider_block_errors(ctx: Context, layer: LinearLayer, w, choices: list[tuple[int, str]]
+                        ) -> dict[tuple[int, str], dict[str, tuple[float, float]]]:
+    """Per (bits, block grid) to be tried: each wider block grid's weight error relative to it,
+    and the bytes it stores; only where the wider grid has fewer scales (else it is the same)."""
+    per_channel = ctx.options.per_channel
+    out: dict[tuple[int, str], dict[str, tuple[float, float]]] = {}
+    for bits, grid in choices:
+        if grid not in WIDER_BLOCKS:
+            continue
+        base = quantize_layer(layer, w, LayerPlan(bits, grid, "none"), per_channel)
+        if base.block_size is None:
+            continue  # no reduction axis to cut (a depthwise Conv): wider blocks are the same
+        e0, n_scales = base.squared_error(w), base.scale.size  # fewer scales, or no saving
+        itemsize = np.dtype(w.dtype).itemsize
+        del base
+        wider = {}
+        for g in WIDER_BLOCKS[grid]:
+            qt = quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel)
+            if qt.block_size is not None and qt.scale.size < n_scales and e0 > 0:
+                wider[g] = (qt.squared_error(w) / e0, qt.ideal_bytes(ctx.options.format, itemsize))
+            del qt
+            give_back()
+        out[(bits, grid)] = wider
+    return out
 
 
 def _maxabs_errors(ctx: Context, layer: LinearLayer, w, bits: set[int]) -> dict[int, float]:

@@ -104,9 +104,8 @@ def test_statistics_the_synthetic_inputs_cannot_refute_are_not_candidates():
 def test_the_default_level_yields_to_what_8_bits_keep():
     """A model unsure on noise: if 8 bits everywhere keep only 14 of 16 synthetic predictions, a
     plan that keeps as many is good enough; where 8 bits keep all, 0.99 still holds."""
-    from dfmpc_onnx.passes.choose_plan import _fid_ok
-
     from dfmpc_onnx.measure.fidelity import Fidelity
+    from dfmpc_onnx.passes.choose_plan import _fid_ok
 
     def fid(agree):
         return Fidelity({"y": 0.1}, {"y": "kl"}, 0.1, agree)
@@ -120,9 +119,8 @@ def test_the_default_level_yields_to_what_8_bits_keep():
 def test_below_the_level_a_plan_is_judged_on_the_samples_8_bits_keep():
     """Where 8 bits everywhere keep 14 of 16, a plan with as many flips passes only if it flips
     the same borderline samples, not others the 8-bit plan keeps."""
-    from dfmpc_onnx.passes.choose_plan import _fid_ok
-
     from dfmpc_onnx.measure.fidelity import Fidelity
+    from dfmpc_onnx.passes.choose_plan import _fid_ok
 
     def fid(flipped):
         agrees = np.ones(16, bool)
@@ -144,9 +142,8 @@ def test_the_ladder_is_checked_on_held_out_inputs_and_the_report_says_so():
 def test_agreement_is_not_trusted_where_the_float_model_answers_one_class():
     """Random-weight networks give every synthetic input the same class: 100% agreement then
     says nothing, and the plan is judged by the error of its input-dependent outputs."""
-    from dfmpc_onnx.passes.choose_plan import _fid_ok
-
     from dfmpc_onnx.measure.fidelity import compare
+    from dfmpc_onnx.passes.choose_plan import _fid_ok
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((32, 10)) * 0.01
@@ -182,11 +179,10 @@ def test_outputs_that_do_not_vary_keep_every_layer_at_the_widest_bits():
 
 
 def test_the_recipe_is_among_the_candidate_plans():
-    from dfmpc_onnx.passes.base import Context
-    from dfmpc_onnx.passes.choose_plan import _Space
-
     from dfmpc_onnx.measure.allocate import Candidate, recipe
     from dfmpc_onnx.options import LayerPlan
+    from dfmpc_onnx.passes.base import Context
+    from dfmpc_onnx.passes.choose_plan import _Space
 
     names = ["a", "b", "c"]
     sizes = [100, 400, 100]
@@ -232,9 +228,8 @@ def test_an_explicit_budget_that_misses_the_level_is_written_with_an_honest_warn
 
 
 def test_an_8_bit_plan_that_moves_the_outputs_far_leaves_nothing_to_judge():
-    from dfmpc_onnx.passes.choose_plan import _fid_ok, _judgeable
-
     from dfmpc_onnx.measure.fidelity import Fidelity
+    from dfmpc_onnx.passes.choose_plan import _fid_ok, _judgeable
 
     near_zero_map = Fidelity({"m": 0.8}, {"m": "rel_mse"}, 0.8, None)
     assert not _judgeable(near_zero_map, 0.99)
@@ -260,3 +255,39 @@ def test_a_target_below_what_the_smallest_grids_need_is_refused_not_written_at_8
     onnx.checker.check_model(model)
     with pytest.raises(OptionsError, match="below what the smallest grids"):
         convert(model, ConvertOptions(target_bits=3))
+
+
+def test_wider_blocks_are_candidates_estimated_from_the_block32_trial():
+    from onnx import numpy_helper
+
+    from dfmpc_onnx.model.graph import GraphIndex
+    from dfmpc_onnx.model.layers import as_linear_layer
+    from dfmpc_onnx.options import LayerPlan
+    from dfmpc_onnx.passes.base import Context
+    from dfmpc_onnx.passes.measure import _wider_block_errors
+    from dfmpc_onnx.quant.layer import quantize_layer
+
+    model = conv_net(seed=2, c=160)
+    index = GraphIndex(model.graph)
+    ctx = Context(options=ConvertOptions())
+    done = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        layer, _ = as_linear_layer(node, index)
+        w = numpy_helper.to_array(index.initializers[layer.weight])
+        est = _wider_block_errors(ctx, layer, w, [(4, "maxabs"), (4, "block32")])
+        fan_in = w.shape[1]
+        if fan_in <= 32:  # one block either way: nothing wider to estimate
+            assert est.get((4, "block32"), {}) == {}
+            continue
+        assert set(est[(4, "block32")]) == {"block64", "block128"} and (4, "maxabs") not in est
+        base = quantize_layer(layer, w, LayerPlan(4, "block32", "none"), True).squared_error(w)
+        for grid, (ratio, nbytes) in est[(4, "block32")].items():
+            qt = quantize_layer(layer, w, LayerPlan(4, grid, "none"), True)
+            assert ratio == pytest.approx(qt.squared_error(w) / base) and ratio >= 1.0
+            assert nbytes == pytest.approx(qt.ideal_bytes("packed", w.dtype.itemsize))
+            assert nbytes < quantize_layer(layer, w, LayerPlan(4, "block32", "none"), True).ideal_bytes(
+                "packed", w.dtype.itemsize)
+        done += 1
+    assert done

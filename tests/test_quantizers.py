@@ -134,3 +134,13 @@ def test_inspect_and_convert_count_the_same_ideal_size(options):
     assert inspect_model(model, options).ideal_weight_bytes == report.ideal_weight_bytes
     # and the ideal is the written initializers' size to within the packing of odd counts
     assert abs(report.quant_weight_bytes - report.ideal_weight_bytes) <= 8 * len(report.layers)
+
+
+@pytest.mark.parametrize("block", [32, 64, 128])
+def test_block_stored_bits_are_the_container_plus_one_float32_scale_per_block(block):
+    # 4-bit integers plus 32 bits of scale per ``block`` weights: block-32 4-bit costs 5 stored
+    # bits per weight, so it cannot fill a 5-bit budget; block-64 4.5, block-128 4.25.
+    w = RNG.standard_normal((8, 256))
+    qt = get_quantizer(f"block{block}").quantize(w, 4, WeightLayout(0, 1))
+    assert qt.ideal_bytes("packed", 4) * 8 / w.size == pytest.approx(4 + 32 / block)
+    assert qt.scale.size == 8 * 256 // block

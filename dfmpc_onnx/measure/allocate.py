@@ -81,18 +81,40 @@ def _fill(layers: Sequence[Sequence[Candidate]], choice: list[int], budget: floa
 def recipe(layers: Sequence[Sequence[Candidate]], params: Sequence[int], budget: float,
            low: int = 4, high: int = 8) -> list[int] | None:
     """The plain recipe (issue 19): rank layers by their measured divergence at ``low`` bits per
-    weight, move the least sensitive to ``low`` bits (each with its best measured grid and
-    correction there) until the plan fits ``budget``, keep the rest at ``high`` (their best
-    measured candidate there). It has no 2-bit layer and no layer whose low-bit damage is large
-    per byte saved, which the knapsack (``allocate``), trusting that divergences add, can pick.
-    None if the budget is not reached with every layer that has a ``low`` candidate moved, or a
-    layer has no ``high`` candidate."""
+    weight, move the least sensitive to ``low`` bits until the plan fits ``budget``, keep the rest
+    at ``high`` (their best measured candidate there). It has no 2-bit layer and no layer whose
+    low-bit damage is large per byte saved, which the knapsack (``allocate``), trusting that
+    divergences add, can pick.
+
+    The low-bit candidate of a moved layer is either its best measured one (any grid) or, one
+    family per grid, its candidate on that grid: block-32 scales cost a fifth of a 4-bit weight,
+    so at 5 stored bits the best-per-layer family may not fit where block-64 does (PP-OCRv4's
+    recogniser: ``benchmarks/plan_check.py``). Of the families that fit, the one of least summed
+    divergence. None if none fits, or a layer has no ``high`` candidate."""
+    grids = sorted({c.quantizer for cands in layers for c in cands if c.bits == low})
+    best = None
+    for grid in [None, *grids]:
+        choice = _recipe_family(layers, params, budget, low, high, grid)
+        if choice is None:
+            continue
+        total = sum(c[i].divergence for c, i in zip(layers, choice, strict=True))
+        if best is None or total < best[0]:
+            best = (total, choice)
+    return None if best is None else best[1]
+
+
+def _recipe_family(layers: Sequence[Sequence[Candidate]], params: Sequence[int], budget: float,
+                   low: int, high: int, grid: str | None) -> list[int] | None:
+    """``recipe`` with each moved layer on ``grid`` where it has a ``low``-bit candidate there
+    (else its best ``low``-bit one); ``grid`` None: its best ``low``-bit candidate."""
     best_low, best_high = [], []
     for cands in layers:
         lows = [i for i, c in enumerate(cands) if c.bits == low]
         highs = [i for i, c in enumerate(cands) if c.bits == high]
         if not highs:
             return None
+        on_grid = [i for i in lows if cands[i].quantizer == grid]
+        lows = on_grid or lows
         best_low.append(min(lows, key=lambda i, c=cands: (c[i].divergence, c[i].nbytes)) if lows else None)
         best_high.append(min(highs, key=lambda i, c=cands: (c[i].divergence, c[i].nbytes)))
     choice = list(best_high)
