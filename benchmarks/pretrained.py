@@ -130,7 +130,9 @@ OURS |= {f"shape_{k}" if k != "default" else "shape": v for k, v in list(OURS.it
          if k in ("default", "tb4", "a8")}
 WITH_SHAPE = {"shape", "shape_tb4", "shape_a8"}
 ORT = ("ort_dyn", "ort_rand", "ort_real")
-ALL = ("float",) + ORT + tuple(OURS)
+# shape* (the model's shape given by hand) were for the converter that could not resolve dynamic
+# dimensions; still runnable with --configs, not part of the default run and table.
+ALL = ("float",) + ORT + tuple(k for k in OURS if not k.startswith("shape"))
 
 
 # ---------------------------------------------------------------- fetching
