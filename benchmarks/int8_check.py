@@ -26,27 +26,19 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import version_converter
 
-from benchmarks.activations import ort_static
+from benchmarks.activations import ort_static, session
 from benchmarks.int8_data import OUT, SUITES, Suite
 
 
-def _session(path: Path) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 2
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 def metric(path: Path, s: Suite) -> float:
-    sess = _session(path)
+    sess = session(path)
     return s.score([sess.run(None, {s.input: s.x[i:i + 1]})[0] for i in range(len(s.x))])
 
 
 def latency_ratio(path: Path, ref: Path, x: np.ndarray, name: str, runs: int = 30) -> float:
-    a, b = _session(path), _session(ref)
+    a, b = session(path), session(ref)
     ta, tb = [], []
     for _ in range(runs):
         for sess, t in ((a, ta), (b, tb)):

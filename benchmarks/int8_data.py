@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from benchmarks.pretrained_data import edit_distance
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "out" / "int8_check"
 WHEELS = Path("/work/cache/wheels")
@@ -75,15 +77,6 @@ def _paddle(img, width: int) -> np.ndarray:
     padded = np.zeros((48, width, 3), np.float32)
     padded[:, :w] = a
     return padded.transpose(2, 0, 1)
-
-
-def edit_distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
 
 
 def char_accuracy(pred: list[str], truth: list[str]) -> float:

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
+from benchmarks.activations import session
+from benchmarks.pretrained_data import edit_distance
 from dfmpc_onnx import ConvertOptions, convert_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,23 +84,6 @@ def render(n: int, width: int, seed: int, rotate: bool) -> tuple[np.ndarray, lis
     return np.stack(xs), texts, np.array(labels)
 
 
-def _session(path: Path) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 2
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def _edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def ctc_decode(probs: np.ndarray, chars: list[str]) -> list[str]:
     """Greedy CTC: argmax per position, repeats collapsed, blank (index 0) dropped."""
     out = []
@@ -115,13 +99,13 @@ def characters(path: Path) -> list[str]:
 
 
 def metric(name: str, path: Path, data: dict) -> float:
-    s = _session(path)
+    s = session(path)
     x = data["x"]
     out = np.concatenate([s.run(None, {"x": x[i:i + 16]})[0] for i in range(0, len(x), 16)])
     if name == "cls":
         return float(np.mean(np.argmax(out, axis=1) == data["labels"]))
     texts = ctc_decode(out, data["chars"])
-    errors = sum(_edit_distance(t, r) for t, r in zip(texts, data["texts"], strict=True))
+    errors = sum(edit_distance(t, r) for t, r in zip(texts, data["texts"], strict=True))
     return max(0.0, 1.0 - errors / sum(len(r) for r in data["texts"]))
 
 
