@@ -39,8 +39,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from dfmpc_onnx.passes import Context
-from dfmpc_onnx.passes.normalise import ConstantsToInitializers
 
 from benchmarks.fidelity_speed import layer_weights, spearman
 from benchmarks.third_party import WORDS, text_lines
@@ -49,6 +47,8 @@ from dfmpc_onnx.measure.fidelity import FidelityProbe
 from dfmpc_onnx.measure.input_spec import ort_check, resolve_shapes
 from dfmpc_onnx.measure.synthetic import synthetic_inputs
 from dfmpc_onnx.options import ConvertOptions
+from dfmpc_onnx.passes import Context
+from dfmpc_onnx.passes.normalise import ConstantsToInitializers
 from dfmpc_onnx.quant.quantizers import WeightLayout, get_quantizer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -45,9 +45,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from dfmpc_onnx.passes.choose_plan import CHECK_FACTOR
 
 from dfmpc_onnx import ConvertOptions, convert_file
+from dfmpc_onnx.passes.choose_plan import CHECK_FACTOR
 from dfmpc_onnx.validate import make_session, measure_latency
 
 from .datasets import EXAMPLES, load_test_set

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from dfmpc_onnx.passes import Context, analysis_passes, run_passes
 
 from dfmpc_onnx import ConvertOptions, convert_file, inspect_model
+from dfmpc_onnx.passes import Context, analysis_passes, run_passes
 from dfmpc_onnx.stats.walk import layer_inputs
 
 from .datasets import EXAMPLES, load_test_set

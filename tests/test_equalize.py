@@ -4,12 +4,12 @@ pipeline that puts it after choose-plan is refused."""
 
 import numpy as np
 import pytest
-from dfmpc_onnx.passes import Context, PreconditionError, analysis_passes, run_passes
-from dfmpc_onnx.passes.equalize import EqualizePairs
 from onnx import numpy_helper
 from test_pair_groups import branch_net
 
 from dfmpc_onnx import ConvertOptions, convert
+from dfmpc_onnx.passes import Context, PreconditionError, analysis_passes, run_passes
+from dfmpc_onnx.passes.equalize import EqualizePairs
 
 
 def _note(report) -> str:

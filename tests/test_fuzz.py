@@ -16,7 +16,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import dfmpc_onnx.passes
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -27,6 +26,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from tinymodels import conv_net
 
+import dfmpc_onnx.passes
 from dfmpc_onnx.cli import main
 from dfmpc_onnx.model.modelio import custom_nodes
 

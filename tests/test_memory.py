@@ -3,12 +3,12 @@ measurement that would not fit in the machine's memory."""
 
 from __future__ import annotations
 
-import dfmpc_onnx.passes.measure as measure
 import numpy as np
 import onnx
 from onnx import numpy_helper
 from tinymodels import conv_net
 
+import dfmpc_onnx.passes.measure as measure
 from dfmpc_onnx.api import convert
 from dfmpc_onnx.model.opset import light_copy, serialized_bytes
 from dfmpc_onnx.options import ConvertOptions

@@ -1,12 +1,12 @@
 """Passes declare what they need; one pass runs alone on a hand-built context."""
 
 import pytest
-from dfmpc_onnx.passes import Context, Pair, PreconditionError, run_passes
-from dfmpc_onnx.passes.plan_bits import PlanBits
-from dfmpc_onnx.passes.quantize_compensate import QuantizeAndCompensate
 from tinymodels import conv_net
 
 from dfmpc_onnx import ConvertOptions
+from dfmpc_onnx.passes import Context, Pair, PreconditionError, run_passes
+from dfmpc_onnx.passes.plan_bits import PlanBits
+from dfmpc_onnx.passes.quantize_compensate import QuantizeAndCompensate
 from dfmpc_onnx.report import LayerReport
 
 

@@ -4,11 +4,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 from conftest import assert_valid, run
-from dfmpc_onnx.passes.emit_qdq import qdq_initializers
 from onnx import numpy_helper
 from tinymodels import conv_net
 
 from dfmpc_onnx import ConvertOptions, convert
+from dfmpc_onnx.passes.emit_qdq import qdq_initializers
 from dfmpc_onnx.quant.quantizers import QuantizedTensor, WeightLayout, get_quantizer
 
 
