@@ -272,7 +272,7 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Input shape and range", ("input_shapes", "shapes", "old_shapes", "input_range", "input_mean",
                                "input_std", "inputs", "batch", "seed")),
     ("Plan and budget", ("method", "target_bits", "min_agreement", "low_bits", "high_bits",
-                         "plan", "protect_first_last", "pair_through", "fidelity_samples",
+                         "plan", "protect_first_last", "pair_through", "fast", "fidelity_samples",
                          "synthetic", "output_kinds")),
     ("Grids and corrections", ("quantizer", "granularity", "correction", "bias_correction",
                                "propagated_stats", "equalize", "lam", "lambda1", "lambda2")),
@@ -285,7 +285,7 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # What plain --help shows; --help-all shows every option with its full text.
 BASIC_OPTIONS = frozenset((
     "input_shapes", "shapes", "input_range", "inputs", "batch", "method", "target_bits", "min_agreement",
-    "low_bits", "high_bits", "plan", "activations", "atol", "rtol", "min_cosine", "output",
+    "low_bits", "high_bits", "plan", "fast", "activations", "atol", "rtol", "min_cosine", "output",
     "format", "target_opset", "jobs", "report_file", "as_json", "provider", "quiet", "verbose",
     "log_file", "debug", "help_all", "help"))
 SHORT_HELP_CHARS = 62
@@ -299,6 +299,7 @@ SHORT_HELP = {
     "low_bits": "fixed plan: bits of each pair's first layer (2)",
     "high_bits": "fixed plan: bits of every other layer (8)",
     "plan": "JSON file: bits/grid per layer by node name",
+    "fast": "plan in seconds: 4-bit trials only, 4 and 8 bits",
     "activations": "int8: activations too, for integer kernels",
     "output": "the output model (a folder for several models)",
     "format": "packed INT2/INT4 (smallest) or int8 containers",

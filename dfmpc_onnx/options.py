@@ -133,6 +133,16 @@ class ConvertOptions:
     fidelity_samples: int = _opt(
         16, "Synthetic inputs the measurements run on (0: measure nothing and use fixed rules). "
         "16 ranked ResNet-18's layers the same across seeds (Spearman 0.99); 8 is faster, 0.97.")
+    fast: bool = _opt(
+        False, "Plan in seconds rather than minutes: each layer is measured at 4 bits only (max-abs "
+        "and the other grid of least weight error; 8 bits is estimated from those trials by "
+        "weight error), no 2-bit grids, bias correction by the fixed rule instead of by trial, "
+        "and at each budget only the "
+        "allocator's, the recipe's and the fixed pair plans are measured whole, with no "
+        "refinement; a fixed plan's --correction auto takes the fixed rule (bias correction "
+        "where kept BatchNormalization gives statistics). The held-out check of each budget and "
+        "the report's predicted fidelity are the same as without it. Time and accuracy against "
+        "the default: BENCHMARKS.md, 'Conversion time'.")
     synthetic: str = _opt(
         "smooth", "Kind of synthetic inputs: smooth (noise with a natural image's 1/f spectrum; "
         "plain Gaussian noise for inputs without spatial axes), mixed (a third each of gaussian, "

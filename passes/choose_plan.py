@@ -196,8 +196,9 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
         choice, fid = tried[bits]
         plan = space.plan(choice)
         passes = _fid_ok(fid, o.min_agreement, floor)
-        # Errors interact: the chosen plan is refined as a whole (layers measured in it).
-        refined = space.refine(choice, bits * params / 8)
+        # Errors interact: the chosen plan is refined as a whole (layers measured in it),
+        # except with --fast (a trial per low-bit layer and swap).
+        refined = choice if o.fast else space.refine(choice, bits * params / 8)
         if refined != choice:
             better = check.measure(m.plan_replacements(space.plan(refined), ctx))
             if _rank(better) < _rank(fid) and (passes <= _fid_ok(better, o.min_agreement, floor)):
@@ -219,8 +220,9 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
         chosen_budget = None
         if o.target_bits is not None:  # never an 8-bit model for a budget asked below it
             raise OptionsError(f"--target-bits {o.target_bits:g} is below what the smallest grids "
-                               "of this model need (scales included); ask for more, or use "
-                               "--method pairs for a fixed plan")
+                               "of this model need (scales included"
+                               + ("; --fast has no 2-bit grids" if o.fast else "")
+                               + "); ask for more, or use --method pairs for a fixed plan")
         if judgeable:
             ctx.report.notes.append(
                 f"no budget of {', '.join(f'{b:g}' for b in LADDER)} stored bits kept the "
@@ -356,7 +358,7 @@ class _Space:
         """The plans measured whole at ``budget``: the allocator's at it and slightly below, each
         also without any correction, the recipe (``allocate.recipe``), and the pair plans."""
         out: list[list[int]] = []
-        for shrink in (1.0, 0.97, 0.94):
+        for shrink in (1.0,) if self.ctx.options.fast else (1.0, 0.97, 0.94):
             choice = allocate(self.cands, budget * shrink)
             if choice is not None:
                 out += [choice, self._uncorrected(choice)]
