@@ -201,6 +201,35 @@ def test_the_recipe_is_among_the_candidate_plans():
     assert any(t != expect for t in trials)  # the knapsack's plan is there too
 
 
+def test_the_allocators_plan_without_2_bit_grids_is_among_the_candidate_plans():
+    from dfmpc_onnx.measure.allocate import Candidate, allocate
+    from dfmpc_onnx.options import LayerPlan
+    from dfmpc_onnx.passes.base import Context
+    from dfmpc_onnx.passes.choose_plan import _Space
+
+    names, sizes = ["a", "b", "c"], [100, 100, 100]
+    # Alone, every 2-bit layer looks nearly free: the knapsack fills the budget with them.
+    cands = [[Candidate(2, "maxabs", "none", s / 4, 1e-3), Candidate(4, "maxabs", "none", s / 2, 2e-3),
+              Candidate(8, "maxabs", "none", s, 1e-4)] for s in sizes]
+    ctx = Context(options=ConvertOptions())
+    ctx.plan = {n: LayerPlan(8, "maxabs", "none") for n in names}
+    space = _Space(ctx, None, names, cands, sizes, 8)
+    budget = 0.6 * sum(sizes)
+    full = allocate(cands, budget)
+    assert any(cands[li][i].bits == 2 for li, i in enumerate(full))
+    # Reference: the best plan by brute force over the 4- and 8-bit candidates within the budget.
+    import itertools
+
+    fits = [c for c in itertools.product((1, 2), repeat=3)
+            if sum(cands[li][i].nbytes for li, i in enumerate(c)) <= budget]
+    best = list(min(fits, key=lambda c: sum(cands[li][i].divergence for li, i in enumerate(c))))
+    trials = space.candidates(budget)
+    assert full in trials and best in trials
+    # No 2-bit candidate at all: nothing more to measure.
+    no2 = [cs[1:] for cs in cands]
+    assert _Space(ctx, None, names, no2, sizes, 8)._allocate_above(2, budget) is None
+
+
 def test_the_default_writes_8_bits_and_says_so_when_no_budget_keeps_the_level():
     model = conv_net(seed=3, c=16, bn=True)
     # Relative error judged, at most the 8-bit plan's own: no smaller plan can keep that.
