@@ -1,6 +1,8 @@
-"""Conversion time (issue 20 s1): ``dfmpc-onnx convert`` (default plan, fixed pair plan) beside ONNX
+"""Conversion time (issue 20 s1): ``dfmpc-onnx convert`` (default plan, ``--fast``, ``--target-bits 5``
+with and without it, the fixed pair plan) beside ONNX
 Runtime's ``quantize_static`` (16 random calibration samples), with the chosen stored bits and
-predicted fidelity beside each time, so a change that saves time by choosing a worse plan shows.
+predicted fidelity beside each time, and for the example models the output's top-1 accuracy on
+their labelled test set (examples/data), so a change that saves time by choosing a worse plan shows.
 
     python -m benchmarks.convert_time [--python PY] [--label after] [--models resnet18,digits_resnet20_bnkept]
 
@@ -27,7 +29,28 @@ import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "convert_time_results.json"
-MODES = {"default": [], "pairs 2/8": ["--method", "pairs", "--low-bits", "2", "--high-bits", "8"]}
+MODES = {"default": [], "fast": ["--fast"], "tb5": ["--target-bits", "5"],
+         "fast tb5": ["--fast", "--target-bits", "5"],
+         "pairs 2/8": ["--method", "pairs", "--low-bits", "2", "--high-bits", "8"],
+         "fast pairs 2/8": ["--fast", "--method", "pairs", "--low-bits", "2", "--high-bits", "8"]}
+
+
+def test_data(name: str) -> Path | None:
+    """The labelled test set of an example model (examples/data), None for the others."""
+    path = ROOT / "examples" / "data" / f"{name.split('_')[0]}_test.npz"
+    return path if (ROOT / "examples" / "models" / f"{name}.onnx").exists() and path.exists() else None
+
+
+def accuracy(model: Path, data: Path) -> float:
+    """Top-1 accuracy of ``model`` on a labelled .npz (real data: what the plan costs)."""
+    import onnxruntime as ort
+
+    d = np.load(data)
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x, labels = d["input"], d["label"]
+    preds = [np.argmax(sess.run(None, {name: x[i:i + 256]})[0], axis=1) for i in range(0, len(x), 256)]
+    return float(np.mean(np.concatenate(preds) == labels))
 
 
 def models(out: Path, wanted: list[str] | None) -> dict[str, Path]:
@@ -45,7 +68,7 @@ def models(out: Path, wanted: list[str] | None) -> dict[str, Path]:
     return found
 
 
-def time_convert(python: str, src: Path, extra: list[str], env: dict) -> dict:
+def time_convert(python: str, src: Path, extra: list[str], env: dict, data: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         rep = Path(tmp) / "r.json"
         load = os.getloadavg()[0]
@@ -58,8 +81,10 @@ def time_convert(python: str, src: Path, extra: list[str], env: dict) -> dict:
         if done.returncode:
             return {"error": done.stderr.strip().splitlines()[-1:], "seconds": seconds}
         r = json.loads(rep.read_text())
+        real = None if data is None else accuracy(Path(tmp) / "q.onnx", data)
     fid = r.get("fidelity") or {}
     return {"seconds": round(seconds, 2), "load": round(load, 2), "stored_bits": r.get("stored_bits"),
+            "accuracy": real,
             "agreement": fid.get("top1_agreement"), "score": fid.get("score"),
             "pass_seconds": r.get("pass_seconds"),
             "notes": [n for n in r.get("notes", []) if "measured" in n or "bisection" in n]}
@@ -82,24 +107,26 @@ def time_ort(src: Path) -> dict:
 def table(results: dict) -> str:
     labels = sorted(results, key=lambda lab: (lab != "before", lab))
     names = list(dict.fromkeys(n for lab in labels for n in results[lab]))
+    # The (label, mode) columns that were run, in MODES' order (older labels lack newer modes).
+    columns = [(lab, m) for lab in labels for m in MODES
+               if any(m in row for row in results[lab].values())]
     head = ["model", "ORT quantize_static s"]
-    for lab in labels:
-        for mode in MODES:
-            head.append(f"{lab} {mode}: s (load; choose-plan s) / bits / agreement")
+    for lab, mode in columns:
+        head.append(f"{lab} {mode}: s (load; choose-plan s) / bits / agreement / accuracy")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in names:
         ort = next((results[lab][n].get("ort") for lab in labels if results[lab].get(n, {}).get("ort")), None)
         cells = [n, f"{ort['seconds']:.1f} ({ort['load']:.1f})" if ort else ""]
-        for lab in labels:
-            for mode in MODES:
-                r = results[lab].get(n, {}).get(mode)
-                if not r or "error" in r:
-                    cells.append("" if not r else "failed")
-                    continue
-                agree = "" if r["agreement"] is None else f"{r['agreement']:.3f}"
-                choose = (r.get("pass_seconds") or {}).get("choose-plan", 0.0)
-                cells.append(f"{r['seconds']:.1f} ({r['load']:.1f}; {choose:.1f}) / "
-                             f"{r['stored_bits']:.2f} / {agree}")
+        for lab, mode in columns:
+            r = results[lab].get(n, {}).get(mode)
+            if not r or "error" in r:
+                cells.append("" if not r else "failed")
+                continue
+            agree = "" if r["agreement"] is None else f"{r['agreement']:.3f}"
+            choose = (r.get("pass_seconds") or {}).get("choose-plan", 0.0)
+            real = "" if r.get("accuracy") is None else f" / {100 * r['accuracy']:.1f}%"
+            cells.append(f"{r['seconds']:.1f} ({r['load']:.1f}; {choose:.1f}) / "
+                         f"{r['stored_bits']:.2f} / {agree}{real}")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -123,7 +150,7 @@ def main() -> None:
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--label", default="after")
     ap.add_argument("--models", default=None, help="comma-separated: resnet18 and example stems")
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {','.join(MODES)}")
     ap.add_argument("--no-ort", action="store_true")
     args = ap.parse_args()
     out = ROOT / "out"
@@ -134,7 +161,7 @@ def main() -> None:
     for name, path in models(out, args.models.split(",") if args.models else None).items():
         row = mine.setdefault(name, {})
         for mode in args.modes.split(","):
-            row[mode] = time_convert(args.python, path, MODES[mode], env)
+            row[mode] = time_convert(args.python, path, MODES[mode], env, test_data(name))
             print(name, mode, row[mode], flush=True)
         if not args.no_ort:
             row["ort"] = time_ort(path)

@@ -13,6 +13,7 @@ that uses data: 16 real inputs) are the baselines. Rows are merged into
 ``benchmarks/pretrained_results.json``, so partial runs add up; ``--table`` rewrites the section
 of BENCHMARKS.md from it::
 
+    pip install -e ".[test,bench]"    # Pillow and scipy for the inputs and metrics
     PYTHONPATH=$PWD python -m benchmarks.pretrained --configs float,ort_dyn,ort_rand,ort_real
     PYTHONPATH=$PWD python -m benchmarks.pretrained --only ppocr_cls --configs default,tb4
     PYTHONPATH=$PWD python -m benchmarks.pretrained --quick      # fewer samples
@@ -124,7 +125,9 @@ OURS = {"default": [], "tb4": ["--target-bits", "4"], "tb5": ["--target-bits", "
         "tb6": ["--target-bits", "6"], "a8": ["--activations", "int8"],
         # 8 bits everywhere, nothing measured: what the task metric keeps at the widest grids,
         # the floor every measured plan is judged against
-        "w8": ["--method", "pairs", "--low-bits", "8", "--high-bits", "8", "--fidelity-samples", "0"]}
+        "w8": ["--method", "pairs", "--low-bits", "8", "--high-bits", "8", "--fidelity-samples", "0"],
+        # one trial a layer (issue 20 s1): what it costs against the default and tb5
+        "fast": ["--fast"], "fast_tb5": ["--fast", "--target-bits", "5"]}
 # The same with --input-shape taken from the real inputs: what the converter does once told.
 OURS |= {f"shape_{k}" if k != "default" else "shape": v for k, v in list(OURS.items())
          if k in ("default", "tb4", "a8")}
@@ -307,7 +310,7 @@ def convert(src: Path, dst: Path, args: list[str], timeout: float) -> dict:
 
 def target_of(config: str) -> float | None:
     args = OURS.get(config) or []
-    return float(args[1]) if args[:1] == ["--target-bits"] else None
+    return float(args[args.index("--target-bits") + 1]) if "--target-bits" in args else None
 
 
 def outcome(row: dict, target: float | None) -> str:
