@@ -35,22 +35,16 @@ MODES = {"default": [], "fast": ["--fast"], "tb5": ["--target-bits", "5"],
          "fast pairs 2/8": ["--fast", "--method", "pairs", "--low-bits", "2", "--high-bits", "8"]}
 
 
-def test_data(name: str) -> Path | None:
-    """The labelled test set of an example model (examples/data), None for the others."""
-    path = ROOT / "examples" / "data" / f"{name.split('_')[0]}_test.npz"
-    return path if (ROOT / "examples" / "models" / f"{name}.onnx").exists() and path.exists() else None
+def accuracy(model: Path, example: Path | None) -> float | None:
+    """Top-1 accuracy of ``model`` on the labelled test set of ``example`` (an example model's
+    path; None for the others), with ONNX Runtime's default session options."""
+    if example is None:
+        return None
+    from benchmarks.datasets import load_test_set
+    from benchmarks.run import top1
 
-
-def accuracy(model: Path, data: Path) -> float:
-    """Top-1 accuracy of ``model`` on a labelled .npz (real data: what the plan costs)."""
-    import onnxruntime as ort
-
-    d = np.load(data)
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    x, labels = d["input"], d["label"]
-    preds = [np.argmax(sess.run(None, {name: x[i:i + 256]})[0], axis=1) for i in range(0, len(x), 256)]
-    return float(np.mean(np.concatenate(preds) == labels))
+    x, labels = load_test_set(example)
+    return top1(model, x, labels, disable_quant_qdq=False)
 
 
 def models(out: Path, wanted: list[str] | None) -> dict[str, Path]:
@@ -68,7 +62,7 @@ def models(out: Path, wanted: list[str] | None) -> dict[str, Path]:
     return found
 
 
-def time_convert(python: str, src: Path, extra: list[str], env: dict, data: Path | None = None) -> dict:
+def time_convert(python: str, src: Path, extra: list[str], env: dict, example: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         rep = Path(tmp) / "r.json"
         load = os.getloadavg()[0]
@@ -81,7 +75,7 @@ def time_convert(python: str, src: Path, extra: list[str], env: dict, data: Path
         if done.returncode:
             return {"error": done.stderr.strip().splitlines()[-1:], "seconds": seconds}
         r = json.loads(rep.read_text())
-        real = None if data is None else accuracy(Path(tmp) / "q.onnx", data)
+        real = accuracy(Path(tmp) / "q.onnx", example)
     fid = r.get("fidelity") or {}
     return {"seconds": round(seconds, 2), "load": round(load, 2), "stored_bits": r.get("stored_bits"),
             "accuracy": real,
@@ -161,7 +155,8 @@ def main() -> None:
     for name, path in models(out, args.models.split(",") if args.models else None).items():
         row = mine.setdefault(name, {})
         for mode in args.modes.split(","):
-            row[mode] = time_convert(args.python, path, MODES[mode], env, test_data(name))
+            example = path if path.parent == ROOT / "examples" / "models" else None
+            row[mode] = time_convert(args.python, path, MODES[mode], env, example)
             print(name, mode, row[mode], flush=True)
         if not args.no_ort:
             row["ort"] = time_ort(path)

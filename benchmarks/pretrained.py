@@ -126,7 +126,7 @@ OURS = {"default": [], "tb4": ["--target-bits", "4"], "tb5": ["--target-bits", "
         # 8 bits everywhere, nothing measured: what the task metric keeps at the widest grids,
         # the floor every measured plan is judged against
         "w8": ["--method", "pairs", "--low-bits", "8", "--high-bits", "8", "--fidelity-samples", "0"],
-        # one trial a layer (issue 20 s1): what it costs against the default and tb5
+        # --fast (issue 20 s1): what its fewer trials cost against the default and tb5
         "fast": ["--fast"], "fast_tb5": ["--fast", "--target-bits", "5"]}
 # The same with --input-shape taken from the real inputs: what the converter does once told.
 OURS |= {f"shape_{k}" if k != "default" else "shape": v for k, v in list(OURS.items())

@@ -384,8 +384,9 @@ class _Space:
 
         A 2-bit layer measured alone can look cheap on synthetic inputs while its error, added
         to the others', is what breaks the network: PP-OCRv4's recogniser at --target-bits 5
-        took 2-bit layers, predicted divergence 7.75e-2 and 54% real character accuracy; the
-        same budget without 2-bit grids measured 6.39e-2 as a whole and kept 81%. Measured whole
+        took 2-bit layers (divergence 0.775 as a whole, 54% real character accuracy, before
+        this plan was a candidate); the same budget without 2-bit grids measures 0.639 and
+        keeps 81% (``python -m benchmarks.pretrained --only ppocr_rec --configs tb5``). Measured whole
         beside the others, this plan is chosen only where the model's own measurement prefers
         it: no example's plan changed, other suite models moved by at most 0.25 point, and the
         recogniser at 6 bits lost 3.5 points to it (BENCHMARKS.md, the pretrained reading)."""

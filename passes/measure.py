@@ -334,10 +334,10 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
                    and (inp.stats.trusted or ctx.options.propagated_stats))
     can_correct = correctable and not fast  # bias-correction candidates, each its own trial
     # --fast: no correction trials; where the statistics allow it, every low-bit candidate is
-    # bias-corrected by the fixed rule (its trials and its estimates alike). On PaddleOCR's
-    # direction classifier (35 kept BN) at --target-bits 5, a first --fast that also estimated
-    # the second 4-bit grid kept 78.8% of real text without this rule and 84.0% with it; this
-    # --fast, both 4-bit grids tried, keeps 91.8% (the default: 92.5%).
+    # bias-corrected by the fixed rule (its trials and its estimates alike), as the fixed plans
+    # do: kept BN statistics are evidence independent of the synthetic inputs (above). PaddleOCR's
+    # direction classifier (35 kept BN) at --target-bits 5 keeps 91.8% of real text this way,
+    # the default 92.5% (benchmarks/pretrained.py, columns fast_tb5 and tb5).
 
     def corr(bits: int) -> str:
         return "bias" if fast and correctable and bits < ctx.options.widest_bits else "none"
