@@ -574,6 +574,9 @@ def convert(ctx: click.Context, model: tuple[str, ...], output: str, jobs: int,
     """
     from .api import convert_file
 
+    strays = [m for m in model if "=" in m and not Path(m).exists()]
+    if strays:  # `--input-shape a=1,2 b=3` hands b=3 to MODEL; say so rather than a folder error
+        _run(ctx.obj["debug"], lambda: _stray_values(strays))
     if len(model) > 1 or Path(model[0]).is_dir():
         _run(ctx.obj["debug"], lambda: _convert_many(list(model), output, jobs, quiet, as_json,
                                                      opts))
@@ -605,6 +608,12 @@ def convert(ctx: click.Context, model: tuple[str, ...], output: str, jobs: int,
     finally:
         if log is not None:
             log.close()
+
+
+def _stray_values(strays: list[str]) -> None:
+    raise OptionsError(f"{', '.join(map(repr, strays))}: no such model file; an option takes one "
+                       "value, so give each input's shape with its own --input-shape (or several "
+                       "in one value: --input-shape a=1,3,32,32,b=1,10)")
 
 
 def _convert_many(models: list[str], output: str, jobs: int, quiet: bool, as_json: bool,

@@ -320,6 +320,16 @@ class ConvertOptions:
         return 7 if self.activations == "int8" and self.activation_type == "uint8" else 8
 
     @property
+    def explicit_request(self) -> str | None:
+        """The option the user gave that only measuring and quantizing can honour, as they
+        wrote it (None: the defaults): what is refused, never silently dropped."""
+        if self.integer_kernels:
+            return "--activations int8"
+        if self.target_bits is not None:
+            return f"--target-bits {self.target_bits:g}"
+        return None
+
+    @property
     def integer_kernels(self) -> bool:
         """Whether the output must run on integer kernels (int8 containers, symmetric grids)."""
         return self.activations != "none"

@@ -14,6 +14,7 @@ from collections.abc import Set as AbstractSet
 import numpy as np
 import onnx
 
+from dfmpc_onnx.errors import OptionsError
 from dfmpc_onnx.model.activation import find_activation
 from dfmpc_onnx.model.channels import follow
 from dfmpc_onnx.model.graph import GraphIndex
@@ -72,7 +73,13 @@ class FindPairs:
                                    * layer.canonical_shape[2])
                 ctx.layers.append(node.name)
             ctx.report.layers.append(entry)
-        ctx.report.layers.extend(_subgraph_layers(graph))
+        inside = _subgraph_layers(graph)
+        ctx.report.layers.extend(inside)
+        if inside and not ctx.layers:
+            _nothing_outside(inside, ctx.options)
+            ctx.report.notes.append(
+                f"nothing quantized: all {len(inside)} Conv/Gemm/MatMul layers are inside If/Loop/"
+                "Scan bodies, which this version leaves in float")
 
         protected = set()
         if ctx.options.protect_first_last and ctx.layers:
@@ -124,6 +131,18 @@ class FindPairs:
         if ctx.options.method != "auto":  # the measured plan does not use pairs
             ctx.report.notes.append(f"{len(ctx.pairs)} pairs among {len(ctx.layers)} layers")
         return False
+
+
+def _nothing_outside(inside: list[LayerReport], options) -> None:
+    """An explicit budget (or int8 activations) that no layer outside a subgraph can carry is
+    refused: writing the float model with exit 0 would be a silent downgrade."""
+    asked = options.explicit_request
+    if asked is not None:
+        raise OptionsError(
+            f"{asked}: all {len(inside)} Conv/Gemm/MatMul layers of this model are inside If/Loop/"
+            f"Scan bodies (e.g. {inside[0].name}), which this version leaves in float, so "
+            "nothing can be quantized; convert an export without control flow (many exporters "
+            "have an option to fold it), or run without the option to keep the float model")
 
 
 def _subgraph_layers(graph: onnx.GraphProto, prefix: str = "") -> list[LayerReport]:

@@ -15,22 +15,18 @@ import copy
 import onnx
 
 from dfmpc_onnx.errors import OptionsError
-from dfmpc_onnx.measure.input_spec import infer_range, ort_check, resolve_shapes
+from dfmpc_onnx.measure.input_spec import (
+    infer_range,
+    ort_check,
+    range_from_response,
+    resolve_shapes,
+)
 from dfmpc_onnx.measure.synthetic import integer_ranges, model_inputs
 
 from .base import Context, Fact
 
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
            onnx.TensorProto.BFLOAT16}
-
-
-def explicit_request(options) -> str | None:
-    """The option the user gave that only measuring can honour (None: the defaults)."""
-    if options.integer_kernels:
-        return "--activations int8"
-    if options.target_bits is not None:
-        return f"--target-bits {options.target_bits:g}"
-    return None
 
 
 class ResolveInputs:
@@ -45,7 +41,7 @@ class ResolveInputs:
         try:
             spec = resolve_shapes(model, o.input_shapes, check=ort_check(model, ctx.store))
         except OptionsError as exc:
-            asked = explicit_request(o)
+            asked = o.explicit_request
             if asked is not None:
                 raise OptionsError(f"{asked} needs the model measured on synthetic inputs, and "
                                    f"{exc}") from exc
@@ -59,7 +55,7 @@ class ResolveInputs:
         inferred = None
         if (o.input_range is None and o.input_mean == 0.0 and o.input_std == 1.0
                 and o.synthetic != "distilled"):
-            inferred = infer_range(model)
+            inferred = infer_range(model) or range_from_response(model, spec.shapes, ctx.store)
         if inferred is not None:
             changes["input_range"] = inferred.value_range
             range_text = (f"{inferred.value_range[0]:g}..{inferred.value_range[1]:g} "

@@ -278,3 +278,20 @@ AWKWARD = {
     "split_activations": split_activations, "hardswish_spelled": hardswish_spelled,
     "nothing_eligible": nothing_eligible, "reshaped_weight": reshaped_weight,
 }
+
+
+def all_inside_if() -> onnx.ModelProto:
+    """Every layer inside the branches of a top-level If (as spox and some exporters write a
+    model with a sample-rate switch): one Conv per branch on the outer input."""
+    rng = np.random.default_rng(11)
+    inits = {"wt": _w(rng, 4, 3, 3, 3), "we": _w(rng, 4, 3, 3, 3)}
+    then_g = helper.make_graph(
+        [helper.make_node("Conv", ["input", "wt"], ["t_out"], name="then_conv", pads=[1] * 4)],
+        "then", [], [_out(4, "t_out")])
+    else_g = helper.make_graph(
+        [helper.make_node("Conv", ["input", "we"], ["e_out"], name="else_conv", pads=[1] * 4)],
+        "else", [], [_out(4, "e_out")])
+    cond = helper.make_tensor_value_info("flag", TensorProto.BOOL, [])
+    nodes = [helper.make_node("If", ["flag"], ["out"], name="if0", then_branch=then_g,
+                              else_branch=else_g)]
+    return _model(nodes, [_img(), cond], [_out()], inits)

@@ -69,6 +69,8 @@ def resolve_shape(vi: onnx.ValueInfoProto, n: int,
     """Shape of the array to generate for input ``vi``: ``n`` samples along axis 0."""
     if shapes and vi.name in shapes:
         given = tuple(None if d is None else int(d) for d in shapes[vi.name])
+        if not given and declared_dims(vi) == []:
+            return ()  # a scalar input (a sample rate, a threshold): one value for every sample
         if not given or any(d is not None and d <= 0 for d in given):
             raise OptionsError(f"--input-shape {vi.name}: every dimension must be a positive integer, "
                                f"N or ?, got {given}")
