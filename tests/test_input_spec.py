@@ -225,3 +225,73 @@ def test_inspect_reports_the_shape_it_would_measure_at():
     rep = inspect_model(_reshape_net(["N", "L"], [-1, 37]), ConvertOptions(method="pairs",
                                                                           fidelity_samples=0))
     assert rep.inputs == {}
+
+
+def _scaled_net(scale: float, bn_std: float | None = None):
+    """strided_net whose first layer answers unit-variance inputs at ``scale`` x its usual spread
+    (about 1.6), optionally read by a kept BatchNormalization whose running std is ``bn_std``."""
+    model = strided_net(["N", 3, 16, 16])
+    w0 = next(t for t in model.graph.initializer if t.name == "w0")
+    w0.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(w0) * scale, "w0"))
+    if bn_std is not None:
+        conv = next(n for n in model.graph.node if n.name == "conv0")
+        conv.output[0] = "c0_pre"
+        model.graph.node.insert(1, helper.make_node(
+            "BatchNormalization", ["c0_pre", "bn.g", "bn.b", "bn.mu", "bn.var"], ["c0"], name="bn0"))
+        for name, value in (("bn.g", 1.0), ("bn.b", 0.0), ("bn.mu", 0.0), ("bn.var", bn_std ** 2)):
+            model.graph.initializer.append(
+                onnx.numpy_helper.from_array(np.full(8, value, np.float32), name))
+    return model
+
+
+def _brute_spread(model, value_range) -> float:
+    """The first layer's median channel std on the same synthetic inputs, computed in NumPy."""
+    x = synthetic_inputs(model, n=4, kind="smooth", value_range=value_range,
+                         shapes={"x": (1, 3, 16, 16)})["x"].astype(np.float64)
+    w = onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "w0"))
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    cols = np.stack([xp[:, :, i:i + 16, j:j + 16] for i in range(3) for j in range(3)], axis=2)
+    z = np.einsum("ncthw,oct->nohw", cols.reshape(4, 3, 9, 16, 16), w.reshape(8, 3, 9))
+    return float(np.median(z.transpose(1, 0, 2, 3).reshape(8, -1).std(axis=1)))
+
+
+def test_the_first_layer_response_keeps_a_normalised_model_and_finds_raw_pixels():
+    from dfmpc_onnx.measure.input_spec import _channel_spread, range_from_response
+
+    shapes = {"x": (1, 3, 16, 16)}
+    assert range_from_response(strided_net(["N", 3, 16, 16]), shapes) is None
+    raw = _scaled_net(1 / 100)  # answers unit inputs at ~0.016: a model fed 0..255 pixels
+    found = range_from_response(raw, shapes)
+    assert found is not None and found.value_range == (0.0, 255.0), found
+    assert "first layer's response" in found.reason
+    # The spread it compares is the layer's real output spread (brute force, in NumPy).
+    z_spread = _brute_spread(raw, None)
+    assert 0.005 < z_spread < 0.05
+    z = np.random.default_rng(0).standard_normal((4, 8, 5, 5)) * np.arange(1, 9)[None, :, None, None]
+    assert _channel_spread(z, None) == pytest.approx(np.median(z.transpose(1, 0, 2, 3).reshape(8, -1)
+                                                               .std(axis=1)))
+    # The conversion measures on the range it found, and says why.
+    _, rep = convert(raw, ConvertOptions(target_bits=4))
+    assert rep.inputs["x"]["range"].startswith("0..255 (inferred: the first layer's response")
+
+
+def test_a_kept_batchnorm_gives_the_scale_real_inputs_reach():
+    from dfmpc_onnx.measure.input_spec import range_from_response
+
+    shapes = {"x": (1, 3, 16, 16)}
+    # Unit-scale weights: the default fits unless the BN says real data spread the output 100x.
+    assert range_from_response(_scaled_net(1.0, bn_std=1.6), shapes) is None
+    found = range_from_response(_scaled_net(1.0, bn_std=160.0), shapes)
+    assert found is not None and found.value_range == (0.0, 255.0), found
+    assert "BatchNormalization" in found.reason
+
+
+def test_a_scalar_input_is_generated_as_a_scalar():
+    """A rank-0 input (silero's sample rate) resolves to shape () and gets one value, where it
+    used to be refused as 'every dimension must be a positive integer, got ()'."""
+    model = strided_net(["N", 3, 16, 16])
+    model.graph.input.append(helper.make_tensor_value_info("sr", TensorProto.INT64, []))
+    spec = resolve_shapes(model)
+    assert spec.shapes["sr"] == ()
+    feeds = synthetic_inputs(model, n=3, shapes=spec.shapes)
+    assert feeds["sr"].shape == () and feeds["x"].shape == (3, 3, 16, 16)

@@ -41,8 +41,17 @@ default mean 0 / std 1): only what the graph says explicitly.
 - A Clip directly at the input: its bounds.
 - Integer inputs (a Cast from uint8 inside the graph) are drawn by ``synthetic.integer_ranges``.
 
-The first layer's weight and bias statistics are not used: no rule from them has been measured
-to tell a normalised-input model from a 0-255 one reliably, and a guessed one would mislead.
+Where the graph says nothing, the first layer's response decides (``range_from_response``): a
+trained network's first Conv/Gemm/MatMul answers real inputs at about unit scale per channel
+(with BatchNormalization folded in, its output's spread on real data is the BN's gamma, of order
+1; with BN kept after it, exactly the BN's running standard deviation). Fed synthetic inputs of
+each candidate range (mean 0 / std 1, -1..1, 0..1, 0..255), the layer's median channel spread
+is compared with that scale: mean 0 / std 1 stays unless it is more than ``_OFF_SCALE`` off and
+another candidate is closer. Measured with ``python -m benchmarks.range_check``: on the eight
+example models (normalised inputs) mean 0 / std 1 stays; on the pretrained suite it picks 0..255
+for ddddocr's detector (fed raw pixels), 0..1 for NudeNet and ddddocr's recogniser, -1..1 for
+PaddleOCR's detector, and keeps mean 0 / std 1 for PaddleOCR's classifier and recogniser
+(inputs in -1..1, which it matches about as well).
 """
 
 from __future__ import annotations
@@ -295,7 +304,7 @@ def ort_check(model: onnx.ModelProto, store=None):
     from .synthetic import synthetic_inputs
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # a refused shape is expected here: its error is returned, not logged
     so.intra_op_num_threads = 2
     session = []
 
@@ -379,3 +388,95 @@ def infer_range(model: onnx.ModelProto) -> InputRange | None:
     best = min(_RAW_RANGES, key=score)
     return InputRange(best, f"the normalisation at the input ({', '.join(chain)}) maps "
                             f"{best[0]:g}..{best[1]:g} closest to a zero-centred unit range")
+
+
+# Candidate input ranges for ``range_from_response``, the default (None: mean 0, std 1) first.
+_RESPONSE_RANGES: tuple[tuple[float, float] | None, ...] = (None, (-1.0, 1.0), (0.0, 1.0),
+                                                             (0.0, 255.0))
+# The default is left only when the first layer's spread on it is more than this factor off the
+# scale real inputs give: the candidates lie 3x (std 1 against -1..1) to 255x apart, so a smaller
+# factor would move normalised models between near-equal ranges on noise in the estimate.
+_OFF_SCALE = 3.0
+_LAYER_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def first_layer_output(model: onnx.ModelProto, name: str) -> tuple[str, np.ndarray | None] | None:
+    """The output of the first Conv/Gemm/MatMul with a constant weight that reads input
+    ``name`` (through any nodes), and the per-channel standard deviation real data gives it
+    when a kept BatchNormalization reads it (None otherwise); None without such a layer."""
+    inits = {t.name: t for t in model.graph.initializer}
+    consts = set(inits) | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    reached = {name}
+    for node in model.graph.node:
+        if not any(i in reached for i in node.input):
+            continue
+        if node.op_type in _LAYER_OPS and len(node.input) > 1 and node.input[1] in consts:
+            out = node.output[0]
+            readers = [n for n in model.graph.node if out in n.input]
+            if len(readers) == 1 and readers[0].op_type == "BatchNormalization" \
+                    and readers[0].input[0] == out and all(
+                        i in inits for i in readers[0].input[1:5]):
+                bn = readers[0]
+                eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+                var = numpy_helper.to_array(inits[bn.input[4]]).astype(np.float64)
+                return out, np.sqrt(np.maximum(var, 0.0) + eps)
+            return out, None
+        reached.update(o for o in node.output if o)
+    return None
+
+
+def range_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]],
+                        store=None, samples: int = 4) -> InputRange | None:
+    """The input range the first layer's response points to (module docstring), or None where
+    the default (mean 0, std 1) stays, the model has not one float input, or nothing runs."""
+    import onnxruntime as ort
+
+    from dfmpc_onnx.model.weightstore import session_for
+
+    from .fidelity import split_batches
+    from .synthetic import synthetic_inputs
+
+    floats = [vi for vi in model_inputs(model) if vi.type.HasField("tensor_type") and np.issubdtype(
+        helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type), np.floating)]
+    if len(floats) != 1:
+        return None
+    found = first_layer_output(model, floats[0].name)
+    if found is None:
+        return None
+    tensor, real_std = found
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.append(helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    so.intra_op_num_threads = 2
+    try:
+        session = session_for(probe, so, store)
+        spread: list[float] = []
+        for value_range in _RESPONSE_RANGES:
+            feeds = synthetic_inputs(model, n=samples, kind="smooth", value_range=value_range,
+                                     shapes=shapes)
+            z = np.concatenate([session.run(None, f)[0] for f in split_batches(model, feeds)])
+            spread.append(_channel_spread(z, real_std))
+    except Exception:  # noqa: BLE001 - a model this cannot run keeps the default
+        return None
+    off = [abs(math.log(max(s, 1e-30))) for s in spread]
+    best = int(np.argmin(off))
+    if off[0] <= math.log(_OFF_SCALE) or best == 0:
+        return None
+    lo, hi = _RESPONSE_RANGES[best]  # type: ignore[misc]
+    scale = "its BatchNormalization's running std" if real_std is not None else "unit scale"
+    return InputRange((lo, hi), f"the first layer's response: on mean-0/std-1 inputs its channels "
+                                f"spread {spread[0]:.3g}x {scale}, on {lo:g}..{hi:g} "
+                                f"{spread[best]:.3g}x")
+
+
+def _channel_spread(z: np.ndarray, real_std: np.ndarray | None) -> float:
+    """Median over channels of the standard deviation of ``z`` (channels on axis 1 for rank >= 3,
+    the last axis otherwise), each relative to ``real_std`` where given."""
+    zc = np.moveaxis(z, 1, 0).reshape(z.shape[1], -1) if z.ndim >= 3 else z.reshape(-1, z.shape[-1]).T
+    sd = zc.astype(np.float64).std(axis=1)
+    if real_std is not None and len(real_std) == len(sd):
+        sd = sd / np.where(real_std > 0, real_std, 1.0)
+    return float(np.median(sd))
