@@ -2,7 +2,8 @@
 
 ``dfmpc_onnx.measure.input_spec.range_from_response`` picks the synthetic inputs' range, where the
 graph states none, from how the model's first Conv/Gemm/MatMul answers each candidate range. This
-prints, per model, that layer's median channel spread on smooth synthetic inputs of each candidate
+prints, per model as the converter sees it (constants as initializers, BatchNormalization folded
+where it can be), that layer's median channel spread on smooth synthetic inputs of each candidate
 (relative to a kept BatchNormalization's running std where one reads it) and on 4 real inputs,
 the range the converter picks, and the range the real inputs come in:
 
@@ -41,7 +42,18 @@ ROOT = Path(__file__).resolve().parent.parent
 LABELS = ["std 1"] + [f"{r[0]:g}..{r[1]:g}" for r in _RESPONSE_RANGES[1:]]  # type: ignore[index]
 
 
+def normalised(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model as resolve-inputs sees it: constants as initializers, BatchNormalization folded
+    where it can be, by the converter's own passes."""
+    from dfmpc_onnx.options import ConvertOptions
+    from dfmpc_onnx.passes import Context, pairing_passes, run_passes
+
+    run_passes(pairing_passes(), model, Context(ConvertOptions()))
+    return model
+
+
 def row(name: str, model: onnx.ModelProto, real: list[dict[str, np.ndarray]], truth: str) -> str:
+    model = normalised(model)
     x = model_inputs(model)[0].name
     tensor, real_std = first_layer_output(model, x)  # type: ignore[misc]
     spec = resolve_shapes(model, check=ort_check(model))

@@ -49,9 +49,9 @@ each candidate range (mean 0 / std 1, -1..1, 0..1, 0..255), the layer's median c
 is compared with that scale: mean 0 / std 1 stays unless it is more than ``_OFF_SCALE`` off and
 another candidate is closer. Measured with ``python -m benchmarks.range_check``: on the eight
 example models (normalised inputs) mean 0 / std 1 stays; on the pretrained suite it picks 0..255
-for ddddocr's detector (fed raw pixels), 0..1 for NudeNet and ddddocr's recogniser, -1..1 for
-PaddleOCR's detector, and keeps mean 0 / std 1 for PaddleOCR's classifier and recogniser
-(inputs in -1..1, which it matches about as well).
+for ddddocr's detector (fed raw pixels), 0..1 for NudeNet and ddddocr's recogniser, and keeps
+mean 0 / std 1 for PaddleOCR's three models (inputs in -1..1, a third of the spread: within the
+factor, so the default stays).
 """
 
 from __future__ import annotations
