@@ -123,6 +123,8 @@ BY_NAME = {s.name: s for s in SPECS}
 
 OURS = {"default": [], "tb4": ["--target-bits", "4"], "tb5": ["--target-bits", "5"],
         "tb6": ["--target-bits", "6"], "a8": ["--activations", "int8"],
+        # issue 23: the noisiest activation grids kept float where whole-model measurement says so
+        "a8_fg": ["--activations", "int8", "--activation-float-grids"],
         # 8 bits everywhere, nothing measured: what the task metric keeps at the widest grids,
         # the floor every measured plan is judged against
         "w8": ["--method", "pairs", "--low-bits", "8", "--high-bits", "8", "--fidelity-samples", "0"],
@@ -200,6 +202,25 @@ def catalogue(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------- running
+
+# Configs whose point is speed (integer kernels): their latency is measured beside float's.
+TIMED = {"float", "a8", "a8_fg", "ort_rand", "ort_real", "ort_dyn"}
+
+
+def latency_ms(path: Path, samples: data.Samples, runs: int = 20) -> float:
+    """Median milliseconds of the first sample (as the metric runs it: a streaming model's whole
+    clip) with ONNX Runtime's default session options (what a user ships with; one thread, as
+    every row here, so rows compare)."""
+    s = session(path)
+    one = data.Samples(samples.feeds[:1], samples.labels[:1], samples.run)
+    data.outputs(s, one)  # warm-up: the first run allocates
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        data.outputs(s, one)
+        times.append(time.perf_counter() - t)
+    return round(1000 * float(np.median(times)), 2)
+
 
 def session(path: Path):
     import onnxruntime as ort
@@ -300,6 +321,7 @@ def convert(src: Path, dst: Path, args: list[str], timeout: float) -> dict:
         row |= {"stored_bits": r.get("stored_bits"), "average_bits": r.get("average_bits"),
                 "fidelity": r.get("fidelity"), "notes": r.get("notes", []),
                 "quantized_layers": sum(1 for e in r.get("layers", []) if e.get("bits")),
+                "kept_float": (r.get("activations") or {}).get("kept_float"),
                 "layers": len(r.get("layers", [])),
                 "size_ratio": (r["quant_weight_bytes"] / r["float_weight_bytes"]
                                if r.get("float_weight_bytes") else None),
@@ -342,7 +364,8 @@ def run_model(spec: Spec, configs: list[str], quick: bool, timeout: float, resul
     start = time.perf_counter()
     float_outs = data.outputs(session(src), samples)
     score = spec.score(folder)(float_outs, samples, float_outs)  # agreement: 1 by definition
-    rows["float"] = {"metric": score, "n": n, "eval_s": round(time.perf_counter() - start, 1)}
+    rows["float"] = {"metric": score, "n": n, "eval_s": round(time.perf_counter() - start, 1),
+                     "latency_ms": latency_ms(src, samples)}
     print(f"{spec.name:14s} float        {score:.4f}  (n={n})", flush=True)
     work = OUT / "converted" / spec.name
     work.mkdir(parents=True, exist_ok=True)
@@ -368,6 +391,8 @@ def run_model(spec: Spec, configs: list[str], quick: bool, timeout: float, resul
                 row["metric"], _ = evaluate(spec, folder, dst, samples, float_outs)
             except Exception as exc:  # noqa: BLE001 - a model ORT cannot run is a result
                 row["rc"], row["stderr"] = "run error", f"{type(exc).__name__}: {str(exc)[:200]}"
+            if row.get("rc") == 0 and config in TIMED:
+                row["latency_ms"] = latency_ms(dst, samples)
         row["outcome"] = (outcome(row, target) if config in OURS
                           else "error" if row.get("rc") != 0
                           else "nothing quantized" if not row.get("quantized_ops") else "ok")
@@ -432,8 +457,6 @@ def _cell(row: dict | None, config: str) -> str:
         return "not run"
     m = row.get("metric")
     text = f"{100 * m:.1f}" if m is not None else ""
-    if config == "float":
-        return text
     status = outcome(row, target_of(config)) if config in OURS else row.get("outcome", "")
     if status not in ("ok",) or m is None:
         text = f"{text} ({status})".strip() if status else text
@@ -443,6 +466,10 @@ def _cell(row: dict | None, config: str) -> str:
     pred = (row.get("fidelity") or {}).get("top1_agreement")
     if pred is not None and config in OURS:
         text += f", pred {100 * pred:.0f}%"
+    if row.get("latency_ms") is not None:
+        text += f", {row['latency_ms']:.1f} ms"
+    if config == "float":
+        return text
     return f"{text}, {row.get('seconds', 0):.0f} s"
 
 
@@ -499,6 +526,15 @@ def table(results: dict) -> str:
         for k, v in notes.items():
             by_text.setdefault(v, []).append(k)
         lines += [f"- {', '.join(ks)}: `{v}`" for v, ks in by_text.items()]
+        lines.append("")
+    kept = [(name, c, results[name]["rows"][c].get("kept_float")) for name in order
+            for c in ("a8", "a8_fg") if c in results[name].get("rows", {})
+            and results[name]["rows"][c].get("rc") == 0]
+    if kept:
+        lines += ["Activations kept float by measurement (the report's `kept_float`; ms: median "
+                  "latency of one sample with ONNX Runtime's default session options, one "
+                  "thread, float beside):", ""]
+        lines += [f"- {name}/{c}: {k if k and k != '[]' else 'none'}" for name, c, k in kept]
         lines.append("")
     if missing:
         lines += ["Not run yet: " + ", ".join(missing) + ".", ""]

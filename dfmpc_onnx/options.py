@@ -117,7 +117,10 @@ class ConvertOptions:
         None, "Assumed range LOW,HIGH of the model input (e.g. 0,1 or 0,255 for raw images): "
         "synthetic inputs are drawn in it instead of from --input-mean/--input-std. Default: "
         "the range a normalisation (Sub/Div/Mul/Add by constants) or a Clip at the input implies, "
-        "where the graph has one (dfmpc_onnx/measure/input_spec.py); the report says which was used.")
+        "where the graph has one; else 0,1 or 0,255 (or -1,1) where the first layer's response to "
+        "mean-0/std-1 inputs is more than 3x off the scale a trained layer answers real inputs at "
+        "and that range comes closer (dfmpc_onnx/measure/input_spec.py); the report says which "
+        "was used and why.")
     input_shapes: dict[str, Any] = _opt(
         {}, "Shapes of one run of inputs with symbolic dimensions other than the batch, for the "
         "synthetic inputs, e.g. --input-shape input=1x3x224x224. Default: each symbolic "
