@@ -24,22 +24,21 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
-from onnx import helper
 
 from dfmpc_onnx.measure.fidelity import split_batches
 from dfmpc_onnx.measure.input_spec import (
-    _RESPONSE_RANGES,
-    _channel_spread,
+    RESPONSE_RANGES,
+    channel_spread,
     first_layer_output,
     ort_check,
     range_from_response,
     resolve_shapes,
+    tensor_session,
 )
 from dfmpc_onnx.measure.synthetic import model_inputs, synthetic_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
-LABELS = ["std 1"] + [f"{r[0]:g}..{r[1]:g}" for r in _RESPONSE_RANGES[1:]]  # type: ignore[index]
+LABELS = ["std 1"] + [f"{r[0]:g}..{r[1]:g}" for r in RESPONSE_RANGES[1:]]  # type: ignore[index]
 
 
 def normalised(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -57,22 +56,16 @@ def row(name: str, model: onnx.ModelProto, real: list[dict[str, np.ndarray]], tr
     x = model_inputs(model)[0].name
     tensor, real_std = first_layer_output(model, x)  # type: ignore[misc]
     spec = resolve_shapes(model, check=ort_check(model))
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    probe.graph.output.append(helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
-    so = ort.SessionOptions()
-    so.log_severity_level = 4
-    s = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    s = tensor_session(model, tensor)
     cells = []
-    for r in _RESPONSE_RANGES:
+    for r in RESPONSE_RANGES:
         feeds = synthetic_inputs(model, n=4, kind="smooth", value_range=r, shapes=spec.shapes)
         z = np.concatenate([s.run(None, f)[0] for f in split_batches(model, feeds)])
-        cells.append(f"{_channel_spread(z, real_std):.3g}")
+        cells.append(f"{channel_spread(z, real_std):.3g}")
     z = np.concatenate([s.run(None, f)[0] for f in real[:4]])
     found = range_from_response(model, spec.shapes)
     pick = "std 1 (default)" if found is None else f"{found.value_range[0]:g}..{found.value_range[1]:g}"
-    return f"| {name} | " + " | ".join(cells) + f" | {_channel_spread(z, real_std):.3g} | {pick} | {truth} |"
+    return f"| {name} | " + " | ".join(cells) + f" | {channel_spread(z, real_std):.3g} | {pick} | {truth} |"
 
 
 def main() -> None:

@@ -256,7 +256,7 @@ def _brute_spread(model, value_range) -> float:
 
 
 def test_the_first_layer_response_keeps_a_normalised_model_and_finds_raw_pixels():
-    from dfmpc_onnx.measure.input_spec import _channel_spread, range_from_response
+    from dfmpc_onnx.measure.input_spec import channel_spread, range_from_response
 
     shapes = {"x": (1, 3, 16, 16)}
     assert range_from_response(strided_net(["N", 3, 16, 16]), shapes) is None
@@ -268,7 +268,7 @@ def test_the_first_layer_response_keeps_a_normalised_model_and_finds_raw_pixels(
     z_spread = _brute_spread(raw, None)
     assert 0.005 < z_spread < 0.05
     z = np.random.default_rng(0).standard_normal((4, 8, 5, 5)) * np.arange(1, 9)[None, :, None, None]
-    assert _channel_spread(z, None) == pytest.approx(np.median(z.transpose(1, 0, 2, 3).reshape(8, -1)
+    assert channel_spread(z, None) == pytest.approx(np.median(z.transpose(1, 0, 2, 3).reshape(8, -1)
                                                                .std(axis=1)))
     # The conversion measures on the range it found, and says why.
     _, rep = convert(raw, ConvertOptions(target_bits=4))

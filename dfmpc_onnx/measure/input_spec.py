@@ -391,7 +391,7 @@ def infer_range(model: onnx.ModelProto) -> InputRange | None:
 
 
 # Candidate input ranges for ``range_from_response``, the default (None: mean 0, std 1) first.
-_RESPONSE_RANGES: tuple[tuple[float, float] | None, ...] = (None, (-1.0, 1.0), (0.0, 1.0),
+RESPONSE_RANGES: tuple[tuple[float, float] | None, ...] = (None, (-1.0, 1.0), (0.0, 1.0),
                                                              (0.0, 255.0))
 # The default is left only when the first layer's spread on it is more than this factor off the
 # scale real inputs give: the candidates lie 3x (std 1 against -1..1) to 255x apart, so a smaller
@@ -429,10 +429,6 @@ def range_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, 
                         store=None, samples: int = 4) -> InputRange | None:
     """The input range the first layer's response points to (module docstring), or None where
     the default (mean 0, std 1) stays, the model has not one float input, or nothing runs."""
-    import onnxruntime as ort
-
-    from dfmpc_onnx.model.weightstore import session_for
-
     from .fidelity import split_batches
     from .synthetic import synthetic_inputs
 
@@ -444,6 +440,33 @@ def range_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, 
     if found is None:
         return None
     tensor, real_std = found
+    try:
+        session = tensor_session(model, tensor, store)
+        spread: list[float] = []
+        for value_range in RESPONSE_RANGES:
+            feeds = synthetic_inputs(model, n=samples, kind="smooth", value_range=value_range,
+                                     shapes=shapes)
+            z = np.concatenate([session.run(None, f)[0] for f in split_batches(model, feeds)])
+            spread.append(channel_spread(z, real_std))
+    except Exception:  # noqa: BLE001 - a model this cannot run keeps the default
+        return None
+    off = [abs(math.log(max(s, 1e-30))) for s in spread]
+    best = int(np.argmin(off))
+    if off[0] <= math.log(_OFF_SCALE) or best == 0:
+        return None
+    lo, hi = RESPONSE_RANGES[best]  # type: ignore[misc]
+    scale = "its BatchNormalization's running std" if real_std is not None else "unit scale"
+    return InputRange((lo, hi), f"the first layer's response: on mean-0/std-1 inputs its channels "
+                                f"spread {spread[0]:.3g}x {scale}, on {lo:g}..{hi:g} "
+                                f"{spread[best]:.3g}x")
+
+
+def tensor_session(model: onnx.ModelProto, tensor: str, store=None):
+    """An ONNX Runtime session of ``model`` whose one output is ``tensor`` (quiet, 2 threads)."""
+    import onnxruntime as ort
+
+    from dfmpc_onnx.model.weightstore import session_for
+
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.output[:]
@@ -451,28 +474,10 @@ def range_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, 
     so = ort.SessionOptions()
     so.log_severity_level = 4
     so.intra_op_num_threads = 2
-    try:
-        session = session_for(probe, so, store)
-        spread: list[float] = []
-        for value_range in _RESPONSE_RANGES:
-            feeds = synthetic_inputs(model, n=samples, kind="smooth", value_range=value_range,
-                                     shapes=shapes)
-            z = np.concatenate([session.run(None, f)[0] for f in split_batches(model, feeds)])
-            spread.append(_channel_spread(z, real_std))
-    except Exception:  # noqa: BLE001 - a model this cannot run keeps the default
-        return None
-    off = [abs(math.log(max(s, 1e-30))) for s in spread]
-    best = int(np.argmin(off))
-    if off[0] <= math.log(_OFF_SCALE) or best == 0:
-        return None
-    lo, hi = _RESPONSE_RANGES[best]  # type: ignore[misc]
-    scale = "its BatchNormalization's running std" if real_std is not None else "unit scale"
-    return InputRange((lo, hi), f"the first layer's response: on mean-0/std-1 inputs its channels "
-                                f"spread {spread[0]:.3g}x {scale}, on {lo:g}..{hi:g} "
-                                f"{spread[best]:.3g}x")
+    return session_for(probe, so, store)
 
 
-def _channel_spread(z: np.ndarray, real_std: np.ndarray | None) -> float:
+def channel_spread(z: np.ndarray, real_std: np.ndarray | None) -> float:
     """Median over channels of the standard deviation of ``z`` (channels on axis 1 for rank >= 3,
     the last axis otherwise), each relative to ``real_std`` where given."""
     zc = np.moveaxis(z, 1, 0).reshape(z.shape[1], -1) if z.ndim >= 3 else z.reshape(-1, z.shape[-1]).T
