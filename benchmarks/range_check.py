@@ -54,18 +54,19 @@ def normalised(model: onnx.ModelProto) -> onnx.ModelProto:
 def row(name: str, model: onnx.ModelProto, real: list[dict[str, np.ndarray]], truth: str) -> str:
     model = normalised(model)
     x = model_inputs(model)[0].name
-    tensor, real_std = first_layer_output(model, x)  # type: ignore[misc]
+    tensor, real_std, axis = first_layer_output(model, x)  # type: ignore[misc]
     spec = resolve_shapes(model, check=ort_check(model))
     s = tensor_session(model, tensor)
     cells = []
     for r in RESPONSE_RANGES:
         feeds = synthetic_inputs(model, n=4, kind="smooth", value_range=r, shapes=spec.shapes)
         z = np.concatenate([s.run(None, f)[0] for f in split_batches(model, feeds)])
-        cells.append(f"{channel_spread(z, real_std):.3g}")
+        cells.append(f"{channel_spread(z, real_std, axis):.3g}")
     z = np.concatenate([s.run(None, f)[0] for f in real[:4]])
     found = range_from_response(model, spec.shapes)
     pick = "std 1 (default)" if found is None else f"{found.value_range[0]:g}..{found.value_range[1]:g}"
-    return f"| {name} | " + " | ".join(cells) + f" | {channel_spread(z, real_std):.3g} | {pick} | {truth} |"
+    real_spread = channel_spread(z, real_std, axis)
+    return f"| {name} | " + " | ".join(cells) + f" | {real_spread:.3g} | {pick} | {truth} |"
 
 
 def main() -> None:

@@ -270,6 +270,9 @@ def test_the_first_layer_response_keeps_a_normalised_model_and_finds_raw_pixels(
     z = np.random.default_rng(0).standard_normal((4, 8, 5, 5)) * np.arange(1, 9)[None, :, None, None]
     assert channel_spread(z, None) == pytest.approx(np.median(z.transpose(1, 0, 2, 3).reshape(8, -1)
                                                                .std(axis=1)))
+    # A MatMul's [batch, seq, features] output: the features are the channels.
+    seq = np.random.default_rng(1).standard_normal((2, 7, 5)) * np.arange(1, 6)
+    assert channel_spread(seq, None, -1) == pytest.approx(np.median(seq.reshape(-1, 5).std(axis=0)))
     # The conversion measures on the range it found, and says why.
     _, rep = convert(raw, ConvertOptions(target_bits=4))
     assert rep.inputs["x"]["range"].startswith("0..255 (inferred: the first layer's response")

@@ -400,10 +400,12 @@ _OFF_SCALE = 3.0
 _LAYER_OPS = ("Conv", "Gemm", "MatMul")
 
 
-def first_layer_output(model: onnx.ModelProto, name: str) -> tuple[str, np.ndarray | None] | None:
+def first_layer_output(model: onnx.ModelProto,
+                       name: str) -> tuple[str, np.ndarray | None, int] | None:
     """The output of the first Conv/Gemm/MatMul with a constant weight that reads input
     ``name`` (through any nodes), and the per-channel standard deviation real data gives it
-    when a kept BatchNormalization reads it (None otherwise); None without such a layer."""
+    when a kept BatchNormalization reads it (None otherwise), and its channel axis (1 for a Conv,
+    the last for Gemm/MatMul); None without such a layer."""
     inits = {t.name: t for t in model.graph.initializer}
     consts = set(inits) | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     reached = {name}
@@ -419,8 +421,8 @@ def first_layer_output(model: onnx.ModelProto, name: str) -> tuple[str, np.ndarr
                 bn = readers[0]
                 eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
                 var = numpy_helper.to_array(inits[bn.input[4]]).astype(np.float64)
-                return out, np.sqrt(np.maximum(var, 0.0) + eps)
-            return out, None
+                return out, np.sqrt(np.maximum(var, 0.0) + eps), 1
+            return out, None, 1 if node.op_type == "Conv" else -1
         reached.update(o for o in node.output if o)
     return None
 
@@ -439,7 +441,7 @@ def range_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, 
     found = first_layer_output(model, floats[0].name)
     if found is None:
         return None
-    tensor, real_std = found
+    tensor, real_std, axis = found
     try:
         session = tensor_session(model, tensor, store)
         spread: list[float] = []
@@ -447,7 +449,7 @@ def range_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, 
             feeds = synthetic_inputs(model, n=samples, kind="smooth", value_range=value_range,
                                      shapes=shapes)
             z = np.concatenate([session.run(None, f)[0] for f in split_batches(model, feeds)])
-            spread.append(channel_spread(z, real_std))
+            spread.append(channel_spread(z, real_std, axis))
     except Exception:  # noqa: BLE001 - a model this cannot run keeps the default
         return None
     off = [abs(math.log(max(s, 1e-30))) for s in spread]
@@ -477,10 +479,11 @@ def tensor_session(model: onnx.ModelProto, tensor: str, store=None):
     return session_for(probe, so, store)
 
 
-def channel_spread(z: np.ndarray, real_std: np.ndarray | None) -> float:
-    """Median over channels of the standard deviation of ``z`` (channels on axis 1 for rank >= 3,
-    the last axis otherwise), each relative to ``real_std`` where given."""
-    zc = np.moveaxis(z, 1, 0).reshape(z.shape[1], -1) if z.ndim >= 3 else z.reshape(-1, z.shape[-1]).T
+def channel_spread(z: np.ndarray, real_std: np.ndarray | None, axis: int = 1) -> float:
+    """Median over channels (``axis``; the last for rank 2) of the standard deviation of ``z``,
+    each relative to ``real_std`` where given."""
+    axis = axis if z.ndim >= 3 else -1
+    zc = np.moveaxis(z, axis, 0).reshape(z.shape[axis], -1)
     sd = zc.astype(np.float64).std(axis=1)
     if real_std is not None and len(real_std) == len(sd):
         sd = sd / np.where(real_std > 0, real_std, 1.0)
