@@ -33,9 +33,9 @@ from dfmpc_onnx.measure.input_spec import (
     ort_check,
     range_from_response,
     resolve_shapes,
-    tensor_session,
 )
 from dfmpc_onnx.measure.synthetic import model_inputs, synthetic_inputs
+from dfmpc_onnx.model.weightstore import session_reading
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ["std 1"] + [f"{r[0]:g}..{r[1]:g}" for r in RESPONSE_RANGES[1:]]  # type: ignore[index]
@@ -56,7 +56,7 @@ def row(name: str, model: onnx.ModelProto, real: list[dict[str, np.ndarray]], tr
     x = model_inputs(model)[0].name
     tensor, real_std, axis = first_layer_output(model, x)  # type: ignore[misc]
     spec = resolve_shapes(model, check=ort_check(model))
-    s = tensor_session(model, tensor)
+    s = session_reading(model, [tensor], only=True)
     cells = []
     for r in RESPONSE_RANGES:
         feeds = synthetic_inputs(model, n=4, kind="smooth", value_range=r, shapes=spec.shapes)

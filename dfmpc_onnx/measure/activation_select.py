@@ -29,9 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
-from dfmpc_onnx.model.weightstore import WeightStore, session_for
+from dfmpc_onnx.model.weightstore import WeightStore, session_reading
 from dfmpc_onnx.quant.activation_qdq import ActivationPlan
 
 from .calibrate import QuantParams
@@ -93,15 +92,7 @@ def tensor_sqnr(model: onnx.ModelProto, params: Mapping[str, QuantParams],
     names = [t for t in params if t in have]
     if not names:
         return {}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    present = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in present)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = threads
-    session = session_for(probe, so, store)
-    del probe
+    session = session_reading(model, names, store, threads)
     feeds_names = [i.name for i in session.get_inputs()]
     power: dict[str, np.ndarray] = {}
     noise: dict[str, np.ndarray] = {}

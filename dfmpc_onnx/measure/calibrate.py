@@ -25,10 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from dfmpc_onnx.measure.fidelity import split_batches
-from dfmpc_onnx.model.weightstore import WeightStore, session_for
+from dfmpc_onnx.model.weightstore import WeightStore, session_reading
 
 CLIP_RULES = ("minmax", "percentile", "mse")
 ACTIVATION_TYPES = ("uint8", "int8")
@@ -105,17 +104,7 @@ class ActivationSamples:
                  inputs: Mapping[str, np.ndarray], *, keep: int = 1 << 16, batch: int = 1,
                  seed: int = 0, threads: int = 2, store: WeightStore | None = None) -> None:
         self.tensors = list(dict.fromkeys(tensors))
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        have = {o.name for o in probe.graph.output}
-        for name in self.tensors:
-            if name not in have:
-                probe.graph.output.append(onnx.ValueInfoProto(name=name))
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.intra_op_num_threads = threads
-        session = session_for(probe, so, store)
-        del probe
+        session = session_reading(model, self.tensors, store, threads)
         rng = np.random.default_rng(seed)
         chunks = split_batches(model, inputs)  # runs of a fixed batch, or one run to slice
         if len(chunks) == 1:

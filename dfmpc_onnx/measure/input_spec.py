@@ -431,6 +431,8 @@ def range_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, 
                         store=None, samples: int = 4) -> InputRange | None:
     """The input range the first layer's response points to (module docstring), or None where
     the default (mean 0, std 1) stays, the model has not one float input, or nothing runs."""
+    from dfmpc_onnx.model.weightstore import session_reading
+
     from .fidelity import split_batches
     from .synthetic import synthetic_inputs
 
@@ -443,7 +445,7 @@ def range_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, 
         return None
     tensor, real_std, axis = found
     try:
-        session = tensor_session(model, tensor, store)
+        session = session_reading(model, [tensor], store, only=True)
         spread: list[float] = []
         for value_range in RESPONSE_RANGES:
             feeds = synthetic_inputs(model, n=samples, kind="smooth", value_range=value_range,
@@ -461,22 +463,6 @@ def range_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, 
     return InputRange((lo, hi), f"the first layer's response: on mean-0/std-1 inputs its channels "
                                 f"spread {spread[0]:.3g}x {scale}, on {lo:g}..{hi:g} "
                                 f"{spread[best]:.3g}x")
-
-
-def tensor_session(model: onnx.ModelProto, tensor: str, store=None):
-    """An ONNX Runtime session of ``model`` whose one output is ``tensor`` (quiet, 2 threads)."""
-    import onnxruntime as ort
-
-    from dfmpc_onnx.model.weightstore import session_for
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    probe.graph.output.append(helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
-    so = ort.SessionOptions()
-    so.log_severity_level = 4
-    so.intra_op_num_threads = 2
-    return session_for(probe, so, store)
 
 
 def channel_spread(z: np.ndarray, real_std: np.ndarray | None, axis: int = 1) -> float:

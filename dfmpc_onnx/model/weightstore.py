@@ -258,6 +258,26 @@ def session_for(model: onnx.ModelProto, so, store: WeightStore | None = None):
         path.unlink()
 
 
+def session_reading(model: onnx.ModelProto, tensors, store: WeightStore | None = None,
+                    threads: int = 2, only: bool = False):
+    """A quiet CPU session of ``model`` whose outputs also include ``tensors`` (intermediate
+    values to read: calibration, noise, a layer's response); with ``only``, just those, so ONNX
+    Runtime prunes what they do not need. The model is copied, never changed."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    if only:
+        del probe.graph.output[:]
+    present = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(tensors)
+                              if n not in present)
+    so = ort.SessionOptions()
+    so.log_severity_level = 4 if only else 3
+    so.intra_op_num_threads = threads
+    return session_for(probe, so, store)
+
+
 def remove(folder: str | os.PathLike) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
