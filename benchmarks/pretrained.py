@@ -65,6 +65,9 @@ class Spec:
     score: Callable[[Path], Callable]  # extracted wheel folder -> metric(outs, samples, float)
     n: int = 200
     quick: int = 40
+    # The input range the wheel's own pre-processing gives its float input (None: not an image
+    # range, e.g. integer tokens), for the a8_told column: what int8 keeps once told the range.
+    stated_range: str | None = None
 
 
 def _rec_charset(folder: Path) -> list[str]:
@@ -89,7 +92,7 @@ SPECS = [
     Spec("ppocr_cls", OCR, "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
          "text-direction classifier (MobileNetV3)", "Apache-2.0", "accuracy",
          "rendered text lines, half turned 180 deg, 48x192", data.ppocr_cls,
-         lambda f: data.accuracy, 400, 80),
+         lambda f: data.accuracy, 400, 80, "-1,1"),
     Spec("magika", "magika==1.0.3", "magika/models/standard_v3_3/model.onnx",
          "file-type classifier on bytes (MLP / attention-like, no image)", "Apache-2.0",
          "accuracy", "generated python/c/html/json/js/csv/xml/markdown/shell/yaml files, "
@@ -102,22 +105,22 @@ SPECS = [
     Spec("nudenet_320n", "nudenet==3.4.2", "nudenet/320n.onnx", "detector (YOLOv8n, 18 classes)",
          "AGPL-3.0 (model used, not redistributed)", "agreement with float (top-20 anchors' class)",
          "drawn scenes (skin-toned ellipses with eyes, rectangles), 320x320; no labels",
-         data.scenes, lambda f: data.top_anchor_agreement(), 64, 16),
+         data.scenes, lambda f: data.top_anchor_agreement(), 64, 16, "0,1"),
     Spec("ppocr_det", OCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
          "text detector (DB, dense probability map)", "Apache-2.0", "box recall at IoU 0.5",
          "rendered pages of 2-5 text lines, 640x640, DB post-processing (axis-aligned)",
-         data.ppocr_det, lambda f: data.ppocr_det_metric, 48, 12),
+         data.ppocr_det, lambda f: data.ppocr_det_metric, 48, 12, "-1,1"),
     Spec("ppocr_rec", OCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
          "text recogniser (PP-OCRv4, SVTR neck, CTC, 6625 classes)", "Apache-2.0",
          "character accuracy", "rendered text lines of 1-3 words, 48x320", data.ppocr_rec,
-         lambda f: data.ppocr_rec_metric(_rec_charset(f)), 200, 40),
+         lambda f: data.ppocr_rec_metric(_rec_charset(f)), 200, 40, "-1,1"),
     Spec("dddd_det", DDDD, "ddddocr/common_det.onnx", "character detector (YOLOX)", "MIT",
          "box recall at IoU 0.5", "416x416 click-captcha-like scenes of 3-6 large characters",
-         data.dddd_det, lambda f: data.dddd_det_metric, 48, 12),
+         data.dddd_det, lambda f: data.dddd_det_metric, 48, 12, "0,255"),
     Spec("dddd_rec", DDDD, "ddddocr/common.onnx", "captcha recogniser (CNN + LSTM, CTC, 8210 classes)",
          "MIT", "character accuracy (case-folded)",
          "captcha-like 160x64 grey images of 4-6 letters/digits with noise", data.dddd_rec,
-         lambda f: data.dddd_rec_metric(_dddd_charset(f)), 200, 40),
+         lambda f: data.dddd_rec_metric(_dddd_charset(f)), 200, 40, "0,1"),
 ]
 BY_NAME = {s.name: s for s in SPECS}
 
@@ -129,7 +132,10 @@ OURS = {"default": [], "tb4": ["--target-bits", "4"], "tb5": ["--target-bits", "
         # the floor every measured plan is judged against
         "w8": ["--method", "pairs", "--low-bits", "8", "--high-bits", "8", "--fidelity-samples", "0"],
         # --fast (issue 20 s1): what its fewer trials cost against the default and tb5
-        "fast": ["--fast"], "fast_tb5": ["--fast", "--target-bits", "5"]}
+        "fast": ["--fast"], "fast_tb5": ["--fast", "--target-bits", "5"],
+        # issue 23: int8 activations given the input range the wheel's pre-processing states
+        # (Spec.stated_range): how much of the int8 gap is the assumed input distribution
+        "a8_told": ["--activations", "int8"]}
 # The same with --input-shape taken from the real inputs: what the converter does once told.
 OURS |= {f"shape_{k}" if k != "default" else "shape": v for k, v in list(OURS.items())
          if k in ("default", "tb4", "a8")}
@@ -204,7 +210,7 @@ def catalogue(path: Path) -> dict:
 # ---------------------------------------------------------------- running
 
 # Configs whose point is speed (integer kernels): their latency is measured beside float's.
-TIMED = {"float", "a8", "a8_fg", "ort_rand", "ort_real", "ort_dyn"}
+TIMED = {"float", "a8", "a8_fg", "a8_told", "ort_rand", "ort_real", "ort_dyn"}
 
 
 def latency_ms(path: Path, samples: data.Samples, runs: int = 20) -> float:
@@ -338,6 +344,8 @@ def target_of(config: str) -> float | None:
 def outcome(row: dict, target: float | None) -> str:
     if row.get("outcome") == "timeout":
         return "timeout"
+    if row.get("rc") == "n/a":
+        return "n/a"
     if row.get("rc"):
         return f"exit {row['rc']}"
     if not row.get("quantized_layers"):
@@ -384,7 +392,12 @@ def run_model(spec: Spec, configs: list[str], quick: bool, timeout: float, resul
                        "stderr": f"{type(exc).__name__}: {str(exc).strip()[-240:]}"}
         else:
             args = OURS[config] + (shape_args(samples) if config in WITH_SHAPE else [])
-            row = convert(src, dst, args, timeout)
+            if config == "a8_told":
+                args = args + (["--input-range", spec.stated_range] if spec.stated_range else [])
+            if config == "a8_told" and not spec.stated_range:
+                row = {"rc": "n/a", "stderr": "no float image input whose range the wheel states"}
+            else:
+                row = convert(src, dst, args, timeout)
         target = target_of(config)
         if row.get("rc") == 0:
             try:
@@ -528,7 +541,7 @@ def table(results: dict) -> str:
         lines += [f"- {', '.join(ks)}: `{v}`" for v, ks in by_text.items()]
         lines.append("")
     kept = [(name, c, results[name]["rows"][c].get("kept_float")) for name in order
-            for c in ("a8", "a8_fg") if c in results[name].get("rows", {})
+            for c in ("a8", "a8_fg", "a8_told") if c in results[name].get("rows", {})
             and results[name]["rows"][c].get("rc") == 0]
     if kept:
         lines += ["Activations kept float by measurement (the report's `kept_float`; ms: median "

@@ -129,6 +129,7 @@ class QuantizeActivations:
         _report(ctx, plan, chosen, scores, kept, n)
         _report_headroom(ctx, headroom, headroom_scores, list(per_kind))
         _report_float(ctx, plan, floated, tried)
+        _report_assumed_input(ctx, [t for t in plan.tensors if t in inputs and t in params], params)
         if ctx.reference is not None:
             feeds, reference = ctx.reference
             fid = compare(reference, [r for f in feeds for r in _run(model, f, ctx)], _outputs(model))
@@ -247,6 +248,28 @@ def _report_float(ctx: Context, plan: ActivationPlan, floated: list[str],
         f"as many as gained most, each charged twice an average grid's share of the divergence "
         f"from the weight-only model on held-out synthetic inputs; float grids: divergence {shown})"
         + (f": {', '.join(tensors)}" if tensors else ""))
+
+
+def _report_assumed_input(ctx: Context, quantized_inputs: list[str],
+                          params: Mapping[str, QuantParams]) -> None:
+    """Say where a graph input's grid comes from when nothing stated its range: the assumed
+    distribution (mean 0, std 1) is what every grid after it was calibrated on too. Told the
+    range the model's pre-processing gives, the grids are finer where the real inputs span less:
+    on PaddleOCR's three models (inputs -1..1, which neither the graph nor the first layer's
+    response shows) int8 kept 2-4 points more of their real metric (BENCHMARKS.md, column
+    a8_told)."""
+    o = ctx.options
+    if not quantized_inputs or o.input_range is not None or (o.input_mean, o.input_std) != (0.0, 1.0):
+        return
+    lo, hi = (0, 255) if o.activation_type == "uint8" else (-128, 127)
+    shown = ", ".join(f"{t} {(lo - params[t].zero_point) * params[t].scale:.3g}.."
+                      f"{(hi - params[t].zero_point) * params[t].scale:.3g}"
+                      for t in quantized_inputs)
+    ctx.report.notes.append(
+        f"activations: the input grid ({shown}) and every grid calibrated after it assume a "
+        "normalised input (mean 0, std 1), since neither the graph nor the first layer's response "
+        "states another range; where your pre-processing gives a known range (x/127.5 - 1: "
+        "--input-range -1,1; x/255: 0,1; raw pixels: 0,255), saying so makes the grids fit it")
 
 
 def _check_integer_grids(ctx: Context) -> None:

@@ -436,3 +436,19 @@ def test_a_clip_with_a_computed_bound_keeps_its_own_grid():
     q, _ = convert(model, ConvertOptions(activations="int8", fidelity_samples=8))
     assert sum(n.op_type == "Clip" for n in q.graph.node) == 1  # act0 kept, the others dropped
     onnx.checker.check_model(q, full_check=True)
+
+
+def test_an_assumed_input_range_is_named_with_its_grid_and_a_stated_one_is_not():
+    import dataclasses
+
+    model = residual_net()
+    q, report = convert(model, A8)
+    note = next(n for n in report.notes if "assume a normalised input" in n)
+    x = model.graph.input[0].name
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    quant = next(n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == x)
+    scale, zp = float(inits[quant.input[1]]), int(inits[quant.input[2]])
+    # The grid the note gives is the one written: QuantizeLinear's 0..255 mapped back.
+    assert f"{x} {(0 - zp) * scale:.3g}..{(255 - zp) * scale:.3g}" in note
+    _, told = convert(model, dataclasses.replace(A8, input_range=(-1.0, 1.0)))
+    assert not any("assume a normalised input" in n for n in told.notes)
