@@ -672,7 +672,8 @@ def inspect(ctx: click.Context, model: str, as_json: bool, quiet: bool, verbose:
 @click.option("--inputs", type=click.Path(dir_okay=False),
               help=".npz file with one array per model input (by input name); an integer "
                    "'label' or 'labels' array beside them adds both models' accuracy. Default: "
-                   "seeded standard-normal inputs shaped from the model.")
+                   "seeded standard-normal inputs shaped from the model (symbolic sides set by "
+                   "the rule convert measures with, said in a note; --input-shape overrides).")
 @click.option("--provider", default="cpu", show_default=True,
               help="ONNX Runtime provider: cpu, cuda, or a full provider name.")
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True, metavar="N",

@@ -298,3 +298,23 @@ def test_a_scalar_input_is_generated_as_a_scalar():
     assert spec.shapes["sr"] == ()
     feeds = synthetic_inputs(model, n=3, shapes=spec.shapes)
     assert feeds["sr"].shape == () and feeds["x"].shape == (3, 3, 16, 16)
+
+
+def test_an_rnn_state_input_gets_a_batch_of_one_on_its_middle_axis():
+    """ONNX's LSTM state layout [directions, batch, hidden] with the batch free (silero-vad's
+    `state` 2x?x128): the middle axis is the batch, so 1; the sequence sizes tried before (128,
+    64, ...) all fail against the input's batch of 1."""
+    rng = np.random.default_rng(0)
+    inits = {"W": rng.standard_normal((2, 12, 4)).astype(np.float32),
+             "R": rng.standard_normal((2, 12, 3)).astype(np.float32)}
+    nodes = [helper.make_node("LSTM", ["x", "W", "R", "", "", "h0"], ["y"], hidden_size=3,
+                              direction="bidirectional", name="lstm")]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, 4]),
+                               helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, "B", 3])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 2, 1, 3])], inits)
+    spec = resolve_shapes(model, check=ort_check(model))
+    assert spec.shapes["h0"] == (2, 1, 3) and not spec.refused
+    assert "RNN state" in spec.rules["h0"]
+    # A fixed first axis of 1 is a batch of one: the free axis stays a sequence.
+    seq = _reshape_net([1, "L", 128], [1, 64, 128])
+    assert resolve_shapes(seq, check=ort_check(seq)).shapes["x"] == (1, 64, 128)

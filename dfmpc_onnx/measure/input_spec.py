@@ -20,7 +20,10 @@ this order, and the float model is run once at the result in ONNX Runtime to che
    the other 4 times it. Rank 5 (video, NCDHW): depth 16, height and width as rank 4.
 5. Rank 2 float (``[batch, samples]``: audio): 16000 (a second at 16 kHz). Rank 2 integer (token
    ids ``[batch, seq]``) and rank 3 (``[batch, seq, features]``, ``[batch, channels, length]``):
-   128. Anything else: 128.
+   128. A rank-3 float input whose only free axis is the middle one, between a fixed first axis
+   of 2 or more and a fixed last one: ONNX's RNN state layout ``[layers x directions, batch,
+   hidden]`` (silero-vad's ``state`` 2x?x128), so 1, the batch of every run.
+   Anything else: 128.
 6. Every size from 3-5 is rounded up to a multiple of the input's total stride on that axis: the
    product of the strides of the Conv/pooling layers on the way from the input (the largest over
    the graph; a detector's FPN needs its 32).
@@ -68,6 +71,7 @@ from dfmpc_onnx.errors import OptionsError
 from dfmpc_onnx.measure.synthetic import declared_dims, model_inputs
 
 MAX_TRIES = 8
+RNN_STATE = "a batch of 1 (an RNN state: [layers x directions, batch, hidden])"
 _STRIDED = {"Conv", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool"}
 _RAW_RANGES = ((0.0, 1.0), (0.0, 255.0), (-1.0, 1.0))
 _AFFINE = {"Sub", "Add", "Mul", "Div"}
@@ -81,6 +85,9 @@ class InputSpec:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     rules: dict[str, str] = field(default_factory=dict)  # input -> how its symbolic dims were set
     refused: list[str] = field(default_factory=list)  # shapes ONNX Runtime refused, tried first
+    # input -> an axis other than 0 that carries the batch (an RNN state's): 1 here, as the
+    # batch of a run is; a caller running more samples a run sets it to that number
+    batch_axes: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> dict[str, dict]:
         return {name: {"shape": list(shape), "rule": self.rules.get(name, "declared")}
@@ -169,6 +176,7 @@ def resolve_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]] 
                 parts = [f"axis {d.axis}{' ' + repr(d.label) if d.label else ''} = "
                          f"{shapes[name][d.axis]} ({d.why})" for d in dims if d.input == name]
                 spec.rules[name] = "; ".join(parts) if parts else "declared"
+            spec.batch_axes = {d.input: d.axis for d in dims if d.why == RNN_STATE}
             return spec
         spec.refused.append(f"{_fmt(shapes)} ({error})")
     raise OptionsError(
@@ -227,6 +235,13 @@ def _candidates(model: onnx.ModelProto, vi: onnx.ValueInfoProto, declared: list,
         return _unique(_round_up(s, stride) for s in sizes), why
     if rank == 5 and axis == 2:
         return [16, 8, 32], "16 frames"
+    if (rank == 3 and axis == 1 and floating and isinstance(declared[0], int) and declared[0] >= 2
+            and isinstance(declared[2], int)):
+        # ONNX's RNN state layout, [layers x directions, batch, hidden] (LSTM/GRU initial_h and
+        # initial_c; silero-vad's streaming state is 2x?x128): the free axis is the batch, one
+        # sample a run like every other input's (only 1, held while the other inputs' sizes are
+        # tried). A fixed first axis of 1 stays a batch of one with a free sequence (below).
+        return [1], RNN_STATE
     if rank == 2 and floating:
         return [16000, 128, 1024, 256], "16000 samples (a second of 16 kHz audio)"
     sizes = [128, 64, 256, 512, 32, 16]

@@ -25,6 +25,7 @@ from .inputs import (
     load_labels,
     random_inputs,
     read_npz,
+    resolved_shapes,
     sample_count,
 )
 from .metrics import (
@@ -187,6 +188,7 @@ def validate(
         labels = load_labels(arrays, sample_count(data), data.keys())
         source = os.fspath(inputs)
     else:
+        shapes, shape_note = resolved_shapes(float_path, float_session, shapes, batch)
         data = random_inputs(float_session, batch, seed, shapes)
         source = f"random(seed={seed})"
     float_feeds = feeds_for(float_session, data)
@@ -206,6 +208,8 @@ def validate(
             stats.tolerance_violations = tolerance_violations(
                 reference[stats.name], quantized[stats.name], atol or 0.0, rtol or 0.0)
     notes = uninformative_notes(outputs, reference)
+    if inputs is None and shape_note:
+        notes.insert(0, shape_note)
     failures = gate_failures(outputs, atol, rtol, min_agreement, min_cosine)
 
     float_ms, quant_ms = measure_latency(

@@ -66,6 +66,53 @@ def _input_dtype(arg: ort.NodeArg, purpose: str) -> np.dtype:
     return dtype
 
 
+def resolved_shapes(model_path: str | os.PathLike[str], session: ort.InferenceSession,
+                    shapes: Shapes | None, batch: int) -> tuple[Shapes | None, str | None]:
+    """``shapes`` completed for random inputs: every symbolic dimension other than the batch
+    that ``shapes`` leaves open is set by the rule ``convert`` measures with
+    (``dfmpc_onnx.measure.input_spec.resolve_shapes``), each try run in the float ``session``,
+    so a model convert handled without --input-shape is validated without it too. Returns the
+    shapes (axis 0 left to --batch where the model leaves it free, an RNN state's batch axis
+    set to ``batch``) and a note saying which were
+    set by rule (None when none was needed). Raises OptionsError naming the input when no rule
+    gives a shape ONNX Runtime runs."""
+    import onnx
+
+    from dfmpc_onnx.measure.input_spec import resolve_shapes
+    from dfmpc_onnx.measure.synthetic import synthetic_inputs
+
+    _check_shapes_names(session, shapes)
+    given = dict(shapes or {})
+    open_inputs = [arg for arg in session.get_inputs() if arg.name not in given
+                   and any(not is_fixed(d) for d in list(arg.shape)[1:])]
+    if not open_inputs:
+        return shapes, None
+    model = onnx.load(os.fspath(model_path), load_external_data=False)
+
+    def check(tried: Mapping[str, tuple[int, ...]]) -> str | None:
+        try:
+            session.run(None, synthetic_inputs(model, n=1, kind="gaussian", shapes=tried))
+        except Exception as exc:  # noqa: BLE001 - a refused shape: the rule tries the next
+            return " ".join(str(exc).split())[:160]
+        return None
+
+    spec = resolve_shapes(model, {k: tuple(v) for k, v in given.items()}, check=check)
+    out: dict[str, Sequence[int | None]] = dict(given)
+    shown = []
+    for arg in open_inputs:
+        shape = spec.shapes[arg.name]
+        first = list(arg.shape)[0] if len(arg.shape) else None
+        dims = [None if not is_fixed(first) else shape[0]] + list(shape[1:])
+        if arg.name in spec.batch_axes:  # an RNN state's batch: as many as the other inputs'
+            dims[spec.batch_axes[arg.name]] = batch
+        out[arg.name] = tuple(dims)
+        shown.append(f"{arg.name} {fmt_dims(['N' if d is None else d for d in out[arg.name]])} "
+                     f"({spec.rules.get(arg.name, 'declared')}"
+                     + (f"; here --batch {batch}" if arg.name in spec.batch_axes else "") + ")")
+    return out, ("symbolic dimensions set by the rule convert measures with (--input-shape "
+                 "overrides): " + "; ".join(shown))
+
+
 def _check_shapes_names(session: ort.InferenceSession, shapes: Shapes | None) -> None:
     if not shapes:
         return
@@ -130,7 +177,7 @@ def _resolve_shape(
             raise OptionsError(
                 f"input {arg.name!r} has symbolic dimension {axis} ({dim!r}) in shape "
                 f"{declared_shape(declared)}; give its full shape with --input-shape "
-                f"{arg.name}={hint} (for example --input-shape input=N,3,224,224)"
+                f"{arg.name}={hint}"
             )
     return tuple(dims)
 
