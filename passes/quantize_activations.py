@@ -259,8 +259,9 @@ def _report_assumed_input(ctx: Context, quantized_inputs: list[str],
     response shows) int8 kept 2-4 points more of their real metric (BENCHMARKS.md, column
     a8_told)."""
     o = ctx.options
-    if not quantized_inputs or o.input_range is not None or (o.input_mean, o.input_std) != (0.0, 1.0):
-        return
+    if (not quantized_inputs or o.input_range is not None or o.synthetic == "distilled"
+            or (o.input_mean, o.input_std) != (0.0, 1.0)):
+        return  # stated, inferred from the graph, or learned from the model (distilled)
     lo, hi = (0, 255) if o.activation_type == "uint8" else (-128, 127)
     shown = ", ".join(f"{t} {(lo - params[t].zero_point) * params[t].scale:.3g}.."
                       f"{(hi - params[t].zero_point) * params[t].scale:.3g}"
