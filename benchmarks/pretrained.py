@@ -135,7 +135,11 @@ OURS = {"default": [], "tb4": ["--target-bits", "4"], "tb5": ["--target-bits", "
         "fast": ["--fast"], "fast_tb5": ["--fast", "--target-bits", "5"],
         # issue 23: int8 activations given the input range the wheel's pre-processing states
         # (Spec.stated_range): how much of the int8 gap is the assumed input distribution
-        "a8_told": ["--activations", "int8"]}
+        "a8_told": ["--activations", "int8"],
+        # issue 19 s3: plans measured on glyph-like strokes (--synthetic strokes) instead of
+        # smooth noise: a text detector's map responds to them, and stays flat on noise
+        "tb4_st": ["--target-bits", "4", "--synthetic", "strokes"],
+        "tb5_st": ["--target-bits", "5", "--synthetic", "strokes"]}
 # The same with --input-shape taken from the real inputs: what the converter does once told.
 OURS |= {f"shape_{k}" if k != "default" else "shape": v for k, v in list(OURS.items())
          if k in ("default", "tb4", "a8")}

@@ -19,7 +19,7 @@ METHODS = ("auto", "pairs", "paper")
 CORRECTIONS = ("auto", "bias", "none", "paper", "energy", "ls-diag", "ls-full")
 # --method auto without --target-bits: the budgets tried, smallest first (stored bits per weight).
 AUTO_BUDGETS = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
-SYNTHETIC_KINDS = ("smooth", "mixed", "gaussian", "uniform", "leaves", "distilled")
+SYNTHETIC_KINDS = ("smooth", "mixed", "gaussian", "uniform", "leaves", "strokes", "distilled")
 GRANULARITIES = ("channel", "tensor")
 FORMATS = ("packed", "int8")
 ACTIVATIONS = ("none", "int8")
@@ -150,7 +150,9 @@ class ConvertOptions:
         "smooth", "Kind of synthetic inputs: smooth (noise with a natural image's 1/f spectrum; "
         "plain Gaussian noise for inputs without spatial axes), mixed (a third each of gaussian, "
         "uniform and smooth), gaussian, uniform, leaves (dead-leaves images: flat discs with "
-        "sharp edges at every scale), or distilled (optimised so every kept "
+        "sharp edges at every scale), strokes (rows of glyph-like ink strokes on flat paper: a "
+        "text detector responds to them where it stays flat on noise; the report says when a "
+        "model does), or distilled (optimised so every kept "
         "BatchNormalization sees its own statistics, ZeroQ-style; needs the optional extra "
         "'synth' with torch, and a model that keeps BN). On our examples, layer sensitivities "
         "measured on smooth inputs ranked closest to real data among noise kinds (Spearman 0.63 "

@@ -216,6 +216,26 @@ def test_dead_leaves_are_flat_discs_normalised_and_seeded():
     assert r.min() >= 0 and r.max() <= 255
 
 
+def test_strokes_are_ink_segments_on_flat_paper_seeded_and_in_range():
+    m = strided_net(["N", 3, 48, 192])
+    a = synthetic_inputs(m, n=4, kind="strokes", seed=2)["x"]
+    assert a.shape == (4, 3, 48, 192) and a.dtype == np.float32
+    assert np.array_equal(a, synthetic_inputs(m, n=4, kind="strokes", seed=2)["x"])
+    assert np.allclose(a.mean(axis=(2, 3)), 0, atol=1e-5) and np.allclose(a.std(axis=(2, 3)), 1, atol=1e-4)
+    # In a range: paper and ink at their levels; two levels an image (and the channels' jitter),
+    # the paper's the most common, covering most of the image.
+    r = synthetic_inputs(m, n=4, kind="strokes", seed=2, value_range=(-1.0, 1.0))["x"]
+    assert r.min() >= -1 and r.max() <= 1
+    for img in r[:, 0]:
+        levels, counts = np.unique(img, return_counts=True)
+        assert len(levels) == 2 and counts.max() > 0.5 * img.size
+    # Without spatial axes there are no strokes to draw: plain Gaussian, as for smooth noise.
+    flat = make_model([helper.make_node("Relu", ["x"], ["y"])],
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], {})
+    assert synthetic_inputs(flat, n=2, kind="strokes")["x"].shape == (2, 16)
+
+
 def test_inspect_reports_the_shape_it_would_measure_at():
     from dfmpc_onnx import inspect_model
 
@@ -318,3 +338,39 @@ def test_an_rnn_state_input_gets_a_batch_of_one_on_its_middle_axis():
     # A fixed first axis of 1 is a batch of one: the free axis stays a sequence.
     seq = _reshape_net([1, "L", 128], [1, 64, 128])
     assert resolve_shapes(seq, check=ort_check(seq)).shapes["x"] == (1, 64, 128)
+
+
+def _edge_map(bias: float) -> onnx.ModelProto:
+    """x[N,1,32,32] -> Laplacian Conv -> Sigmoid(. - bias): a map above 0.5 only at sharp edges."""
+    lap = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], np.float32).reshape(1, 1, 3, 3)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["e"], pads=[1, 1, 1, 1], name="edges"),
+             helper.make_node("Sigmoid", ["e"], ["map"])]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 32, 32])],
+                      [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", 1, 32, 32])],
+                      {"w": lap, "b": np.array([-bias], np.float32)})
+
+
+def test_a_map_that_stays_empty_on_noise_but_marks_strokes_is_named():
+    from dfmpc_onnx.measure.input_spec import kind_from_response
+
+    shapes = {"x": (1, 1, 32, 32)}
+    lap = _edge_map(0.0)
+    smooth = synthetic_inputs(lap, n=8, kind="smooth", seed=0, shapes=shapes)["x"]
+    edges = np.abs(4 * smooth[:, :, 1:-1, 1:-1] - smooth[:, :, :-2, 1:-1] - smooth[:, :, 2:, 1:-1]
+                   - smooth[:, :, 1:-1, :-2] - smooth[:, :, 1:-1, 2:])
+    model = _edge_map(float(edges.max()) * 1.5)  # no smooth input reaches the threshold
+    assert kind_from_response(model, shapes, None, 0.0, 1.0) == "strokes"
+    # A map that responds to smooth noise already: nothing to say.
+    assert kind_from_response(_edge_map(0.0), shapes, None, 0.0, 1.0) is None
+
+
+def test_strokes_are_suggested_not_switched_to():
+    shapes = {"x": (1, 1, 32, 32)}
+    smooth = synthetic_inputs(_edge_map(0.0), n=8, kind="smooth", seed=0, shapes=shapes)["x"]
+    edges = np.abs(4 * smooth[:, :, 1:-1, 1:-1] - smooth[:, :, :-2, 1:-1] - smooth[:, :, 2:, 1:-1]
+                   - smooth[:, :, 1:-1, :-2] - smooth[:, :, 1:-1, 2:])
+    _, report = convert(_edge_map(float(edges.max()) * 1.5), ConvertOptions())
+    assert any("--synthetic strokes may plan it better" in n for n in report.notes)
+    assert any("synthetic smooth inputs" in n for n in report.notes)  # still measured on smooth
+    _, quiet = convert(_edge_map(0.0), ConvertOptions())
+    assert not any("--synthetic strokes" in n for n in quiet.notes)

@@ -44,7 +44,7 @@ from onnx import helper
 
 from dfmpc_onnx.errors import OptionsError
 
-KINDS = ("gaussian", "uniform", "smooth", "leaves", "mixed")
+KINDS = ("gaussian", "uniform", "smooth", "leaves", "strokes", "mixed")
 _MIXED_PARTS = ("gaussian", "uniform", "smooth")
 _SMOOTH_MIN = 8  # spatial axes shorter than this are left white
 
@@ -286,6 +286,9 @@ def _floats(rng: np.random.Generator, shape: tuple[int, ...], kind: str, mean: f
         lo, hi = value_range
         if kind == "uniform":
             return rng.uniform(lo, hi, size=shape)
+        if kind == "strokes" and len(spatial_axes(shape)) == 2:
+            # Paper and ink at their levels in the range (a normalised page is mostly near hi).
+            return lo + np.clip(_strokes(rng, shape, spatial_axes(shape)), 0.0, 1.0) * (hi - lo)
         # A normal whose +-3 sigma spans the range, clipped into it.
         mean, std = (lo + hi) / 2.0, (hi - lo) / 6.0
         return np.clip(_unit(rng, shape, kind) * std + mean, lo, hi)
@@ -298,8 +301,14 @@ def _unit(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.nda
         return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size=shape)
     if kind == "leaves" and len(spatial_axes(shape)) == 2:
         return _leaves(rng, shape, spatial_axes(shape))
+    if kind == "strokes" and len(spatial_axes(shape)) == 2:
+        z = _strokes(rng, shape, spatial_axes(shape))
+        axes = spatial_axes(shape)
+        z -= z.mean(axis=axes, keepdims=True)
+        sd = z.std(axis=axes, keepdims=True)
+        return z / np.where(sd > 0, sd, 1.0)
     z = rng.standard_normal(shape)
-    if kind in ("smooth", "leaves"):
+    if kind in ("smooth", "leaves", "strokes"):
         axes = spatial_axes(shape)
         if axes:
             z = _pink(z, axes)
@@ -350,6 +359,49 @@ def _leaves(rng: np.random.Generator, shape: tuple[int, ...], axes: tuple[int, .
     z -= z.mean(axis=axes, keepdims=True)
     sd = z.std(axis=axes, keepdims=True)
     return z / np.where(sd > 0, sd, 1.0)
+
+
+def _strokes(rng: np.random.Generator, shape: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
+    """Images in 0..1 of glyph-like strokes in rows over the two spatial ``axes``: flat paper,
+    ink segments a tenth of a row thick, rows of glyphs about as wide as tall, some images light
+    on dark. What text models read, with no font or data."""
+    ah, aw = axes
+    h, w = shape[ah], shape[aw]
+    other = [a for a in range(1, len(shape)) if a not in axes]
+    channels = int(np.prod([shape[a] for a in other])) if other else 1
+    out = np.empty((shape[0], channels, h, w))
+    for i in range(shape[0]):
+        paper, ink = rng.uniform(0.7, 1.0), rng.uniform(0.0, 0.3)
+        if rng.random() < 0.3:
+            paper, ink = ink, paper
+        jitter = rng.normal(0.0, 0.03, (channels, 1, 1))
+        img = np.full((channels, h, w), paper) + jitter
+        row_h = max(4.0, rng.uniform(0.25, 0.9) * min(h, max(8.0, w / 4)))
+        top = rng.uniform(0, max(1.0, row_h / 4))
+        while top + row_h * 0.6 <= h:
+            x = rng.uniform(0, row_h)
+            thick = max(1.0, row_h * rng.uniform(0.06, 0.14))
+            while x + row_h * 0.4 <= w:
+                gw = row_h * rng.uniform(0.4, 0.8)
+                y0, y1 = top + 0.15 * row_h, top + 0.85 * row_h
+                for _ in range(int(rng.integers(2, 5))):
+                    p = np.array([rng.uniform(y0, y1), rng.uniform(x, x + gw)])
+                    q = np.array([rng.uniform(y0, y1), rng.uniform(x, x + gw)])
+                    by0, by1 = max(0, int(min(p[0], q[0]) - thick)), min(h, int(max(p[0], q[0]) + thick) + 1)
+                    bx0, bx1 = max(0, int(min(p[1], q[1]) - thick)), min(w, int(max(p[1], q[1]) + thick) + 1)
+                    if by0 >= by1 or bx0 >= bx1:
+                        continue
+                    yy, xx = np.mgrid[by0:by1, bx0:bx1]
+                    d = q - p
+                    t = np.clip(((yy - p[0]) * d[0] + (xx - p[1]) * d[1]) / max(float(d @ d), 1e-9), 0, 1)
+                    near = (yy - p[0] - t * d[0]) ** 2 + (xx - p[1] - t * d[1]) ** 2 <= (thick / 2) ** 2
+                    img[:, by0:by1, bx0:bx1][:, near] = ink + jitter[:, 0]
+                x += gw + row_h * rng.uniform(0.05, 0.6)
+            top += row_h * rng.uniform(1.1, 1.8)
+        out[i] = img
+    z = out.reshape((shape[0],) + tuple(shape[a] for a in other) + (h, w))
+    z = np.moveaxis(z, (-2, -1), (ah, aw)) if (ah, aw) != (len(shape) - 2, len(shape) - 1) else z
+    return z.reshape(shape)
 
 
 def spatial_axes(shape: tuple[int, ...]) -> tuple[int, ...]:
