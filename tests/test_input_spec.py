@@ -203,12 +203,20 @@ def test_uint8_pixels_cast_inside_the_graph_are_drawn_over_0_255():
     assert rep.inputs["x"]["range"] == "integers 0..255 (the whole uint8 range)"
 
 
+def _seeded_unit_images(kind: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """``kind``'s images for a model of input ``shape``, checked seeded and per image zero-mean
+    and unit-variance (as every kind is without a stated range)."""
+    m = strided_net(["N", *shape[1:]])
+    a = synthetic_inputs(m, n=shape[0], kind=kind, seed=seed)["x"]
+    assert a.shape == shape and a.dtype == np.float32
+    assert np.array_equal(a, synthetic_inputs(m, n=shape[0], kind=kind, seed=seed)["x"])
+    assert np.allclose(a.mean(axis=(2, 3)), 0, atol=1e-5) and np.allclose(a.std(axis=(2, 3)), 1, atol=1e-4)
+    return a
+
+
 def test_dead_leaves_are_flat_discs_normalised_and_seeded():
     m = strided_net(["N", 3, 32, 48])
-    a = synthetic_inputs(m, n=3, kind="leaves", seed=1)["x"]
-    assert a.shape == (3, 3, 32, 48) and a.dtype == np.float32
-    assert np.array_equal(a, synthetic_inputs(m, n=3, kind="leaves", seed=1)["x"])
-    assert np.allclose(a.mean(axis=(2, 3)), 0, atol=1e-5) and np.allclose(a.std(axis=(2, 3)), 1, atol=1e-4)
+    a = _seeded_unit_images("leaves", (3, 3, 32, 48), 1)
     # Flat regions: far fewer levels than pixels, and most neighbours equal.
     assert len(np.unique(a[0, 0])) < 200
     assert np.mean(a[:, :, :, 1:] == a[:, :, :, :-1]) > 0.5  # smooth noise: none
@@ -218,10 +226,7 @@ def test_dead_leaves_are_flat_discs_normalised_and_seeded():
 
 def test_strokes_are_ink_segments_on_flat_paper_seeded_and_in_range():
     m = strided_net(["N", 3, 48, 192])
-    a = synthetic_inputs(m, n=4, kind="strokes", seed=2)["x"]
-    assert a.shape == (4, 3, 48, 192) and a.dtype == np.float32
-    assert np.array_equal(a, synthetic_inputs(m, n=4, kind="strokes", seed=2)["x"])
-    assert np.allclose(a.mean(axis=(2, 3)), 0, atol=1e-5) and np.allclose(a.std(axis=(2, 3)), 1, atol=1e-4)
+    _seeded_unit_images("strokes", (4, 3, 48, 192), 2)
     # In a range: paper and ink at their levels; two levels an image (and the channels' jitter),
     # the paper's the most common, covering most of the image.
     r = synthetic_inputs(m, n=4, kind="strokes", seed=2, value_range=(-1.0, 1.0))["x"]
