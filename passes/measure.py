@@ -227,6 +227,7 @@ class MeasureLayers:
             return False
         try:
             measurement = _build(model, ctx)
+            _suggest_strokes(model, ctx, measurement)
             if o.method == "auto" and not outputs_vary(measurement):
                 # Known after the float run: no plan below the widest bits can be judged, so
                 # measuring every layer and plan (190 s on ZFNet-512) would change nothing.
@@ -259,6 +260,30 @@ class MeasureLayers:
                 f"more than {RULE_OUT:g}; block-64/128 from the block-32 trial) estimated from the "
                 "4-bit trials by weight error, untried")
         return False
+
+
+def _suggest_strokes(model: onnx.ModelProto, ctx: Context, m: Measurement) -> None:
+    """Say where smooth noise leaves the float outputs nothing to judge plans by and glyph-like
+    strokes do (``input_spec.responds_to_strokes``); said, not switched to: measured on the suite
+    it helps one model and costs another. Not with int8 activations, whose calibration on strokes
+    lost more on a recogniser."""
+    from dfmpc_onnx.measure.fidelity import compare
+    from dfmpc_onnx.measure.input_spec import responds_to_strokes
+
+    o = ctx.options
+    if o.synthetic != "smooth" or o.integer_kernels:
+        return
+    _, outs = m.probe.runs()
+    if not outs or not compare(outs, outs, list(outs[0]), m.probe.kinds).single_class:
+        return
+    if responds_to_strokes(model, o.input_shapes, o.input_range, o.input_mean, o.input_std,
+                           m.probe.kinds, ctx.store):
+        ctx.report.notes.append(
+            "on smooth noise the float model's outputs leave nothing to judge plans by (one class "
+            "for every sample, or an empty map); on glyph-like strokes they respond: --synthetic "
+            "strokes may plan it better (at --target-bits 4 it did on PaddleOCR's text detector "
+            "and did not on its direction classifier: BENCHMARKS.md, column tb4_st); not "
+            "switched to unasked")
 
 
 OUTPUTS_DID_NOT_VARY = (

@@ -17,7 +17,6 @@ import onnx
 from dfmpc_onnx.errors import OptionsError
 from dfmpc_onnx.measure.input_spec import (
     infer_range,
-    kind_from_response,
     ort_check,
     range_from_response,
     resolve_shapes,
@@ -80,19 +79,6 @@ class ResolveInputs:
             else:
                 entry["range"] = "0/1 (a mask or flag)"
         ctx.report.inputs = described
-        if o.synthetic == "smooth" and o.fidelity_samples > 0 and not o.integer_kernels:
-            # (not with int8 activations: calibrated on strokes, a recogniser lost more)
-            value_range = changes.get("input_range", o.input_range)
-            if kind_from_response(model, spec.shapes, value_range, o.input_mean, o.input_std,
-                                  ctx.store) == "strokes":
-                # Said, not switched to: measured on the suite it helps one model and costs
-                # another (input_spec.kind_from_response).
-                ctx.report.notes.append(
-                    "on smooth noise the float model's outputs leave nothing to judge plans by "
-                    "(one class for every sample, or an empty map); on glyph-like strokes they "
-                    "respond: --synthetic strokes may plan it better (at --target-bits 4 it did on "
-                    "PaddleOCR's text detector and did not on its direction classifier: "
-                    "BENCHMARKS.md, column tb4_st); not switched to unasked")
         resolved = copy.copy(o)  # not dataclasses.replace: __post_init__ is not idempotent
         for key, value in changes.items():
             object.__setattr__(resolved, key, value)

@@ -355,18 +355,16 @@ def _edge_map(bias: float) -> onnx.ModelProto:
                       {"w": lap, "b": np.array([-bias], np.float32)})
 
 
-def test_a_map_that_stays_empty_on_noise_but_marks_strokes_is_named():
-    from dfmpc_onnx.measure.input_spec import kind_from_response
+def test_a_map_that_stays_empty_on_noise_but_marks_strokes_responds_to_strokes():
+    from dfmpc_onnx.measure.input_spec import responds_to_strokes
 
-    shapes = {"x": (1, 1, 32, 32)}
-    lap = _edge_map(0.0)
-    smooth = synthetic_inputs(lap, n=8, kind="smooth", seed=0, shapes=shapes)["x"]
+    shapes, kinds = {"x": (1, 1, 32, 32)}, {"map": "dense"}
+    smooth = synthetic_inputs(_edge_map(0.0), n=8, kind="smooth", seed=0, shapes=shapes)["x"]
     edges = np.abs(4 * smooth[:, :, 1:-1, 1:-1] - smooth[:, :, :-2, 1:-1] - smooth[:, :, 2:, 1:-1]
                    - smooth[:, :, 1:-1, :-2] - smooth[:, :, 1:-1, 2:])
-    model = _edge_map(float(edges.max()) * 1.5)  # no smooth input reaches the threshold
-    assert kind_from_response(model, shapes, None, 0.0, 1.0) == "strokes"
-    # A map that responds to smooth noise already: nothing to say.
-    assert kind_from_response(_edge_map(0.0), shapes, None, 0.0, 1.0) is None
+    assert responds_to_strokes(_edge_map(float(edges.max()) * 1.5), shapes, None, 0.0, 1.0, kinds)
+    # So high a threshold that no stroke edge reaches it either: no response.
+    assert not responds_to_strokes(_edge_map(1e3), shapes, None, 0.0, 1.0, kinds)
 
 
 def test_strokes_are_suggested_not_switched_to():

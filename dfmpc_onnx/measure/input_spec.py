@@ -480,29 +480,29 @@ def range_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, 
                                 f"{spread[best]:.3g}x")
 
 
-def kind_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]],
-                       value_range: tuple[float, float] | None, mean: float, std: float,
-                       store=None, samples: int = 8) -> str | None:
-    """``"strokes"`` where the float model's outputs on smooth noise leave nothing to judge by
-    (every output: one class for every sample, or an empty probability map) and on glyph-like
-    strokes (``synthetic._strokes``) they do; else None (smooth noise stays).
+def responds_to_strokes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]],
+                        value_range: tuple[float, float] | None, mean: float, std: float,
+                        kinds: Mapping[str, str], store=None, samples: int = 8) -> bool:
+    """Whether the float model's outputs on glyph-like strokes (``synthetic._strokes``) leave
+    something to judge plans by: not one class for every sample, not an empty probability map.
+    Asked (measure-layers) where smooth noise leaves nothing, which only its float run shows.
 
     Plans are judged by how far they move what the model decides on the synthetic inputs; a
     text detector's probability map stays below its threshold on noise everywhere, so plans
     are judged by the relative error of a flat map (PaddleOCR's detector at --target-bits 4 kept
     86% of its boxes), while on strokes it marks them (100% with --synthetic strokes). The
-    converter says so and does not switch: on PaddleOCR's direction classifier, which this also
-    finds, strokes cost 9 points at 4 bits (BENCHMARKS.md, columns tb4_st and tb5_st)."""
+    converter says so and does not switch: on other suite models strokes planned no better or
+    worse (PaddleOCR's direction classifier lost 9 points at 4 bits on them; BENCHMARKS.md,
+    columns tb4_st and tb5_st)."""
     import onnxruntime as ort
 
     from dfmpc_onnx.model.weightstore import session_for
 
     from .fidelity import compare, split_batches
-    from .output_kinds import activation_hints, kinds_of
     from .synthetic import spatial_axes, synthetic_inputs
 
     if not any(len(spatial_axes(tuple(s))) == 2 for s in shapes.values()):
-        return None  # no image input: strokes would be the same noise
+        return False  # no image input: strokes would be the same noise
     so = ort.SessionOptions()
     so.log_severity_level = 4
     so.intra_op_num_threads = 2
@@ -510,21 +510,13 @@ def kind_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, .
         session = session_for(model, so, store)
         names = [o.name for o in session.get_outputs()]
         wanted = [i.name for i in session.get_inputs()]
-        runs = {}
-        for kind in ("smooth", "strokes"):
-            feeds = synthetic_inputs(model, n=samples, kind=kind, seed=0, mean=mean, std=std,
-                                     value_range=value_range, shapes=shapes)
-            runs[kind] = [dict(zip(names, session.run(names, {k: f[k] for k in wanted}),
-                                   strict=True)) for f in split_batches(model, feeds)]
-    except Exception:  # noqa: BLE001 - a model this cannot run keeps the default
-        return None
-    kinds = kinds_of(names, {n: np.asarray(runs["smooth"][0][n]) for n in names},
-                     activation_hints(model), {})
-
-    def judgeable(kind: str) -> bool:
-        return not compare(runs[kind], runs[kind], names, kinds).single_class
-
-    return "strokes" if not judgeable("smooth") and judgeable("strokes") else None
+        feeds = synthetic_inputs(model, n=samples, kind="strokes", seed=0, mean=mean, std=std,
+                                 value_range=value_range, shapes=shapes)
+        runs = [dict(zip(names, session.run(names, {k: f[k] for k in wanted}), strict=True))
+                for f in split_batches(model, feeds)]
+    except Exception:  # noqa: BLE001 - a model this cannot run gets no suggestion
+        return False
+    return not compare(runs, runs, names, kinds).single_class
 
 
 def channel_spread(z: np.ndarray, real_std: np.ndarray | None, axis: int = 1) -> float:
