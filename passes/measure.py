@@ -264,26 +264,33 @@ class MeasureLayers:
 
 def _suggest_strokes(model: onnx.ModelProto, ctx: Context, m: Measurement) -> None:
     """Say where smooth noise leaves the float outputs nothing to judge plans by and glyph-like
-    strokes do (``input_spec.responds_to_strokes``); said, not switched to: measured on the suite
-    it helps one model and costs another. Not with int8 activations, whose calibration on strokes
-    lost more on a recogniser."""
+    strokes do (``input_spec.strokes_inputs``, run through the probe: its sessions, no second
+    copy of the weights); said, not switched to: measured on the suite it helps one model and
+    costs another. Only for the measured plan, and not with int8 activations, whose calibration
+    on strokes lost more on a recogniser."""
     from dfmpc_onnx.measure.fidelity import compare
-    from dfmpc_onnx.measure.input_spec import responds_to_strokes
+    from dfmpc_onnx.measure.input_spec import strokes_inputs
 
     o = ctx.options
-    if o.synthetic != "smooth" or o.integer_kernels:
+    if o.synthetic != "smooth" or o.integer_kernels or o.method != "auto":
         return
     _, outs = m.probe.runs()
-    if not outs or not compare(outs, outs, list(outs[0]), m.probe.kinds).single_class:
-        return
-    if responds_to_strokes(model, o.input_shapes, o.input_range, o.input_mean, o.input_std,
-                           m.probe.kinds, ctx.store):
-        ctx.report.notes.append(
-            "on smooth noise the float model's outputs leave nothing to judge plans by (one class "
-            "for every sample, or an empty map); on glyph-like strokes they respond: --synthetic "
-            "strokes may plan it better (at --target-bits 4 it did on PaddleOCR's text detector "
-            "and did not on its direction classifier: BENCHMARKS.md, column tb4_st); not "
-            "switched to unasked")
+    with np.errstate(all="ignore"):  # a hint: non-finite outputs (a broken model) just get none
+        if not outs or not compare(outs, outs, list(outs[0]), m.probe.kinds).single_class:
+            return
+        feeds = strokes_inputs(model, o.input_shapes, o.input_range, o.input_mean, o.input_std,
+                               o.seed)
+        if feeds is None:
+            return
+        _, marked = m.probe.on_inputs(feeds).runs()
+        if compare(marked, marked, list(marked[0]), m.probe.kinds).single_class:
+            return
+    ctx.report.notes.append(
+        "on smooth noise the float model's outputs leave nothing to judge plans by (one class "
+        "for every sample, or an empty map); on glyph-like strokes they respond: --synthetic "
+        "strokes may plan it better (at --target-bits 4 it did on PaddleOCR's text detector "
+        "and did not on its direction classifier: BENCHMARKS.md, column tb4_st); not "
+        "switched to unasked")
 
 
 OUTPUTS_DID_NOT_VARY = (

@@ -355,16 +355,16 @@ def _edge_map(bias: float) -> onnx.ModelProto:
                       {"w": lap, "b": np.array([-bias], np.float32)})
 
 
-def test_a_map_that_stays_empty_on_noise_but_marks_strokes_responds_to_strokes():
-    from dfmpc_onnx.measure.input_spec import responds_to_strokes
+def test_strokes_inputs_only_for_image_inputs():
+    from dfmpc_onnx.measure.input_spec import strokes_inputs
 
-    shapes, kinds = {"x": (1, 1, 32, 32)}, {"map": "dense"}
-    smooth = synthetic_inputs(_edge_map(0.0), n=8, kind="smooth", seed=0, shapes=shapes)["x"]
-    edges = np.abs(4 * smooth[:, :, 1:-1, 1:-1] - smooth[:, :, :-2, 1:-1] - smooth[:, :, 2:, 1:-1]
-                   - smooth[:, :, 1:-1, :-2] - smooth[:, :, 1:-1, 2:])
-    assert responds_to_strokes(_edge_map(float(edges.max()) * 1.5), shapes, None, 0.0, 1.0, kinds)
-    # So high a threshold that no stroke edge reaches it either: no response.
-    assert not responds_to_strokes(_edge_map(1e3), shapes, None, 0.0, 1.0, kinds)
+    shapes = {"x": (1, 1, 32, 32)}
+    feeds = strokes_inputs(_edge_map(0.0), shapes, (0.0, 1.0), 0.0, 1.0, seed=0)
+    assert feeds["x"].shape == (8, 1, 32, 32) and 0 <= feeds["x"].min() <= feeds["x"].max() <= 1
+    flat = make_model([helper.make_node("Relu", ["x"], ["y"])],
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], {})
+    assert strokes_inputs(flat, {"x": (1, 16)}, None, 0.0, 1.0, seed=0) is None
 
 
 def test_strokes_are_suggested_not_switched_to():
@@ -377,3 +377,6 @@ def test_strokes_are_suggested_not_switched_to():
     assert any("synthetic smooth inputs" in n for n in report.notes)  # still measured on smooth
     _, quiet = convert(_edge_map(0.0), ConvertOptions())
     assert not any("--synthetic strokes" in n for n in quiet.notes)
+    # So high a threshold that no stroke edge reaches it either: nothing to suggest.
+    _, blind = convert(_edge_map(1e3), ConvertOptions())
+    assert not any("--synthetic strokes" in n for n in blind.notes)

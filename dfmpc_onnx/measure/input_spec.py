@@ -480,12 +480,12 @@ def range_from_response(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, 
                                 f"{spread[best]:.3g}x")
 
 
-def responds_to_strokes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]],
-                        value_range: tuple[float, float] | None, mean: float, std: float,
-                        kinds: Mapping[str, str], store=None, samples: int = 8) -> bool:
-    """Whether the float model's outputs on glyph-like strokes (``synthetic._strokes``) leave
-    something to judge plans by: not one class for every sample, not an empty probability map.
-    Asked (measure-layers) where smooth noise leaves nothing, which only its float run shows.
+def strokes_inputs(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]],
+                   value_range: tuple[float, float] | None, mean: float, std: float, seed: int,
+                   samples: int = 8) -> dict[str, np.ndarray] | None:
+    """Glyph-like strokes (``synthetic._strokes``) to ask whether the float model's outputs
+    respond to them where smooth noise leaves nothing to judge plans by (measure-layers runs
+    them through its probe); None without an image input (strokes would be the same noise).
 
     Plans are judged by how far they move what the model decides on the synthetic inputs; a
     text detector's probability map stays below its threshold on noise everywhere, so plans
@@ -494,29 +494,12 @@ def responds_to_strokes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, 
     converter says so and does not switch: on other suite models strokes planned no better or
     worse (PaddleOCR's direction classifier lost 9 points at 4 bits on them; BENCHMARKS.md,
     columns tb4_st and tb5_st)."""
-    import onnxruntime as ort
-
-    from dfmpc_onnx.model.weightstore import session_for
-
-    from .fidelity import compare, split_batches
     from .synthetic import spatial_axes, synthetic_inputs
 
     if not any(len(spatial_axes(tuple(s))) == 2 for s in shapes.values()):
-        return False  # no image input: strokes would be the same noise
-    so = ort.SessionOptions()
-    so.log_severity_level = 4
-    so.intra_op_num_threads = 2
-    try:
-        session = session_for(model, so, store)
-        names = [o.name for o in session.get_outputs()]
-        wanted = [i.name for i in session.get_inputs()]
-        feeds = synthetic_inputs(model, n=samples, kind="strokes", seed=0, mean=mean, std=std,
-                                 value_range=value_range, shapes=shapes)
-        runs = [dict(zip(names, session.run(names, {k: f[k] for k in wanted}), strict=True))
-                for f in split_batches(model, feeds)]
-    except Exception:  # noqa: BLE001 - a model this cannot run gets no suggestion
-        return False
-    return not compare(runs, runs, names, kinds).single_class
+        return None
+    return synthetic_inputs(model, n=samples, kind="strokes", seed=seed, mean=mean, std=std,
+                            value_range=value_range, shapes=shapes)
 
 
 def channel_spread(z: np.ndarray, real_std: np.ndarray | None, axis: int = 1) -> float:
