@@ -17,6 +17,10 @@ user says the model expects (``mean``/``std`` or ``value_range``):
   those behind.
   Flat regions with sharp edges at every scale, the statistics of natural images that smooth
   noise lacks (edges). Renormalised like ``smooth``; inputs without two spatial axes get smooth.
+- ``strokes``: rows of glyph-like ink segments on flat paper (``_strokes``), what text models
+  read: a text detector's probability map stays empty on smooth noise and marks these. With a
+  value range, paper and ink keep their levels in it (a page is mostly near one end); else
+  renormalised like ``smooth``; inputs without two spatial axes get smooth.
 - ``mixed``: ``n`` split among gaussian, uniform and smooth, in that order.
 
 Integer inputs are drawn uniformly in the range the graph allows (``integer_ranges``): token ids
