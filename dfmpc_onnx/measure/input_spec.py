@@ -309,9 +309,10 @@ def _zip_longest(seqs):
     return [tuple(s[i] if i < len(s) else 1 for s in seqs) for i in range(n)]
 
 
-def ort_check(model: onnx.ModelProto, store=None):
+def ort_check(model: onnx.ModelProto, store=None, session=None):
     """A ``check`` for ``resolve_shapes``: run the float model once at the shapes in ONNX
-    Runtime (one session for every try; its error's first line, or None)."""
+    Runtime (one session for every try, ``session`` where the caller has one, as validate does;
+    its error's first line, or None)."""
     import onnxruntime as ort
 
     from dfmpc_onnx.model.weightstore import session_for
@@ -321,14 +322,14 @@ def ort_check(model: onnx.ModelProto, store=None):
     so = ort.SessionOptions()
     so.log_severity_level = 4  # a refused shape is expected here: its error is returned, not logged
     so.intra_op_num_threads = 2
-    session = []
+    sessions = [session] if session is not None else []
 
     def check(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
         try:
-            if not session:
-                session.append(session_for(model, so, store))
+            if not sessions:
+                sessions.append(session_for(model, so, store))
             feeds = synthetic_inputs(model, n=1, kind="gaussian", shapes=shapes)
-            session[0].run(None, feeds)
+            sessions[0].run(None, feeds)
         except Exception as exc:  # noqa: BLE001 - any refusal means: try the next shape
             text = " ".join(str(exc).split())
             return text[:160] + ("..." if len(text) > 160 else "")

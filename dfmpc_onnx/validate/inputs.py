@@ -78,8 +78,7 @@ def resolved_shapes(model_path: str | os.PathLike[str], session: ort.InferenceSe
     gives a shape ONNX Runtime runs."""
     import onnx
 
-    from dfmpc_onnx.measure.input_spec import resolve_shapes
-    from dfmpc_onnx.measure.synthetic import synthetic_inputs
+    from dfmpc_onnx.measure.input_spec import ort_check, resolve_shapes
 
     _check_shapes_names(session, shapes)
     given = dict(shapes or {})
@@ -88,15 +87,8 @@ def resolved_shapes(model_path: str | os.PathLike[str], session: ort.InferenceSe
     if not open_inputs:
         return shapes, None
     model = onnx.load(os.fspath(model_path), load_external_data=False)
-
-    def check(tried: Mapping[str, tuple[int, ...]]) -> str | None:
-        try:
-            session.run(None, synthetic_inputs(model, n=1, kind="gaussian", shapes=tried))
-        except Exception as exc:  # noqa: BLE001 - a refused shape: the rule tries the next
-            return " ".join(str(exc).split())[:160]
-        return None
-
-    spec = resolve_shapes(model, {k: tuple(v) for k, v in given.items()}, check=check)
+    spec = resolve_shapes(model, {k: tuple(v) for k, v in given.items()},
+                          check=ort_check(model, session=session))
     out: dict[str, Sequence[int | None]] = dict(given)
     shown = []
     for arg in open_inputs:
