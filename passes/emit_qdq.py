@@ -14,7 +14,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper, numpy_helper
 
-from dfmpc_onnx.model.graph import GraphIndex, drop_unused_initializers, tensor_bytes
+from dfmpc_onnx.model.graph import GraphIndex, body_nodes, drop_unused_initializers, tensor_bytes
 from dfmpc_onnx.quant.quantizers import QuantizedTensor
 
 from .base import Context, Fact
@@ -47,25 +47,12 @@ class EmitQDQ:
         fmt = ctx.container_format or ctx.options.format
         new_nodes: list[onnx.NodeProto] = []
         for node in graph.node:
-            qt = ctx.quantized.get(node.name)
-            if qt is None:
-                new_nodes.append(node)
-                continue
-            dtype = helper.tensor_dtype_to_np_dtype(index.initializers[node.input[1]].data_type)
-            base = node.name
-            inits, attrs = qdq_initializers(qt, base, dtype, fmt)
-            graph.initializer.extend(inits)
-            new_nodes.append(helper.make_node("DequantizeLinear", [t.name for t in inits],
-                                              [f"{base}_W_dq"], name=f"{base}_W_DequantizeLinear",
-                                              **attrs))
-            node.input[1] = f"{base}_W_dq"
-            bias = ctx.new_bias.get(node.name)
-            if bias is not None:
-                b_name = f"{base}_bias_corrected"
-                graph.initializer.append(numpy_helper.from_array(bias.astype(dtype), b_name))
-                while len(node.input) < 3:
-                    node.input.append("")
-                node.input[2] = b_name
+            # A layer inside an If/Loop/Scan body reads its DequantizeLinear's output from the
+            # outer scope: the node is placed in the main graph, before the one holding the body.
+            for layer in [*body_nodes(node), node]:
+                qt = ctx.quantized.get(layer.name)
+                if qt is not None:
+                    new_nodes.append(self._dequantize(graph, index, layer, qt, ctx, fmt))
             new_nodes.append(node)
         del graph.node[:]
         graph.node.extend(new_nodes)
@@ -78,3 +65,24 @@ class EmitQDQ:
                 "stored in a wider container than their bits (ONNX has INT2/4/8/16 only, and the "
                 f"paper's DoReFa grid of 2^k levels without zero needs k+1 bits): {', '.join(wide)}")
         return bool(ctx.quantized)
+
+    @staticmethod
+    def _dequantize(graph: onnx.GraphProto, index: GraphIndex, node: onnx.NodeProto,
+                    qt: QuantizedTensor, ctx: Context, fmt: str) -> onnx.NodeProto:
+        """Layer ``node``'s quantized weight (and corrected bias) as initializers; returns the
+        DequantizeLinear that ``node`` now reads its weight from."""
+        dtype = helper.tensor_dtype_to_np_dtype(index.initializers[node.input[1]].data_type)
+        base = node.name
+        inits, attrs = qdq_initializers(qt, base, dtype, fmt)
+        graph.initializer.extend(inits)
+        dq = helper.make_node("DequantizeLinear", [t.name for t in inits], [f"{base}_W_dq"],
+                              name=f"{base}_W_DequantizeLinear", **attrs)
+        node.input[1] = f"{base}_W_dq"
+        bias = ctx.new_bias.get(node.name)
+        if bias is not None:
+            b_name = f"{base}_bias_corrected"
+            graph.initializer.append(numpy_helper.from_array(bias.astype(dtype), b_name))
+            while len(node.input) < 3:
+                node.input.append("")
+            node.input[2] = b_name
+        return dq

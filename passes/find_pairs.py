@@ -17,7 +17,7 @@ import onnx
 from dfmpc_onnx.errors import OptionsError
 from dfmpc_onnx.model.activation import find_activation
 from dfmpc_onnx.model.channels import follow
-from dfmpc_onnx.model.graph import GraphIndex
+from dfmpc_onnx.model.graph import GraphIndex, all_nodes, bodies
 from dfmpc_onnx.model.layers import LINEAR_OPS, LinearLayer, as_linear_layer, channel_axis
 from dfmpc_onnx.model.shapes import Shapes
 from dfmpc_onnx.quant.quantizers.base import slices_of
@@ -53,7 +53,8 @@ class FindPairs:
         graph = model.graph
         index = GraphIndex(graph)
         layers: dict[str, LinearLayer] = {}
-        for node in graph.node:
+        inside = _enclosing(graph)
+        for node in all_nodes(graph):
             if node.op_type not in LINEAR_OPS or node.domain not in ("", "ai.onnx"):
                 continue
             layer, reason = as_linear_layer(node, index)
@@ -66,20 +67,16 @@ class FindPairs:
                     layer, reason = None, "weight holds NaN or Inf values"
             entry = LayerReport(node.name, node.op_type)
             if layer is None:
-                entry.reason = reason
+                entry.reason = f"{inside[node.name]}: {reason}" if node.name in inside else reason
             else:
                 layers[node.name] = layer
                 entry.params = int(layer.out_channels * layer.canonical_shape[1]
                                    * layer.canonical_shape[2])
                 ctx.layers.append(node.name)
             ctx.report.layers.append(entry)
-        inside = _subgraph_layers(graph)
-        ctx.report.layers.extend(inside)
-        if inside and not ctx.layers:
-            _nothing_outside(inside, ctx.options)
-            ctx.report.notes.append(
-                f"nothing quantized: all {len(inside)} Conv/Gemm/MatMul layers are inside If/Loop/"
-                "Scan bodies, which this version leaves in float")
+        body_layers = [n for n in ctx.layers if n in inside]
+        if body_layers and ctx.options.integer_kernels:
+            _no_int8_inside(body_layers, inside, ctx)
 
         protected = set()
         if ctx.options.protect_first_last and ctx.layers:
@@ -97,6 +94,9 @@ class FindPairs:
             if name in used_a or name in used_b or name in kept_float:
                 continue
             entry = ctx.report.layer(name)
+            if name in inside:
+                entry.reason = f"{inside[name]}: quantized alone, never paired"
+                continue
             if name in protected:
                 entry.reason = ("first/last layer: never a pair's low-bit layer "
                                 "(--no-protect-first-last pairs it)")
@@ -133,36 +133,36 @@ class FindPairs:
         return False
 
 
-def _nothing_outside(inside: list[LayerReport], options) -> None:
-    """An explicit budget (or int8 activations) that no layer outside a subgraph can carry is
-    refused: writing the float model with exit 0 would be a silent downgrade."""
-    asked = options.explicit_request
-    if asked is not None:
+def _no_int8_inside(body_layers: list[str], inside: dict[str, str], ctx: Context) -> None:
+    """Int8 activations are not inserted inside If/Loop/Scan bodies: their layers keep int8
+    weights and float activations (said in the report); where no layer is outside a body,
+    ``--activations int8`` cannot be honoured and is refused, never written as weight-only."""
+    if len(body_layers) == len(ctx.layers):
         raise OptionsError(
-            f"{asked}: all {len(inside)} Conv/Gemm/MatMul layers of this model are inside If/Loop/"
-            f"Scan bodies (e.g. {inside[0].name}), which this version leaves in float, so "
-            "nothing can be quantized; convert an export without control flow (many exporters "
-            "have an option to fold it), or run without the option to keep the float model")
+            f"--activations int8: all {len(body_layers)} Conv/Gemm/MatMul layers of this model are "
+            f"inside If/Loop/Scan bodies (e.g. {body_layers[0]}, {inside[body_layers[0]]}), where "
+            "this version inserts no activation quantization; convert without --activations for "
+            "weight-only quantization (which does quantize them), or an export without control flow")
+    ctx.report.notes.append(
+        f"--activations int8: {len(body_layers)} layer(s) inside If/Loop/Scan bodies keep float "
+        f"activations (int8 weights only): {', '.join(body_layers[:3])}"
+        + (" ..." if len(body_layers) > 3 else ""))
 
 
-def _subgraph_layers(graph: onnx.GraphProto, prefix: str = "") -> list[LayerReport]:
-    """Report entries for the layers inside If/Loop/Scan bodies: they stay float (their inputs'
-    statistics depend on control flow), but the user must still see them and why."""
-    entries = []
-    for i, node in enumerate(graph.node):
-        for a in node.attribute:
-            bodies = ([a.g] if a.HasField("g") else []) + list(a.graphs)
-            for k, body in enumerate(bodies):
-                where = f"{prefix}{node.name or f'{node.op_type}_{i}'}/{a.name}"
-                where += f"[{k}]" if len(bodies) > 1 else ""
-                for j, inner in enumerate(body.node):
-                    if inner.op_type in LINEAR_OPS and inner.domain in ("", "ai.onnx"):
-                        entries.append(LayerReport(
-                            f"{where}/{inner.name or f'{inner.op_type}_{j}'}", inner.op_type,
-                            reason=f"inside the {a.name} subgraph of {node.op_type} "
-                                   f"{node.name!r}: subgraphs are left in float"))
-                entries.extend(_subgraph_layers(body, f"{where}/"))
-    return entries
+def _enclosing(graph: onnx.GraphProto) -> dict[str, str]:
+    """Each node inside a subgraph -> where it is ("inside the then_branch of If 'If_0'"; the
+    innermost control-flow node)."""
+    out: dict[str, str] = {}
+
+    def visit(node: onnx.NodeProto) -> None:
+        for attr_name, body in bodies(node):
+            for inner in body.node:
+                out[inner.name] = f"inside the {attr_name} of {node.op_type} {node.name!r}"
+                visit(inner)
+
+    for node in graph.node:
+        visit(node)
+    return out
 
 
 def _partner(graph: onnx.GraphProto, index: GraphIndex, a: LinearLayer,

@@ -36,7 +36,7 @@ import onnx
 from dfmpc_onnx.errors import OptionsError, first_line
 from dfmpc_onnx.measure.allocate import Candidate
 from dfmpc_onnx.measure.fidelity import FidelityProbe
-from dfmpc_onnx.model.graph import GraphIndex, tensor_bytes
+from dfmpc_onnx.model.graph import GraphIndex, all_nodes, body_nodes, tensor_bytes
 from dfmpc_onnx.model.heap import give_back
 from dfmpc_onnx.model.layers import LinearLayer, as_linear_layer, layout_of
 from dfmpc_onnx.options import INTEGER_KERNEL_GRIDS, LayerPlan
@@ -235,9 +235,13 @@ class MeasureLayers:
                 ctx.say("not measuring: the float outputs do not vary (see the report)")
                 return False
             index = GraphIndex(model.graph)
-            nodes = {n.name: n for n in model.graph.node}
+            nodes = {n.name: n for n in all_nodes(model.graph)}
+            inside = {n.name for node in model.graph.node for n in body_nodes(node)}
             for i, name in enumerate(todo, 1):
                 layer, _ = as_linear_layer(nodes[name], index)
+                if name in inside and not _reached(measurement, layer):
+                    _keep_unreached(ctx, name)
+                    continue
                 measurement.layers[name] = layer
                 ctx.say(f"measuring [{i}/{len(todo)}] {name}")
                 measurement.candidates[name] = _measure_layer(ctx, measurement, name, layer)
@@ -260,6 +264,27 @@ class MeasureLayers:
                 f"more than {RULE_OUT:g}; block-64/128 from the block-32 trial) estimated from the "
                 "4-bit trials by weight error, untried")
         return False
+
+
+def _reached(m: Measurement, layer: LinearLayer) -> bool:
+    """Whether a layer inside an If/Loop/Scan body runs on the synthetic inputs: with its weight
+    zeroed, some output moves. A branch the inputs never take changes nothing, bit for bit (ONNX
+    Runtime reruns the same nodes on the same values), and every trial of it would measure 0: the
+    allocator would give it the fewest bits, a model that is right only on the inputs measured."""
+    w = m.probe.weight(layer.weight)
+    fid = m.probe.measure({layer.weight: np.zeros(w.shape, w.dtype)})
+    m.trials += 1
+    return fid.score != 0.0
+
+
+def _keep_unreached(ctx: Context, name: str) -> None:
+    ctx.plan.pop(name, None)
+    entry = ctx.report.layer(name)
+    entry.role, entry.bits, entry.quantizer, entry.correction = "float", None, None, None
+    entry.reason = (f"{entry.reason.split(':')[0] if entry.reason else 'inside a subgraph'}: not run "
+                    "on the synthetic inputs (zeroing its weight changes no output), kept float")
+    ctx.report.notes.append(f"kept float, not reached on the synthetic inputs: {name} (a branch "
+                            "they never take; --input-shape or real inputs that take it measure it)")
 
 
 def _suggest_strokes(model: onnx.ModelProto, ctx: Context, m: Measurement) -> None:
@@ -343,7 +368,7 @@ def _build(model: onnx.ModelProto, ctx: Context) -> Measurement:
     o = ctx.options
     inputs = make_inputs(model, ctx)
     index = GraphIndex(model.graph)
-    nodes = {n.name: n for n in model.graph.node}
+    nodes = {n.name: n for n in all_nodes(model.graph)}
     names: list[str] = []
     for name in ctx.layers:
         layer, _ = as_linear_layer(nodes[name], index)
@@ -493,7 +518,7 @@ class MeasurePlan:
         if not ctx.quantized or (ctx.measurement is None and not o.fidelity_samples):
             return False
         index = GraphIndex(model.graph)
-        nodes = {n.name: n for n in model.graph.node}
+        nodes = {n.name: n for n in all_nodes(model.graph)}
         repl: dict[str, Callable[[], np.ndarray]] = {}
         for name, qt in ctx.quantized.items():
             layer, _ = as_linear_layer(nodes[name], index)

@@ -13,8 +13,15 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from dfmpc_onnx.errors import UnsupportedModelError
-from dfmpc_onnx.model.graph import GraphIndex, attr, drop_unused_initializers, opset_version
-from dfmpc_onnx.model.layers import as_linear_layer
+from dfmpc_onnx.model.graph import (
+    GraphIndex,
+    all_nodes,
+    attr,
+    bodies,
+    drop_unused_initializers,
+    opset_version,
+)
+from dfmpc_onnx.model.layers import LINEAR_OPS, as_linear_layer
 from dfmpc_onnx.model.opset import light_copy
 from dfmpc_onnx.model.weightstore import set_array
 
@@ -22,7 +29,8 @@ from .base import BnFold, Context, Fact
 
 
 class ConstantsToInitializers:
-    """Constant and ConstantOfShape (with a constant shape) nodes of the main graph -> initializers."""
+    """Constant and ConstantOfShape (with a constant shape) nodes of the main graph -> initializers;
+    the weights of layers inside If/Loop/Scan bodies -> main-graph initializers too."""
 
     name = "constants-to-initializers"
     requires = ()
@@ -63,6 +71,7 @@ class ConstantsToInitializers:
             graph.initializer.append(tensor)
             known[tensor.name] = tensor
             changed = True
+        changed = _hoist_body_weights(graph) or changed
         if changed:
             del graph.node[:]
             graph.node.extend(keep)
@@ -74,6 +83,76 @@ class ConstantsToInitializers:
                 # IR 4 allows plain initializers and reads the old inputs-with-defaults the same.
                 model.ir_version = 4
         return changed
+
+
+def _hoist_body_weights(graph: onnx.GraphProto) -> bool:
+    """Weights and biases of the layers inside If/Loop/Scan bodies (a body's Constant nodes or
+    initializers) -> main-graph initializers, which the body reads from the outer scope (ONNX's
+    lexical scoping). Every layer pass looks weights up among the main graph's initializers;
+    hoisted, a body layer is quantized like any other, its DequantizeLinear in the main graph
+    (emit-qdq). A name another scope also defines (sibling branches may reuse names) is renamed
+    where the body reads it."""
+    defined: dict[str, int] = {}
+    for name in [t.name for t in graph.initializer] + [i.name for i in graph.input]:
+        defined[name] = defined.get(name, 0) + 1
+    for node in all_nodes(graph):
+        for name in node.output:
+            defined[name] = defined.get(name, 0) + 1
+        for _, body in bodies(node):
+            for name in [t.name for t in body.initializer] + [i.name for i in body.input]:
+                defined[name] = defined.get(name, 0) + 1
+    changed = False
+    for node in graph.node:
+        for _, body in bodies(node):
+            changed = _hoist_from(body, graph, defined) or changed
+    return changed
+
+
+def _hoist_from(body: onnx.GraphProto, main: onnx.GraphProto, defined: dict[str, int]) -> bool:
+    wanted = {n.input[k] for n in body.node if n.op_type in LINEAR_OPS and n.domain in ("", "ai.onnx")
+              for k in (1, 2) if len(n.input) > k and n.input[k]}
+    wanted -= {o.name for o in body.output}
+    found: dict[str, onnx.TensorProto] = {}
+    for i in reversed(range(len(body.initializer))):
+        if body.initializer[i].name in wanted:
+            t = onnx.TensorProto()
+            t.CopyFrom(body.initializer[i])
+            found[t.name] = t
+            del body.initializer[i]
+    for i in reversed(range(len(body.node))):
+        n = body.node[i]
+        if (n.op_type == "Constant" and n.domain in ("", "ai.onnx") and len(n.output) == 1
+                and n.output[0] in wanted and len(n.attribute) == 1 and n.attribute[0].name == "value"):
+            t = onnx.TensorProto()
+            t.CopyFrom(n.attribute[0].t)
+            t.name = n.output[0]
+            found[t.name] = t
+            del body.node[i]
+    for name, t in found.items():
+        new, k = name, 1
+        while defined.get(new, 0) > (1 if new == name else 0):
+            new, k = f"{name}_hoisted{k}", k + 1
+        if new != name:
+            _rename_reads(body, name, new)
+            defined[new] = 1
+            t.name = new
+        main.initializer.append(t)
+        for j in reversed([j for j, vi in enumerate(body.value_info) if vi.name == name]):
+            del body.value_info[j]
+    changed = bool(found)
+    for n in body.node:  # nested bodies hoist to the main graph as well
+        for _, inner in bodies(n):
+            changed = _hoist_from(inner, main, defined) or changed
+    return changed
+
+
+def _rename_reads(g: onnx.GraphProto, old: str, new: str) -> None:
+    for n in g.node:
+        for k, name in enumerate(n.input):
+            if name == old:
+                n.input[k] = new
+        for _, inner in bodies(n):
+            _rename_reads(inner, old, new)
 
 
 _MAX_FILL_BYTES = 4 << 30
@@ -171,8 +250,9 @@ class CheckOpset:
 
 
 class NameNodes:
-    """Give every main-graph node a unique name: the report, the plan file and the emitted tensor
-    names all refer to layers by node name. Existing unique names are kept."""
+    """Give every node a unique name, subgraphs included (their layers are quantized too): the
+    report, the plan file and the emitted tensor names all refer to layers by node name. Existing
+    unique names are kept."""
 
     name = "name-nodes"
     requires = ()
@@ -181,7 +261,7 @@ class NameNodes:
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         seen: set[str] = set()
         changed = False
-        for i, node in enumerate(model.graph.node):
+        for i, node in enumerate(all_nodes(model.graph)):
             if not node.name or node.name in seen:
                 base = node.name or f"{node.op_type}_{i}"
                 name, k = base, 1

@@ -295,3 +295,32 @@ def all_inside_if() -> onnx.ModelProto:
     nodes = [helper.make_node("If", ["flag"], ["out"], name="if0", then_branch=then_g,
                               else_branch=else_g)]
     return _model(nodes, [_img(), cond], [_out()], inits)
+
+
+def sample_rate_switch() -> onnx.ModelProto:
+    """silero-vad's shape: ``If(sr == 16000)`` picks one of two networks, each two Convs whose
+    weights are Constant nodes inside its branch; both branches name a constant ``w1`` (sibling
+    scopes may reuse a name), so hoisting them to the main graph must rename one."""
+    rng = np.random.default_rng(12)
+
+    def branch(tag: str, k: int) -> onnx.GraphProto:
+        w0, b0, w1 = _w(rng, 8, 3, k, k), (0.1 * rng.standard_normal(8)).astype(np.float32), \
+            _w(rng, 4, 8, 1, 1)
+        consts = [helper.make_node("Constant", [], [name], name=f"{tag}_const_{name}",
+                                   value=numpy_helper.from_array(v, name))
+                  for name, v in ((f"{tag}_w0", w0), (f"{tag}_b0", b0), ("w1", w1))]
+        return helper.make_graph(
+            consts + [
+                helper.make_node("Conv", ["input", f"{tag}_w0", f"{tag}_b0"], [f"{tag}_c0"],
+                                 name=f"{tag}_conv0", pads=[k // 2] * 4),
+                helper.make_node("Relu", [f"{tag}_c0"], [f"{tag}_r0"], name=f"{tag}_relu"),
+                helper.make_node("Conv", [f"{tag}_r0", "w1"], [f"{tag}_out"], name=f"{tag}_conv1")],
+            tag, [], [_out(4, f"{tag}_out")])
+
+    sr = helper.make_tensor_value_info("sr", TensorProto.INT64, [])
+    nodes = [helper.make_node("Constant", [], ["rate"], name="rate",
+                              value=numpy_helper.from_array(np.array(16000, np.int64), "rate")),
+             helper.make_node("Equal", ["sr", "rate"], ["is16k"], name="eq"),
+             helper.make_node("If", ["is16k"], ["out"], name="switch",
+                              then_branch=branch("k16", 3), else_branch=branch("k8", 5))]
+    return _model(nodes, [_img(), sr], [_out()], {})

@@ -57,7 +57,7 @@ from dfmpc_onnx.measure.output_kinds import (
     kl_divergence,
     sums_to_one,
 )
-from dfmpc_onnx.measure.synthetic import fixed_batch, model_inputs
+from dfmpc_onnx.measure.synthetic import batch_axis, fixed_batch, model_inputs
 from dfmpc_onnx.model.graph import LARGE_TENSOR_BYTES, GraphIndex, _subgraph_outer_inputs, tensor_bytes
 from dfmpc_onnx.model.heap import give_back
 from dfmpc_onnx.model.modelio import owned_tempdir
@@ -163,6 +163,8 @@ class FidelityProbe:
         self._files = _Files(store.folder if store is not None else None)
         self._recent: dict[str, int] = {}  # decoded weights the index keeps, oldest first
         self._outputs = [o.name for o in graph.output]
+        self._declared = {vi.name: vi for vi in model_inputs(self._model)
+                          if vi.type.tensor_type.HasField("shape")}
         self._segments = self._segment(max(1, max_segments))
         self._first = {w: min(i for i, seg in enumerate(self._segments) if w in seg.weights)
                        for w in self.weights if any(w in seg.weights for seg in self._segments)}
@@ -374,7 +376,8 @@ class FidelityProbe:
             kept: dict[str, object] = dict(feeds)  # graph inputs that segments read
             for seg in self._segments:
                 if not seg.signature:
-                    seg.signature = [_value_info(name, values[name]) for name in seg.live_in]
+                    seg.signature = [self._declared.get(name) or _value_info(name, values[name])
+                                     for name in seg.live_in]
                 out = self._run(seg, {name: values[name] for name in seg.live_in}, {})
                 for name, value in zip(seg.outputs, out, strict=True):
                     if not isinstance(value, np.ndarray):
@@ -565,6 +568,9 @@ def _derived(model: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
 
 
 def _value_info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:
+    """An activation's type for a segment's signature: its shape in the first run, the batch
+    (axis 0) symbolic. Graph inputs keep the model's own declaration instead (an RNN state's
+    batch is axis 1: fixing the others there broke silero-vad's shape inference)."""
     dims: list[int | str] = list(value.shape)
     if dims:
         dims[0] = "batch"
@@ -584,24 +590,30 @@ def split_batches(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray],
     # Cast to the declared element type: float64 arrays from NumPy code would be refused by ORT.
     feeds = {name: np.asarray(inputs[name], dtype=helper.tensor_dtype_to_np_dtype(
         vi.type.tensor_type.elem_type)) for name, vi in declared.items()}
+    # Samples lie along each input's batch axis (an RNN state's is 1); a scalar input (a sample
+    # rate) is one value for every sample, and each run gets it whole.
+    axes = {name: batch_axis(vi) for name, vi in declared.items()}
+
+    def split(runs: int) -> list[dict[str, np.ndarray]]:
+        return [{name: np.array_split(value, runs, axis=axes[name])[i] if value.ndim else value
+                 for name, value in feeds.items()} for i in range(runs)]
+
     runs = 1
     for name, vi in declared.items():
-        b = fixed_batch(vi)
+        b = fixed_batch(vi) if not axes[name] else None
         rows = feeds[name].shape[0] if feeds[name].ndim else 0
         if b and rows > b and rows % b == 0:
             runs = max(runs, rows // b)
-    rows = {value.shape[0] if value.ndim else -1 for value in feeds.values()}
+    rows = {value.shape[axes[name]] for name, value in feeds.items() if value.ndim}
     if runs == 1 and max_rows and len(rows) == 1 and (n := rows.pop()) > max_rows:
-        runs = -(-n // max_rows)  # a dynamic batch: runs of nearly equal size
-        return [{name: np.array_split(value, runs)[i] for name, value in feeds.items()}
-                for i in range(runs)]
+        return split(-(-n // max_rows))  # a dynamic batch: runs of nearly equal size
     if runs == 1:
         return [feeds]
     for name, value in feeds.items():
-        if value.ndim == 0 or value.shape[0] % runs:
-            raise ValueError(f"input '{name}' has {value.shape[0] if value.ndim else 0} rows, not a "
-                             f"multiple of {runs} runs of the model's fixed batch")
-    return [{name: np.array_split(value, runs)[i] for name, value in feeds.items()} for i in range(runs)]
+        if value.ndim and value.shape[axes[name]] % runs:
+            raise ValueError(f"input '{name}' has {value.shape[axes[name]]} rows, not a multiple "
+                             f"of {runs} runs of the model's fixed batch")
+    return split(runs)
 
 
 def _concat(values: list[np.ndarray]) -> np.ndarray:

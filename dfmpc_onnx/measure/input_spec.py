@@ -31,8 +31,10 @@ this order, and the float model is run once at the result in ONNX Runtime to che
 If ONNX Runtime refuses the model at the shapes chosen, the next candidate of each rule is tried
 (rank 4 both symbolic: 224, 256, 320, 384, 512, 128, 64, 32, or for a text line the stride and
 twice it; one symbolic: 4x, 8x, 2x, 1x, 16x the fixed axis; sequences: 128, 64, 256, 512, 32,
-16; audio: 16000, 128, 1024, 256), at most ``MAX_TRIES`` times, and the report says which shape
-was measured and which were refused.
+16; audio: 16000, then 4096, 1024, 512, 256, 128, since a streaming model takes one chunk size
+and may run, degenerate, on a shorter one: silero-vad's 16 kHz network runs on 256 samples with
+a flat output and is built for 512), at most ``MAX_TRIES`` times, and the report says which
+shape was measured and which were refused.
 
 Value range (``infer_range``; the default when the user gives no ``--input-range`` and keeps the
 default mean 0 / std 1): only what the graph says explicitly.
@@ -68,7 +70,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from dfmpc_onnx.errors import OptionsError
-from dfmpc_onnx.measure.synthetic import declared_dims, model_inputs
+from dfmpc_onnx.measure.synthetic import batch_axis, declared_dims, model_inputs
 
 MAX_TRIES = 8
 RNN_STATE = "a batch of 1 (an RNN state: [layers x directions, batch, hidden])"
@@ -235,15 +237,14 @@ def _candidates(model: onnx.ModelProto, vi: onnx.ValueInfoProto, declared: list,
         return _unique(_round_up(s, stride) for s in sizes), why
     if rank == 5 and axis == 2:
         return [16, 8, 32], "16 frames"
-    if (rank == 3 and axis == 1 and floating and isinstance(declared[0], int) and declared[0] >= 2
-            and isinstance(declared[2], int)):
+    if axis == 1 and batch_axis(vi) == 1:
         # ONNX's RNN state layout, [layers x directions, batch, hidden] (LSTM/GRU initial_h and
         # initial_c; silero-vad's streaming state is 2x?x128): the free axis is the batch, one
         # sample a run like every other input's (only 1, held while the other inputs' sizes are
         # tried). A fixed first axis of 1 stays a batch of one with a free sequence (below).
         return [1], RNN_STATE
     if rank == 2 and floating:
-        return [16000, 128, 1024, 256], "16000 samples (a second of 16 kHz audio)"
+        return [16000, 4096, 1024, 512, 256, 128], "16000 samples (a second of 16 kHz audio)"
     sizes = [128, 64, 256, 512, 32, 16]
     why = "128, the default sequence length"
     if stride > 1:

@@ -24,7 +24,8 @@ user says the model expects (``mean``/``std`` or ``value_range``):
 - ``mixed``: ``n`` split among gaussian, uniform and smooth, in that order.
 
 Integer inputs are drawn uniformly in the range the graph allows (``integer_ranges``): token ids
-read by a Gather below its table's size, uint8/int8 inputs (images cast to float inside the
+read by a Gather below its table's size, an integer the graph tests equal to a constant (a sample
+rate an If branches on) that constant, uint8/int8 inputs (images cast to float inside the
 graph) over their whole type, other integers and booleans 0/1 (masks); float16 inputs stay
 float16. Which kind ranks layer sensitivity closest to real data is measured by
 ``benchmarks/sensitivity_truth.py``; no kind is assumed better.
@@ -44,7 +45,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from dfmpc_onnx.errors import OptionsError
 
@@ -68,6 +69,23 @@ def fixed_batch(vi: onnx.ValueInfoProto) -> int | None:
     return d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
 
 
+def batch_axis(vi: onnx.ValueInfoProto) -> int:
+    """The axis that carries the batch: 1 for ONNX's RNN state layout ``[layers x directions,
+    batch, hidden]`` (a rank-3 float input whose only free axis is the middle one, between a fixed
+    first axis of 2 or more and a fixed last one: silero-vad's ``state`` 2x?x128), else 0.
+    Samples stack, and runs split, along it."""
+    t = vi.type.tensor_type
+    d = declared_dims(vi)
+    if (d is not None and len(d) == 3 and t.elem_type in _FLOAT_TYPES and isinstance(d[0], int)
+            and d[0] >= 2 and not isinstance(d[1], int) and isinstance(d[2], int)):
+        return 1
+    return 0
+
+
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+                onnx.TensorProto.DOUBLE)
+
+
 def resolve_shape(vi: onnx.ValueInfoProto, n: int,
                   shapes: Mapping[str, tuple[int, ...]] | None = None) -> tuple[int, ...]:
     """Shape of the array to generate for input ``vi``: ``n`` samples along axis 0."""
@@ -83,6 +101,9 @@ def resolve_shape(vi: onnx.ValueInfoProto, n: int,
             raise OptionsError(f"--input-shape {vi.name}: the model declares rank {len(declared)}, "
                                f"got {len(given)} dimensions")
         run: list[int] = []
+        if (ax := batch_axis(vi)) and given[ax] is not None:  # an RNN state: n along its batch
+            return tuple(math.ceil(n / d) * d if a == ax else _own(vi, given, declared, a)
+                         if d is None else d for a, d in enumerate(given))
         for axis, d in enumerate(given):
             own = declared[axis] if declared is not None else None
             if d is not None:
@@ -97,9 +118,10 @@ def resolve_shape(vi: onnx.ValueInfoProto, n: int,
         raise OptionsError(f"input '{vi.name}' has no declared shape; give it with --input-shape "
                            f"{vi.name}=D0,D1,... (shapes={{'{vi.name}': (...)}} in the API)")
     dims = list(declared)
+    ax = batch_axis(vi)
     for axis, d in enumerate(dims):
         if d is None or isinstance(d, str):
-            if axis == 0:
+            if axis == ax:
                 dims[0] = n
                 continue
             label = f"'{d}'" if isinstance(d, str) else "(unnamed)"
@@ -109,7 +131,7 @@ def resolve_shape(vi: onnx.ValueInfoProto, n: int,
                     x, int) else "?" for i, x in enumerate(declared))
                 + " with each ? a number (N: the batch)"
                 + f" (shapes={{'{vi.name}': (...)}} in the API)")
-    if isinstance(declared[0], int):
+    if isinstance(declared[0], int) and not ax:
         return _stack(tuple(dims), n)
     return tuple(dims)
 
@@ -245,6 +267,13 @@ def integer_ranges(model: onnx.ModelProto,
     others are left out (0/1). ``reasons`` receives each one's why."""
     reasons = {} if reasons is None else reasons
     inits = {t.name: t for t in model.graph.initializer}
+    # Small constants an input is compared with: initializers, or Constant nodes of a model not
+    # normalised yet (validate reads the file as it is).
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+              if int(np.prod(t.dims, dtype=np.int64)) == 1 and t.data_location != onnx.TensorProto.EXTERNAL}
+    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+                   if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"
+                   and int(np.prod(n.attribute[0].t.dims, dtype=np.int64)) == 1})
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for i in node.input:
@@ -257,6 +286,7 @@ def integer_ranges(model: onnx.ModelProto,
         if not np.issubdtype(dtype, np.integer):
             continue
         tables: list[int] = []
+        compared: list[int] = []  # scalar constants it is tested equal to (a sample rate, a mode)
         todo, seen = [vi.name], set()
         while todo:
             t = todo.pop()
@@ -269,9 +299,21 @@ def integer_ranges(model: onnx.ModelProto,
                     tables.append(int(dims[axis if axis >= 0 else axis + len(dims)]))
                 elif node.op_type in _PASS_ON and node.input[0] == t:
                     todo += [o for o in node.output[:1] if o not in seen]
+                elif node.op_type == "Equal" and len(node.input) == 2:
+                    other = node.input[1] if node.input[0] == t else node.input[0]
+                    value = consts.get(other)
+                    if value is not None and value.size == 1 and float(value.reshape(-1)[0]).is_integer():
+                        compared.append(int(value.reshape(-1)[0]))
         if tables and min(tables) > 0:
             out[vi.name] = (0, min(tables))
             reasons[vi.name] = f"below the size {min(tables)} of the Gather table it indexes"
+        elif compared:
+            # The graph branches on it (silero-vad: If(sr == 16000), the 16 kHz network, else
+            # the 8 kHz one): drawn 0/1 it would measure only the branch no caller takes. The
+            # first value tested is drawn; a branch the inputs never take stays float
+            # (measure-layers).
+            out[vi.name] = (compared[0], compared[0] + 1)
+            reasons[vi.name] = f"{compared[0]}, the value the graph tests it equal to"
         elif np.dtype(dtype) in _TYPE_RANGE:
             out[vi.name] = _TYPE_RANGE[np.dtype(dtype)]
             reasons[vi.name] = f"the whole {np.dtype(dtype).name} range"

@@ -8,6 +8,7 @@ transforms rebuild it after they change the graph instead of keeping it in sync.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
@@ -90,6 +91,34 @@ def _subgraph_outer_inputs(node: onnx.NodeProto) -> set[str]:
                 names.update(_subgraph_outer_inputs(n) - local)
             names.update(o.name for o in g.output if o.name not in local)
     return names
+
+
+def bodies(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
+    """The subgraphs a node holds (If's branches, a Loop's or Scan's body), with their attribute
+    names."""
+    out = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append((a.name, a.g))
+        out.extend((a.name, g) for g in a.graphs)
+    return out
+
+
+def body_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:
+    """Every node inside ``node``'s subgraphs, at any depth, in graph order."""
+    for _, body in bodies(node):
+        for inner in body.node:
+            yield inner
+            yield from body_nodes(inner)
+
+
+def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """The main graph's nodes and, after each, the nodes of its subgraphs (any depth): layers
+    inside If/Loop bodies are layers too (their weights hoisted to main-graph initializers by
+    constants-to-initializers), so every lookup of a layer by name goes through this."""
+    for node in graph.node:
+        yield node
+        yield from body_nodes(node)
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):

@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import onnx
 
-from dfmpc_onnx.model.graph import GraphIndex, tensor_bytes
+from dfmpc_onnx.model.graph import GraphIndex, all_nodes, tensor_bytes
 from dfmpc_onnx.model.layers import LinearLayer, layout_of
 from dfmpc_onnx.options import LayerPlan
 from dfmpc_onnx.quant.quantizers import QuantizedTensor, get_quantizer
@@ -51,7 +51,7 @@ def count_bytes(graph: onnx.GraphProto, quantized: Mapping[str, QuantizedTensor]
     initializer at its size, except each quantized weight at its QuantizedTensor's ideal bytes
     (also each layer's stored bits per weight, what --target-bits counts)."""
     index = GraphIndex(graph)
-    nodes = {n.name: n for n in graph.node}
+    nodes = {n.name: n for n in all_nodes(graph)}
     replaced = {nodes[name].input[1] for name in quantized}
     total = sum(tensor_bytes(t) for t in graph.initializer)
     kept = sum(tensor_bytes(t) for t in graph.initializer if t.name not in replaced)

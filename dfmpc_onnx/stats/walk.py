@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from dfmpc_onnx.model.channels import ChannelMap
-from dfmpc_onnx.model.graph import GraphIndex, attr
+from dfmpc_onnx.model.graph import GraphIndex, attr, body_nodes
 from dfmpc_onnx.model.layers import LinearLayer, as_linear_layer, channel_axis, layout_of
 from dfmpc_onnx.model.shapes import Shapes
 from dfmpc_onnx.quant.corrections import COMPENSATIONS, PairInput, bias_shift, paper_factor
@@ -103,18 +103,29 @@ class Walker:
     def walk(self) -> None:
         total = len(self.layers)
         done = 0
+
+        def visit(layer: onnx.NodeProto) -> None:
+            nonlocal done
+            done += 1
+            if self.quantize:
+                self.ctx.say(f"[{done}/{total}] {layer.name}: {self.ctx.plan[layer.name].bits} bits")
+                self._layer(layer)
+            else:
+                self._float_layer(layer)
+
         handled: set[int] = set()
         for node in self.graph.node:
             if id(node) in handled:
                 continue
             if node.name in self.layers:
-                done += 1
-                if self.quantize:
-                    self.ctx.say(f"[{done}/{total}] {node.name}: {self.ctx.plan[node.name].bits} bits")
-                    self._layer(node)
-                else:
-                    self._float_layer(node)
+                visit(node)
                 continue
+            # Layers inside If/Loop/Scan bodies: no statistics reach them (control flow), so
+            # they take the assumed input distribution, untrusted (no bias correction unless
+            # measured or --propagated-stats).
+            for inner in body_nodes(node):
+                if inner.name in self.layers:
+                    visit(inner)
             try:
                 result = propagate(node, self.index, self.shapes, self.stats, self.axis)
             except Exception as exc:  # noqa: BLE001 - statistics are best effort, never fatal

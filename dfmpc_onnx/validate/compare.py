@@ -19,6 +19,7 @@ from .fusion import fused_or_none, runs_fused
 from .inputs import (
     Shapes,
     declared_shape,
+    drawn_ranges,
     feeds_for,
     is_fixed,
     load_inputs,
@@ -189,7 +190,7 @@ def validate(
         source = os.fspath(inputs)
     else:
         shapes, shape_note = resolved_shapes(float_path, float_session, shapes, batch)
-        data = random_inputs(float_session, batch, seed, shapes)
+        data = random_inputs(float_session, batch, seed, shapes, drawn_ranges(float_path))
         source = f"random(seed={seed})"
     float_feeds = feeds_for(float_session, data)
     quant_feeds = feeds_for(quant_session, data)

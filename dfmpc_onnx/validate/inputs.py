@@ -105,6 +105,16 @@ def resolved_shapes(model_path: str | os.PathLike[str], session: ort.InferenceSe
                  "overrides): " + "; ".join(shown))
 
 
+def drawn_ranges(model_path: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
+    """[low, high) of each integer input as convert draws it (``synthetic.integer_ranges``), so
+    validate runs the branch convert measured (silero-vad: ``sr`` = 16000, its 16 kHz network)."""
+    import onnx
+
+    from dfmpc_onnx.measure.synthetic import integer_ranges
+
+    return integer_ranges(onnx.load(os.fspath(model_path), load_external_data=False))
+
+
 def _check_shapes_names(session: ort.InferenceSession, shapes: Shapes | None) -> None:
     if not shapes:
         return
@@ -179,11 +189,14 @@ def random_inputs(
     batch: int,
     seed: int,
     shapes: Shapes | None = None,
+    ranges: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Seeded random data for every graph input of ``session``.
 
     Float inputs get standard normal values in the input's own dtype (float16 stays float16).
-    Integer inputs get 0/1 values: those are valid token ids, attention masks, segment ids and
+    Integer inputs get values in ``ranges`` [low, high) where given (convert's rule,
+    ``synthetic.integer_ranges``: a sample rate the graph branches on is that rate), else 0/1:
+    those are valid token ids, attention masks, segment ids and
     indices into any table with two or more rows, so index-driven graphs do not fail on them.
     Bool inputs get random booleans. The first symbolic dimension becomes ``batch``; every other
     symbolic dimension needs an entry in ``shapes`` (raises OptionsError saying which).
@@ -201,7 +214,8 @@ def random_inputs(
         elif dtype.kind == "b":
             feeds[arg.name] = rng.integers(0, 2, size=shape).astype(np.bool_)
         else:
-            feeds[arg.name] = rng.integers(0, 2, size=shape).astype(dtype)
+            lo, hi = (ranges or {}).get(arg.name, (0, 2))
+            feeds[arg.name] = rng.integers(lo, hi, size=shape).astype(dtype)
     return feeds
 
 
