@@ -237,14 +237,16 @@ class MeasureLayers:
             index = GraphIndex(model.graph)
             nodes = {n.name: n for n in all_nodes(model.graph)}
             inside = {n.name for node in model.graph.node for n in body_nodes(node)}
+            unreached: list[str] = []
             for i, name in enumerate(todo, 1):
                 layer, _ = as_linear_layer(nodes[name], index)
                 if name in inside and not _reached(measurement, layer):
-                    _keep_unreached(ctx, name)
+                    unreached.append(name)
                     continue
                 measurement.layers[name] = layer
                 ctx.say(f"measuring [{i}/{len(todo)}] {name}")
                 measurement.candidates[name] = _measure_layer(ctx, measurement, name, layer)
+            _keep_unreached(ctx, unreached)
         except Exception as exc:  # noqa: BLE001 - a model we cannot measure still converts
             ctx.report.notes.append(f"could not measure the model ({_first_line(exc)}); fixed "
                                     "rules were used instead of measurements")
@@ -277,14 +279,20 @@ def _reached(m: Measurement, layer: LinearLayer) -> bool:
     return fid.score != 0.0
 
 
-def _keep_unreached(ctx: Context, name: str) -> None:
-    ctx.plan.pop(name, None)
-    entry = ctx.report.layer(name)
-    entry.role, entry.bits, entry.quantizer, entry.correction = "float", None, None, None
-    entry.reason = (f"{entry.reason.split(':')[0] if entry.reason else 'inside a subgraph'}: not run "
-                    "on the synthetic inputs (zeroing its weight changes no output), kept float")
-    ctx.report.notes.append(f"kept float, not reached on the synthetic inputs: {name} (a branch "
-                            "they never take; --input-shape or real inputs that take it measure it)")
+def _keep_unreached(ctx: Context, names: list[str]) -> None:
+    """Body layers ``_reached`` found idle leave the plan: float, each with its reason."""
+    for name in names:
+        ctx.plan.pop(name, None)
+        entry = ctx.report.layer(name)
+        entry.role, entry.bits, entry.quantizer, entry.correction = "float", None, None, None
+        where = entry.reason.split(":")[0] if entry.reason else "inside a subgraph"
+        entry.reason = (f"{where}: not run on the synthetic inputs (zeroing its weight changes no "
+                        "output), kept float")
+    if names:
+        ctx.report.notes.append(
+            f"kept float, not reached on the synthetic inputs: {len(names)} layer(s) inside "
+            f"If/Loop bodies, e.g. {names[0]} (a branch they never take: the other value of an "
+            "input the graph branches on, or a shape the --input-shape given does not reach)")
 
 
 def _suggest_strokes(model: onnx.ModelProto, ctx: Context, m: Measurement) -> None:
