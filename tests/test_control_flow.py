@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from awkward_models import all_inside_if, sample_rate_switch, with_if
+from awkward_models import all_inside_if, sample_rate_switch, with_if, with_loop
 from click.testing import CliRunner
 
 from dfmpc_onnx.api import convert
@@ -138,3 +138,23 @@ def test_runs_split_an_rnn_state_on_its_batch_axis_and_give_scalars_whole() -> N
     assert [r["state"].shape for r in runs] == [(2, 4, 8), (2, 4, 8)]
     np.testing.assert_array_equal(np.concatenate([r["state"] for r in runs], axis=1), feeds["state"])
     assert all(r["sr"].shape == () and r["sr"] == 16000 for r in runs)
+
+
+def test_a_loop_body_constant_weight_is_hoisted_and_quantized() -> None:
+    # A Loop body that makes its weight with a Constant node (rebuilt on every iteration).
+    source = with_loop()
+    wl = next(t for t in source.graph.initializer if t.name == "wl")
+    body = source.graph.node[2].attribute[0].g
+    body.node.insert(0, onnx.helper.make_node("Constant", [], ["wl"], name="wl_const", value=wl))
+    source.graph.initializer.remove(wl)
+    onnx.checker.check_model(source, full_check=True)
+    model, report = convert(source, ConvertOptions(target_bits=6))
+    onnx.checker.check_model(model, full_check=True)
+    entry = next(e for e in report.layers if e.name == "body_conv")
+    assert entry.role == "single" and entry.bits < 8
+    body = next(n for n in model.graph.node if n.name == "loop1").attribute[0].g
+    assert [n.op_type for n in body.node] == ["Identity", "Conv", "Relu"]
+    sess = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+            for m in (source, model)]
+    want, got = (s.run(None, {"input": X})[0] for s in sess)
+    assert 0 < float(np.sum((got - want) ** 2) / np.sum(want ** 2)) < 0.05
