@@ -178,7 +178,8 @@ def resolve_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]] 
                 parts = [f"axis {d.axis}{' ' + repr(d.label) if d.label else ''} = "
                          f"{shapes[name][d.axis]} ({d.why})" for d in dims if d.input == name]
                 spec.rules[name] = "; ".join(parts) if parts else "declared"
-            spec.batch_axes = {d.input: d.axis for d in dims if d.why == RNN_STATE}
+            spec.batch_axes = {vi.name: ax for vi in model_inputs(model)
+                               if vi.name in fixed and (ax := batch_axis(vi))}
             return spec
         spec.refused.append(f"{_fmt(shapes)} ({error})")
     raise OptionsError(
