@@ -18,6 +18,7 @@ from dfmpc_onnx.model.graph import (
     all_nodes,
     attr,
     bodies,
+    body_nodes,
     drop_unused_initializers,
     opset_version,
 )
@@ -111,7 +112,9 @@ def _hoist_body_weights(graph: onnx.GraphProto) -> bool:
 def _hoist_from(body: onnx.GraphProto, main: onnx.GraphProto, defined: dict[str, int]) -> bool:
     wanted = {n.input[k] for n in body.node if n.op_type in LINEAR_OPS and n.domain in ("", "ai.onnx")
               for k in (1, 2) if len(n.input) > k and n.input[k]}
-    wanted -= {o.name for o in body.output}
+    # Not a body output, nor a body input (a legacy subgraph lists its initializers as inputs: a
+    # value a Loop iteration may pass in stays where it is).
+    wanted -= {o.name for o in body.output} | {i.name for i in body.input}
     found: dict[str, onnx.TensorProto] = {}
     for i in reversed(range(len(body.initializer))):
         if body.initializer[i].name in wanted:
@@ -261,7 +264,10 @@ class NameNodes:
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         seen: set[str] = set()
         changed = False
-        for i, node in enumerate(all_nodes(model.graph)):
+        # Main-graph nodes first: where a body node has a main node's name, the body's is renamed.
+        graph = model.graph
+        nodes = list(graph.node) + [n for node in graph.node for n in body_nodes(node)]
+        for i, node in enumerate(nodes):
             if not node.name or node.name in seen:
                 base = node.name or f"{node.op_type}_{i}"
                 name, k = base, 1

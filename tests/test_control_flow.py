@@ -158,3 +158,13 @@ def test_a_loop_body_constant_weight_is_hoisted_and_quantized() -> None:
             for m in (source, model)]
     want, got = (s.run(None, {"input": X})[0] for s in sess)
     assert 0 < float(np.sum((got - want) ** 2) / np.sum(want ** 2)) < 0.05
+
+
+def test_a_body_node_named_like_a_main_node_is_the_one_renamed() -> None:
+    from dfmpc_onnx.passes import NameNodes
+
+    model = with_if()
+    then_g = next(a.g for a in model.graph.node[2].attribute if a.name == "then_branch")
+    then_g.node[0].name = "conv2"  # the main graph's last Conv is also "conv2"
+    NameNodes().run(model, Context(ConvertOptions()))
+    assert model.graph.node[-1].name == "conv2" and then_g.node[0].name != "conv2"
