@@ -19,7 +19,7 @@ METHODS = ("auto", "pairs", "paper")
 CORRECTIONS = ("auto", "bias", "none", "paper", "energy", "ls-diag", "ls-full")
 # --method auto without --target-bits: the budgets tried, smallest first (stored bits per weight).
 AUTO_BUDGETS = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
-SYNTHETIC_KINDS = ("smooth", "mixed", "gaussian", "uniform", "leaves", "strokes", "distilled")
+SYNTHETIC_KINDS = ("auto", "smooth", "mixed", "gaussian", "uniform", "leaves", "strokes", "distilled")
 GRANULARITIES = ("channel", "tensor")
 FORMATS = ("packed", "int8")
 ACTIVATIONS = ("none", "int8")
@@ -147,12 +147,14 @@ class ConvertOptions:
         "the report's predicted fidelity are the same as without it. Time and accuracy against "
         "the default: BENCHMARKS.md, 'Conversion time'.")
     synthetic: str = _opt(
-        "smooth", "Kind of synthetic inputs: smooth (noise with a natural image's 1/f spectrum; "
+        "auto", "Kind of synthetic inputs: auto (smooth; strokes instead where, for the measured "
+        "weight-only plan, the float model's outputs on smooth noise leave nothing to judge plans "
+        "by and respond to strokes, as a text detector's empty map does; the report says so), "
+        "smooth (noise with a natural image's 1/f spectrum; "
         "plain Gaussian noise for inputs without spatial axes), mixed (a third each of gaussian, "
         "uniform and smooth), gaussian, uniform, leaves (dead-leaves images: flat discs with "
         "sharp edges at every scale), strokes (rows of glyph-like ink strokes on flat paper: a "
-        "text detector responds to them where it stays flat on noise; the report says when a "
-        "model does), or distilled (optimised so every kept "
+        "text detector responds to them where it stays flat on noise), or distilled (optimised so every kept "
         "BatchNormalization sees its own statistics, ZeroQ-style; needs the optional extra "
         "'synth' with torch, and a model that keeps BN). On our examples, layer sensitivities "
         "measured on smooth inputs ranked closest to real data among noise kinds (Spearman 0.63 "

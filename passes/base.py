@@ -108,6 +108,9 @@ class Context:
     # None: in the protobuf. Passes that rewrite a weight pass it to ``set_array``.
     store: WeightStore | None = None
     container_format: str = ""  # the format emitted; "" until upgrade-opset decides (options')
+    # --synthetic auto: resolve-inputs set the kind (smooth), measure-layers may switch it to
+    # strokes (passes/measure.py, _strokes_respond); False when the user named a kind.
+    synthetic_by_rule: bool = False
     facts: set[str] = field(default_factory=set)  # what the passes run so far provided
     progress: Callable[[str], None] | None = None
     # The float model's outputs on the synthetic inputs, batch by batch, left by measure-plan so

@@ -26,6 +26,7 @@ an explicit --target-bits is then refused instead (choose-plan).
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -227,7 +228,12 @@ class MeasureLayers:
             return False
         try:
             measurement = _build(model, ctx)
-            _suggest_strokes(model, ctx, measurement)
+            responds = _strokes_respond(model, ctx, measurement)
+            if responds == "maps" and ctx.synthetic_by_rule:
+                del measurement  # its sessions go before the strokes probe is built
+                measurement = _on_strokes(model, ctx)
+            elif responds:
+                ctx.report.notes.append(STROKES_NOT_TAKEN)
             if o.method == "auto" and not outputs_vary(measurement):
                 # Known after the float run: no plan below the widest bits can be judged, so
                 # measuring every layer and plan (190 s on ZFNet-512) would change nothing.
@@ -295,35 +301,62 @@ def _keep_unreached(ctx: Context, names: list[str]) -> None:
             "input the graph branches on, or a shape the --input-shape given does not reach)")
 
 
-def _suggest_strokes(model: onnx.ModelProto, ctx: Context, m: Measurement) -> None:
-    """Say where smooth noise leaves the float outputs nothing to judge plans by and glyph-like
+def _strokes_respond(model: onnx.ModelProto, ctx: Context, m: Measurement) -> str | None:
+    """Where smooth noise leaves the float outputs nothing to judge plans by and glyph-like
     strokes do (``input_spec.strokes_inputs``, run through the probe: its sessions, no second
-    copy of the weights); said, not switched to: measured on the suite it helps one model and
-    costs another. Only for the measured plan, and not with int8 activations, whose calibration
-    on strokes lost more on a recogniser."""
+    copy of the weights): "maps" where a dense output's mask is empty on noise and not on
+    strokes (a text detector: agreement of masks has nothing to count, and the relative error of
+    a flat map judged PaddleOCR's detector plans), "classes" where only class-like outputs give
+    one class on noise (judged then by their input-dependent error, ``Fidelity.centered_error``:
+    a classifier on strokes is far from its data, and strokes planned PaddleOCR's direction
+    classifier 9 points worse at 4 bits: BENCHMARKS.md, tb4_st), else None. Only for the
+    measured weight-only plan: with int8 activations, calibration on strokes lost more on a
+    recogniser."""
     from dfmpc_onnx.measure.fidelity import compare
     from dfmpc_onnx.measure.input_spec import strokes_inputs
 
     o = ctx.options
     if o.synthetic != "smooth" or o.integer_kernels or o.method != "auto":
-        return
+        return None
     _, outs = m.probe.runs()
-    with np.errstate(all="ignore"):  # a hint: non-finite outputs (a broken model) just get none
+    with np.errstate(all="ignore"):  # non-finite outputs (a broken model): nothing said
         if not outs or not compare(outs, outs, list(outs[0]), m.probe.kinds).single_class:
-            return
+            return None
         feeds = strokes_inputs(model, o.input_shapes, o.input_range, o.input_mean, o.input_std,
                                o.seed)
         if feeds is None:
-            return
+            return None
         _, marked = m.probe.on_inputs(feeds).runs()
-        if compare(marked, marked, list(marked[0]), m.probe.kinds).single_class:
-            return
+        names = list(outs[0])
+        if compare(marked, marked, names, m.probe.kinds).single_class:
+            return None
+        maps = [n for n in names if m.probe.kinds.get(n) == "dense"]
+        if (maps and compare(outs, outs, maps, m.probe.kinds).single_class
+                and not compare(marked, marked, maps, m.probe.kinds).single_class):
+            return "maps"
+        return "classes"
+
+
+def _on_strokes(model: onnx.ModelProto, ctx: Context) -> Measurement:
+    """--synthetic auto: measure on strokes instead, for the rest of the conversion too
+    (choose-plan's held-out check, measure-plan)."""
+    ctx.options = copy.copy(ctx.options)  # not dataclasses.replace: __post_init__ is not idempotent
+    object.__setattr__(ctx.options, "synthetic", "strokes")
     ctx.report.notes.append(
-        "on smooth noise the float model's outputs leave nothing to judge plans by (one class "
-        "for every sample, or an empty map); on glyph-like strokes they respond: --synthetic "
-        "strokes may plan it better (at --target-bits 4 it did on PaddleOCR's text detector "
-        "and did not on its direction classifier: BENCHMARKS.md, column tb4_st); not "
-        "switched to unasked")
+        "measured on glyph-like strokes (--synthetic auto): on smooth noise the float model's "
+        "outputs leave nothing to judge plans by (one class for every sample, or an empty map), "
+        "on strokes they respond; --synthetic smooth keeps noise")
+    ctx.say("measuring: smooth noise judges nothing here; float run on strokes")
+    give_back()
+    return _build(model, ctx)
+
+
+STROKES_NOT_TAKEN = (
+    "on smooth noise the float model's outputs leave nothing to judge plans by (one class for "
+    "every sample, or an empty map); on glyph-like strokes they respond: --synthetic strokes "
+    "may plan it better (at --target-bits 4 it did on PaddleOCR's text detector, which --synthetic "
+    "auto measures on strokes, and did not on its direction classifier: BENCHMARKS.md, column "
+    "tb4_st); not switched to")
 
 
 OUTPUTS_DID_NOT_VARY = (

@@ -35,6 +35,10 @@ class ResolveInputs:
     provides = (Fact.INPUTS,)
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
+        if ctx.options.synthetic == "auto":  # smooth, unless measure-layers finds it judges nothing
+            ctx.options = copy.copy(ctx.options)
+            object.__setattr__(ctx.options, "synthetic", "smooth")
+            ctx.synthetic_by_rule = True
         o = ctx.options
         if not (o.fidelity_samples > 0 or o.integer_kernels):
             return False  # nothing runs the model

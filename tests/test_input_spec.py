@@ -367,16 +367,20 @@ def test_strokes_inputs_only_for_image_inputs():
     assert strokes_inputs(flat, {"x": (1, 16)}, None, 0.0, 1.0, seed=0) is None
 
 
-def test_strokes_are_suggested_not_switched_to():
+def test_auto_switches_to_strokes_where_smooth_noise_judges_nothing():
     shapes = {"x": (1, 1, 32, 32)}
     smooth = synthetic_inputs(_edge_map(0.0), n=8, kind="smooth", seed=0, shapes=shapes)["x"]
     edges = np.abs(4 * smooth[:, :, 1:-1, 1:-1] - smooth[:, :, :-2, 1:-1] - smooth[:, :, 2:, 1:-1]
                    - smooth[:, :, 1:-1, :-2] - smooth[:, :, 1:-1, 2:])
-    _, report = convert(_edge_map(float(edges.max()) * 1.5), ConvertOptions())
-    assert any("--synthetic strokes may plan it better" in n for n in report.notes)
-    assert any("synthetic smooth inputs" in n for n in report.notes)  # still measured on smooth
-    _, quiet = convert(_edge_map(0.0), ConvertOptions())
-    assert not any("--synthetic strokes" in n for n in quiet.notes)
-    # So high a threshold that no stroke edge reaches it either: nothing to suggest.
-    _, blind = convert(_edge_map(1e3), ConvertOptions())
-    assert not any("--synthetic strokes" in n for n in blind.notes)
+    edge_map = _edge_map(float(edges.max()) * 1.5)  # noise leaves it empty, strokes mark it
+    _, report = convert(edge_map, ConvertOptions())  # --synthetic auto, the default
+    assert any("measured on glyph-like strokes (--synthetic auto)" in n for n in report.notes)
+    assert any("synthetic strokes inputs" in n for n in report.notes)
+    assert "strokes" in report.fidelity["inputs"]
+    # A kind the user names is kept, and the report suggests strokes.
+    _, asked = convert(edge_map, ConvertOptions(synthetic="smooth"))
+    assert any("--synthetic strokes may plan it better" in n for n in asked.notes)
+    assert any("synthetic smooth inputs" in n for n in asked.notes)
+    for quiet in (_edge_map(0.0), _edge_map(1e3)):  # responds to noise / to nothing: no switch
+        _, r = convert(quiet, ConvertOptions())
+        assert not any("strokes" in n for n in r.notes)

@@ -493,10 +493,10 @@ def strokes_inputs(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]
     Plans are judged by how far they move what the model decides on the synthetic inputs; a
     text detector's probability map stays below its threshold on noise everywhere, so plans
     are judged by the relative error of a flat map (PaddleOCR's detector at --target-bits 4 kept
-    86% of its boxes), while on strokes it marks them (100% with --synthetic strokes). The
-    converter says so and does not switch: on other suite models strokes planned no better or
-    worse (PaddleOCR's direction classifier lost 9 points at 4 bits on them; BENCHMARKS.md,
-    columns tb4_st and tb5_st)."""
+    86% of its boxes), while on strokes it marks them (100% with --synthetic strokes). Only
+    there does ``--synthetic auto`` switch to them (measure-layers): on other suite models,
+    which noise already lets judge, strokes planned no better or worse (PaddleOCR's direction
+    classifier lost 9 points at 4 bits on them; BENCHMARKS.md, columns tb4_st and tb5_st)."""
     from .synthetic import spatial_axes, synthetic_inputs
 
     if not any(len(spatial_axes(tuple(s))) == 2 for s in shapes.values()):
