@@ -148,8 +148,8 @@ class ConvertOptions:
         "the default: BENCHMARKS.md, 'Conversion time'.")
     synthetic: str = _opt(
         "auto", "Kind of synthetic inputs: auto (smooth; strokes instead where, for the measured "
-        "weight-only plan, the float model's outputs on smooth noise leave nothing to judge plans "
-        "by and respond to strokes, as a text detector's empty map does; the report says so), "
+        "weight-only plan, a dense output's mask stays empty on smooth noise and not on strokes, "
+        "as a text detector's probability map does; the report says so), "
         "smooth (noise with a natural image's 1/f spectrum; "
         "plain Gaussian noise for inputs without spatial axes), mixed (a third each of gaussian, "
         "uniform and smooth), gaussian, uniform, leaves (dead-leaves images: flat discs with "
