@@ -168,3 +168,21 @@ def test_a_body_node_named_like_a_main_node_is_the_one_renamed() -> None:
     then_g.node[0].name = "conv2"  # the main graph's last Conv is also "conv2"
     NameNodes().run(model, Context(ConvertOptions()))
     assert model.graph.node[-1].name == "conv2" and then_g.node[0].name != "conv2"
+
+
+def test_a_static_streaming_export_stacks_every_input_by_the_same_runs() -> None:
+    # silero-vad's OpenVINO export: everything fixed, input 1x4 and state 2x1x8 (the state's
+    # axis 0 is its layers, fixed at 2): n samples are n runs of each.
+    from dfmpc_onnx.measure.synthetic import synthetic_inputs
+
+    f = onnx.TensorProto.FLOAT
+    graph = onnx.helper.make_graph(
+        [], "g", [onnx.helper.make_tensor_value_info("x", f, [1, 4]),
+                  onnx.helper.make_tensor_value_info("state", f, [2, 1, 8])],
+        [onnx.helper.make_tensor_value_info("x", f, [1, 4])])
+    model = onnx.helper.make_model(graph)
+    feeds = synthetic_inputs(model, n=8, kind="gaussian", seed=0)
+    assert feeds["x"].shape == (8, 4) and feeds["state"].shape == (16, 1, 8)
+    runs = split_batches(model, feeds)
+    assert len(runs) == 8 and all(r["x"].shape == (1, 4) and r["state"].shape == (2, 1, 8)
+                                  for r in runs)

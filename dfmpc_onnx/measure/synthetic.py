@@ -238,11 +238,13 @@ def synthetic_inputs(model: onnx.ModelProto, n: int = 16, kind: str = "gaussian"
     check_shape_names(model, shapes)
     out: dict[str, np.ndarray] = {}
     ints = integer_ranges(model)
-    for index, vi in enumerate(model_inputs(model)):
+    for vi in model_inputs(model):
         if not vi.type.HasField("tensor_type"):
             raise OptionsError(f"input '{vi.name}' is not a tensor (sequence/map inputs are not "
                                "supported by synthetic inputs)")
-        shape = resolve_shape(vi, n, shapes)
+    stacked = _same_runs(model, n, shapes)
+    for index, vi in enumerate(model_inputs(model)):
+        shape = stacked[vi.name]
         dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
         rng = np.random.default_rng([seed, index])
         if dtype == np.bool_ or np.issubdtype(dtype, np.integer):
@@ -253,6 +255,24 @@ def synthetic_inputs(model: onnx.ModelProto, n: int = 16, kind: str = "gaussian"
             raise OptionsError(f"input '{vi.name}' has element type {dtype}, which synthetic inputs "
                                "cannot generate")
         out[vi.name] = _floats(rng, shape, kind, mean, std, value_range).astype(dtype)
+    return out
+
+
+def _same_runs(model: onnx.ModelProto, n: int,
+               shapes: Mapping[str, tuple[int | None, ...]] | None) -> dict[str, tuple[int, ...]]:
+    """Each input's shape for ``n`` samples, every input stacked by as many runs of its own batch
+    (the most any input needs): the probe's runs then line up. A static streaming export
+    (silero-vad's OpenVINO one: input 1x576, state 2x1x128, the state's axis 0 fixed at 2) would
+    otherwise stack 16 runs of the input and 8 of the state."""
+    inputs = {vi.name: vi for vi in model_inputs(model)}
+    one = {name: resolve_shape(vi, 1, shapes) for name, vi in inputs.items()}
+    out = {name: resolve_shape(vi, n, shapes) for name, vi in inputs.items()}
+    stacks = {name: shape[0] // one[name][0] for name, shape in out.items()
+              if shape and one[name][0] > 0 and not batch_axis(inputs[name])}
+    runs = max(stacks.values(), default=1)
+    for name, k in stacks.items():
+        if k != runs:
+            out[name] = (runs * one[name][0],) + tuple(out[name][1:])
     return out
 
 
