@@ -433,3 +433,21 @@ def test_an_rnn_state_follows_the_batch(tmp_path: Path) -> None:
     result = validate(path, path, batch=3, repeats=1)
     assert result.samples == 3
     assert any("h0 2x3x3" in n and "here --batch 3" in n for n in result.notes)
+
+
+def test_shapes_onnx_runtime_refuses_are_not_logged(tmp_path: Path, capfd) -> None:
+    """The shape tries run in validate's own session: a refused one is an expected answer,
+    returned and moved past, not an ONNX Runtime error printed on stderr."""
+    from tinymodels import make_model
+
+    inits = {"shape": np.array([1, 512], np.int64),
+             "w": np.random.default_rng(0).standard_normal((512, 4)).astype(np.float32)}
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"], name="reshape"),
+             helper.make_node("MatMul", ["r", "w"], ["y"], name="fc")]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "L"])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    path = _save(model, tmp_path / "chunk.onnx")
+    capfd.readouterr()
+    result = validate(path, path, repeats=1)
+    assert any("x 1x512" in n for n in result.notes)
+    assert "onnxruntime" not in capfd.readouterr().err

@@ -325,13 +325,15 @@ def ort_check(model: onnx.ModelProto, store=None, session=None):
     so.log_severity_level = 4  # a refused shape is expected here: its error is returned, not logged
     so.intra_op_num_threads = 2
     sessions = [session] if session is not None else []
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the caller's session logs at its own level: not these runs
 
     def check(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
         try:
             if not sessions:
                 sessions.append(session_for(model, so, store))
             feeds = synthetic_inputs(model, n=1, kind="gaussian", shapes=shapes)
-            sessions[0].run(None, feeds)
+            sessions[0].run(None, feeds, quiet)
         except Exception as exc:  # noqa: BLE001 - any refusal means: try the next shape
             text = " ".join(str(exc).split())
             return text[:160] + ("..." if len(text) > 160 else "")
