@@ -74,6 +74,8 @@ class FindPairs:
                                    * layer.canonical_shape[2])
                 ctx.layers.append(node.name)
             ctx.report.layers.append(entry)
+        if not ctx.layers:
+            _nothing_to_quantize(graph, ctx)
         body_layers = [n for n in ctx.layers if n in inside]
         if body_layers and ctx.options.integer_kernels:
             _no_int8_inside(body_layers, inside, ctx)
@@ -131,6 +133,30 @@ class FindPairs:
         if ctx.options.method != "auto":  # the measured plan does not use pairs
             ctx.report.notes.append(f"{len(ctx.pairs)} pairs among {len(ctx.layers)} layers")
         return False
+
+
+# Operators of a model that is already quantized (ONNX Runtime's quantizers write these).
+QUANTIZED_OPS = frozenset({"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul",
+                           "DynamicQuantizeLinear", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul",
+                           "MatMulNBits", "QGemm", "QuantizeLinear", "DequantizeLinear"})
+
+
+def _nothing_to_quantize(graph: onnx.GraphProto, ctx: Context) -> None:
+    """No layer can be quantized: an explicit --target-bits or --activations int8 is refused
+    (the model would be written unchanged with exit 0), and the default says why."""
+    ops = sorted({n.op_type for n in all_nodes(graph)} & QUANTIZED_OPS)
+    entries = ctx.report.layers
+    if ops:
+        why = f"the model is already quantized ({', '.join(ops)}); convert its float export"
+    elif entries:
+        why = (f"none of its {len(entries)} Conv/ConvTranspose/Gemm/MatMul layers can be (e.g. "
+               f"{entries[0].name}: {entries[0].reason})")
+    else:
+        why = "it has no Conv/ConvTranspose/Gemm/MatMul layer"
+    asked = ctx.options.explicit_request
+    if asked is not None:
+        raise OptionsError(f"{asked}: nothing to quantize: {why}")
+    ctx.report.notes.append(f"nothing quantized: {why}; the output computes what the input does")
 
 
 def _no_int8_inside(body_layers: list[str], inside: dict[str, str], ctx: Context) -> None:

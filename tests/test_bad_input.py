@@ -234,3 +234,26 @@ def test_exit_codes_are_documented() -> None:
     for code in EXIT_CODES:
         assert f"| {code} |" in section, code
     assert "Exit codes:" in invoke("convert", "--help").output
+
+
+@pytest.mark.parametrize("args", [[], ["--target-bits", "4"], ["--activations", "int8"]])
+def test_an_already_quantized_model_is_said_so_and_explicit_requests_refused(
+        args: list[str], tmp_path: Path) -> None:
+    """ORT's dynamic quantizer output (ConvInteger, DynamicQuantizeLinear) has no float layer:
+    the default writes it unchanged and says why; an explicit budget or int8 activations, which
+    nothing could honour, exits 2 instead of writing it unchanged with exit 0."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = save(conv_net(seed=0, c=8), tmp_path / "f.onnx")
+    qsrc = tmp_path / "dyn.onnx"
+    quantize_dynamic(str(src), str(qsrc), weight_type=QuantType.QUInt8,
+                     op_types_to_quantize=["Conv", "MatMul"])
+    out = tmp_path / "q.onnx"
+    result = CliRunner().invoke(main, ["convert", str(qsrc), "-o", str(out), *args])
+    if args:
+        assert result.exit_code == 2, result.output
+        assert "nothing to quantize: the model is already quantized (ConvInteger" in result.output
+        assert not out.exists()
+    else:
+        assert result.exit_code == 0, result.output
+        assert "nothing quantized: the model is already quantized" in result.output
