@@ -30,9 +30,11 @@ graph) over their whole type, other integers and booleans 0/1 (masks); float16 i
 float16. Which kind ranks layer sensitivity closest to real data is measured by
 ``benchmarks/sensitivity_truth.py``; no kind is assumed better.
 
-Batch rule: the batch is axis 0. A symbolic axis 0 becomes ``n``. A fixed axis 0 of size ``b``
-(exports with batch 1 baked in) gives ``ceil(n / b) * b`` rows: ``n`` samples stacked, which the
-probe runs ``b`` rows at a time. Every other symbolic dimension must be given in ``shapes``
+Batch rule: the batch is axis 0 (axis 1 of an RNN state, ``batch_axis``). A symbolic batch
+becomes ``n``. A fixed axis 0 of size ``b`` (exports with batch 1 baked in) gives ``ceil(n / b) *
+b`` rows: ``n`` samples stacked, which the probe runs ``b`` rows at a time; where inputs' fixed
+sizes differ, each stacks as many runs as the one needing most (``_same_runs``). A scalar input
+is one value for every sample. Every other symbolic dimension must be given in ``shapes``
 (``--input-shape`` on the command line); ``shapes`` gives the shape of one model run. The
 converter fills in the ones the user leaves out by the rules of ``input_spec.resolve_shapes``.
 """
