@@ -6,6 +6,7 @@ so a default, a choice list or a help text is written once, here.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -325,6 +326,15 @@ class ConvertOptions:
         bits or above on our examples, 1.8 points below on PaddleOCR's classifier on a VNNI CPU
         (benchmarks/ACTIVATIONS.md, benchmarks/third_party.py): the price of running everywhere."""
         return 7 if self.activations == "int8" and self.activation_type == "uint8" else 8
+
+    def resolved(self, **changes: Any) -> ConvertOptions:
+        """A copy with fields the converter settled (resolve-inputs' shapes and input range,
+        --synthetic auto's kind): not ``dataclasses.replace``, whose ``__post_init__`` is not
+        idempotent (it rewrites method and bits from the options as given)."""
+        out = copy.copy(self)
+        for key, value in changes.items():
+            object.__setattr__(out, key, value)
+        return out
 
     @property
     def explicit_request(self) -> str | None:

@@ -17,7 +17,7 @@ import onnx
 from dfmpc_onnx.errors import OptionsError
 from dfmpc_onnx.model.activation import find_activation
 from dfmpc_onnx.model.channels import follow
-from dfmpc_onnx.model.graph import GraphIndex, all_nodes, bodies
+from dfmpc_onnx.model.graph import GraphIndex, all_nodes, enclosing
 from dfmpc_onnx.model.layers import LINEAR_OPS, LinearLayer, as_linear_layer, channel_axis
 from dfmpc_onnx.model.shapes import Shapes
 from dfmpc_onnx.quant.quantizers.base import slices_of
@@ -53,7 +53,7 @@ class FindPairs:
         graph = model.graph
         index = GraphIndex(graph)
         layers: dict[str, LinearLayer] = {}
-        inside = _enclosing(graph)
+        inside = enclosing(graph)
         for node in all_nodes(graph):
             if node.op_type not in LINEAR_OPS or node.domain not in ("", "ai.onnx"):
                 continue
@@ -173,22 +173,6 @@ def _no_int8_inside(body_layers: list[str], inside: dict[str, str], ctx: Context
         f"--activations int8: {len(body_layers)} layer(s) inside If/Loop/Scan bodies keep float "
         f"activations (int8 weights only): {', '.join(body_layers[:3])}"
         + (" ..." if len(body_layers) > 3 else ""))
-
-
-def _enclosing(graph: onnx.GraphProto) -> dict[str, str]:
-    """Each node inside a subgraph -> where it is ("inside the then_branch of If 'If_0'"; the
-    innermost control-flow node)."""
-    out: dict[str, str] = {}
-
-    def visit(node: onnx.NodeProto) -> None:
-        for attr_name, body in bodies(node):
-            for inner in body.node:
-                out[inner.name] = f"inside the {attr_name} of {node.op_type} {node.name!r}"
-                visit(inner)
-
-    for node in graph.node:
-        visit(node)
-    return out
 
 
 def _partner(graph: onnx.GraphProto, index: GraphIndex, a: LinearLayer,

@@ -26,7 +26,6 @@ an explicit --target-bits is then refused instead (choose-plan).
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import onnx
 from dfmpc_onnx.errors import OptionsError, first_line
 from dfmpc_onnx.measure.allocate import Candidate
 from dfmpc_onnx.measure.fidelity import FidelityProbe
-from dfmpc_onnx.model.graph import GraphIndex, all_nodes, body_nodes, tensor_bytes
+from dfmpc_onnx.model.graph import GraphIndex, all_nodes, enclosing, tensor_bytes
 from dfmpc_onnx.model.heap import give_back
 from dfmpc_onnx.model.layers import LinearLayer, as_linear_layer, layout_of
 from dfmpc_onnx.options import INTEGER_KERNEL_GRIDS, LayerPlan
@@ -242,7 +241,7 @@ class MeasureLayers:
                 return False
             index = GraphIndex(model.graph)
             nodes = {n.name: n for n in all_nodes(model.graph)}
-            inside = {n.name for node in model.graph.node for n in body_nodes(node)}
+            inside = enclosing(model.graph)
             unreached: list[str] = []
             for i, name in enumerate(todo, 1):
                 layer, _ = as_linear_layer(nodes[name], index)
@@ -252,7 +251,7 @@ class MeasureLayers:
                 measurement.layers[name] = layer
                 ctx.say(f"measuring [{i}/{len(todo)}] {name}")
                 measurement.candidates[name] = _measure_layer(ctx, measurement, name, layer)
-            _keep_unreached(ctx, unreached)
+            _keep_unreached(ctx, unreached, inside)
         except Exception as exc:  # noqa: BLE001 - a model we cannot measure still converts
             ctx.report.notes.append(f"could not measure the model ({_first_line(exc)}); fixed "
                                     "rules were used instead of measurements")
@@ -285,15 +284,15 @@ def _reached(m: Measurement, layer: LinearLayer) -> bool:
     return fid.score != 0.0
 
 
-def _keep_unreached(ctx: Context, names: list[str]) -> None:
-    """Body layers ``_reached`` found idle leave the plan: float, each with its reason."""
+def _keep_unreached(ctx: Context, names: list[str], inside: dict[str, str]) -> None:
+    """Body layers ``_reached`` found idle leave the plan: float, each with its reason
+    (``inside``: where each is, ``graph.enclosing``)."""
     for name in names:
         ctx.plan.pop(name, None)
         entry = ctx.report.layer(name)
         entry.role, entry.bits, entry.quantizer, entry.correction = "float", None, None, None
-        where = entry.reason.split(":")[0] if entry.reason else "inside a subgraph"
-        entry.reason = (f"{where}: not run on the synthetic inputs (zeroing its weight changes no "
-                        "output), kept float")
+        entry.reason = (f"{inside[name]}: not run on the synthetic inputs (zeroing its weight "
+                        "changes no output), kept float")
     if names:
         ctx.report.notes.append(
             f"kept float, not reached on the synthetic inputs: {len(names)} layer(s) inside "
@@ -340,8 +339,7 @@ def _strokes_respond(model: onnx.ModelProto, ctx: Context, m: Measurement) -> st
 def _on_strokes(model: onnx.ModelProto, ctx: Context) -> Measurement:
     """--synthetic auto: measure on strokes instead, for the rest of the conversion too
     (choose-plan's held-out check, measure-plan)."""
-    ctx.options = copy.copy(ctx.options)  # not dataclasses.replace: __post_init__ is not idempotent
-    object.__setattr__(ctx.options, "synthetic", "strokes")
+    ctx.options = ctx.options.resolved(synthetic="strokes")
     ctx.report.notes.append(
         "measured on glyph-like strokes (--synthetic auto): on smooth noise the float model's "
         "outputs leave nothing to judge plans by (one class for every sample, or an empty map), "

@@ -10,8 +10,6 @@ option that fixes it); otherwise the conversion goes on unmeasured and the repor
 
 from __future__ import annotations
 
-import copy
-
 import onnx
 
 from dfmpc_onnx.errors import OptionsError
@@ -36,8 +34,7 @@ class ResolveInputs:
 
     def run(self, model: onnx.ModelProto, ctx: Context) -> bool:
         if ctx.options.synthetic == "auto":  # smooth, unless measure-layers finds it judges nothing
-            ctx.options = copy.copy(ctx.options)
-            object.__setattr__(ctx.options, "synthetic", "smooth")
+            ctx.options = ctx.options.resolved(synthetic="smooth")
             ctx.synthetic_by_rule = True
         o = ctx.options
         if not (o.fidelity_samples > 0 or o.integer_kernels):
@@ -83,8 +80,5 @@ class ResolveInputs:
             else:
                 entry["range"] = "0/1 (a mask or flag)"
         ctx.report.inputs = described
-        resolved = copy.copy(o)  # not dataclasses.replace: __post_init__ is not idempotent
-        for key, value in changes.items():
-            object.__setattr__(resolved, key, value)
-        ctx.options = resolved
+        ctx.options = o.resolved(**changes)
         return False

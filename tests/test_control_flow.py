@@ -22,7 +22,7 @@ from dfmpc_onnx.measure.synthetic import integer_ranges
 from dfmpc_onnx.options import ConvertOptions
 from dfmpc_onnx.passes import ConstantsToInitializers
 from dfmpc_onnx.passes.base import Context
-from dfmpc_onnx.validate.inputs import drawn_ranges
+from dfmpc_onnx.validate.inputs import drawn_ranges, graph_header
 
 
 def run(model: onnx.ModelProto, sr: int, x: np.ndarray) -> np.ndarray:
@@ -63,7 +63,8 @@ def test_validate_draws_the_value_convert_measured(tmp_path: Path) -> None:
     # branch convert quantized, not 0/1 (where a float branch would compare as exact).
     src = tmp_path / "m.onnx"
     onnx.save(sample_rate_switch(), src)
-    assert drawn_ranges(src) == {"sr": (16000, 16001)}
+    session = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    assert drawn_ranges(graph_header(src), session) == {"sr": (16000, 16001)}
     out = tmp_path / "q.onnx"
     assert CliRunner().invoke(main, ["convert", str(src), "-o", str(out), "--target-bits", "6",
                                      "-q"]).exit_code == 0
@@ -186,3 +187,13 @@ def test_a_static_streaming_export_stacks_every_input_by_the_same_runs() -> None
     runs = split_batches(model, feeds)
     assert len(runs) == 8 and all(r["x"].shape == (1, 4) and r["state"].shape == (2, 1, 8)
                                   for r in runs)
+
+
+def test_an_unreached_layers_reason_names_its_branch_whatever_its_name() -> None:
+    # Exporters write names with ':' (silero's OpenVINO export: "F0::If_0..."): the reason is
+    # built from where the layer is, not parsed back out of an earlier reason.
+    source = sample_rate_switch()
+    source.graph.node[-1].name = "F0::switch"
+    _, report = convert(source, ConvertOptions(target_bits=6))
+    entry = next(e for e in report.layers if e.name == "k8_conv0")
+    assert entry.reason.startswith("inside the else_branch of If 'F0::switch': not run")

@@ -80,16 +80,14 @@ class GraphIndex:
 def _subgraph_outer_inputs(node: onnx.NodeProto) -> set[str]:
     """Names a node's subgraphs read from the enclosing scope (so they are not dead tensors)."""
     names: set[str] = set()
-    for attr in node.attribute:
-        graphs = list(attr.g.node and [attr.g] or []) + list(attr.graphs)
-        for g in graphs:
-            local = {t.name for t in g.initializer} | {i.name for i in g.input}
-            for n in g.node:
-                local.update(n.output)
-            for n in g.node:
-                names.update(i for i in n.input if i and i not in local)
-                names.update(_subgraph_outer_inputs(n) - local)
-            names.update(o.name for o in g.output if o.name not in local)
+    for _, g in bodies(node):
+        local = {t.name for t in g.initializer} | {i.name for i in g.input}
+        for n in g.node:
+            local.update(n.output)
+        for n in g.node:
+            names.update(i for i in n.input if i and i not in local)
+            names.update(_subgraph_outer_inputs(n) - local)
+        names.update(o.name for o in g.output if o.name not in local)
     return names
 
 
@@ -119,6 +117,23 @@ def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
     for node in graph.node:
         yield node
         yield from body_nodes(node)
+
+
+def enclosing(graph: onnx.GraphProto) -> dict[str, str]:
+    """Each node inside a subgraph, by name -> where it is ("inside the then_branch of If
+    'If_0'", the innermost control-flow node): the report's reason for a body layer, and the set
+    of layers measure-layers checks are reached."""
+    out: dict[str, str] = {}
+
+    def visit(node: onnx.NodeProto) -> None:
+        for attr_name, body in bodies(node):
+            for inner in body.node:
+                out[inner.name] = f"inside the {attr_name} of {node.op_type} {node.name!r}"
+                visit(inner)
+
+    for node in graph.node:
+        visit(node)
+    return out
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):

@@ -20,7 +20,7 @@ from dfmpc_onnx.errors import (
     UnsupportedModelError,
     first_line,
 )
-from dfmpc_onnx.model.graph import tensor_bytes
+from dfmpc_onnx.model.graph import all_nodes, tensor_bytes
 from dfmpc_onnx.model.opset import (
     OpsetUpgradeError,
     checkable,
@@ -103,15 +103,9 @@ def custom_nodes(model: onnx.ModelProto) -> list[str]:
     local = {(f.domain, f.name) for f in model.functions}
     found: list[str] = []
 
-    def walk(graph: onnx.GraphProto) -> None:
-        for node in graph.node:
-            if node.domain not in RUNTIME_DOMAINS and (node.domain, node.op_type) not in local:
-                found.append(f"{node.domain}:{node.op_type} ({node.name or 'unnamed'})")
-            for a in node.attribute:
-                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                    walk(g)
-
-    walk(model.graph)
+    for node in all_nodes(model.graph):
+        if node.domain not in RUNTIME_DOMAINS and (node.domain, node.op_type) not in local:
+            found.append(f"{node.domain}:{node.op_type} ({node.name or 'unnamed'})")
     return found
 
 

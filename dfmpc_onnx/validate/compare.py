@@ -21,6 +21,7 @@ from .inputs import (
     declared_shape,
     drawn_ranges,
     feeds_for,
+    graph_header,
     is_fixed,
     load_inputs,
     load_labels,
@@ -189,8 +190,9 @@ def validate(
         labels = load_labels(arrays, sample_count(data), data.keys())
         source = os.fspath(inputs)
     else:
-        shapes, shape_note = resolved_shapes(float_path, float_session, shapes, batch)
-        data = random_inputs(float_session, batch, seed, shapes, drawn_ranges(float_path))
+        header = graph_header(float_path)
+        shapes, shape_note = resolved_shapes(header, float_session, shapes, batch)
+        data = random_inputs(float_session, batch, seed, shapes, drawn_ranges(header, float_session))
         source = f"random(seed={seed})"
     float_feeds = feeds_for(float_session, data)
     quant_feeds = feeds_for(quant_session, data)

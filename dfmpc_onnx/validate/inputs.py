@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from dfmpc_onnx.measure.synthetic import parse_input_shapes
@@ -66,7 +67,21 @@ def _input_dtype(arg: ort.NodeArg, purpose: str) -> np.dtype:
     return dtype
 
 
-def resolved_shapes(model_path: str | os.PathLike[str], session: ort.InferenceSession,
+def graph_header(model_path: str | os.PathLike[str]) -> Callable[[], onnx.ModelProto]:
+    """The model's graph without its external weights, read from ``model_path`` when first
+    asked and kept: validate's shape rule and integer ranges both need it, and a large model is
+    not parsed twice (or at all where neither does)."""
+    kept: list[onnx.ModelProto] = []
+
+    def header() -> onnx.ModelProto:
+        if not kept:
+            kept.append(onnx.load(os.fspath(model_path), load_external_data=False))
+        return kept[0]
+
+    return header
+
+
+def resolved_shapes(header: Callable[[], onnx.ModelProto], session: ort.InferenceSession,
                     shapes: Shapes | None, batch: int) -> tuple[Shapes | None, str | None]:
     """``shapes`` completed for random inputs: every symbolic dimension other than the batch
     that ``shapes`` leaves open is set by the rule ``convert`` measures with
@@ -75,9 +90,7 @@ def resolved_shapes(model_path: str | os.PathLike[str], session: ort.InferenceSe
     shapes (axis 0 left to --batch where the model leaves it free, an RNN state's batch axis
     set to ``batch``) and a note saying which were
     set by rule (None when none was needed). Raises OptionsError naming the input when no rule
-    gives a shape ONNX Runtime runs."""
-    import onnx
-
+    gives a shape ONNX Runtime runs. ``header``: ``graph_header`` of the float model."""
     from dfmpc_onnx.measure.input_spec import ort_check, resolve_shapes
 
     _check_shapes_names(session, shapes)
@@ -86,7 +99,7 @@ def resolved_shapes(model_path: str | os.PathLike[str], session: ort.InferenceSe
                    and any(not is_fixed(d) for d in list(arg.shape)[1:])]
     if not open_inputs:
         return shapes, None
-    model = onnx.load(os.fspath(model_path), load_external_data=False)
+    model = header()
     spec = resolve_shapes(model, {k: tuple(v) for k, v in given.items()},
                           check=ort_check(model, session=session))
     out: dict[str, Sequence[int | None]] = dict(given)
@@ -105,14 +118,16 @@ def resolved_shapes(model_path: str | os.PathLike[str], session: ort.InferenceSe
                  "overrides): " + "; ".join(shown))
 
 
-def drawn_ranges(model_path: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
+def drawn_ranges(header: Callable[[], onnx.ModelProto],
+                 session: ort.InferenceSession) -> dict[str, tuple[int, int]]:
     """[low, high) of each integer input as convert draws it (``synthetic.integer_ranges``), so
-    validate runs the branch convert measured (silero-vad: ``sr`` = 16000, its 16 kHz network)."""
-    import onnx
-
+    validate runs the branch convert measured (silero-vad: ``sr`` = 16000, its 16 kHz network);
+    nothing read where the model has no integer input."""
     from dfmpc_onnx.measure.synthetic import integer_ranges
 
-    return integer_ranges(onnx.load(os.fspath(model_path), load_external_data=False))
+    if not any(arg.type.startswith(("tensor(int", "tensor(uint")) for arg in session.get_inputs()):
+        return {}
+    return integer_ranges(header())
 
 
 def _check_shapes_names(session: ort.InferenceSession, shapes: Shapes | None) -> None:
