@@ -12,6 +12,7 @@ from typing import Any
 
 from dfmpc_onnx.quant.quantizers import QUANTIZERS
 from dfmpc_onnx.quant.quantizers.base import WEIGHT_BITS
+from dfmpc_onnx.quant.rounding import ROUNDINGS
 
 from .errors import OptionsError
 
@@ -88,6 +89,12 @@ class ConvertOptions:
         tuple(n for n in QUANTIZERS if n != "paper"))
     granularity: str = _opt("channel", "One scale per output channel (much more accurate at 2-4 "
                                        "bits) or one per tensor (maxabs, mse, asym).", GRANULARITIES)
+    rounding: str = _opt(
+        "balanced", "How weights are rounded onto symmetric grids of 4 bits or fewer: balanced "
+        "(flip the cheapest roundings so the errors of each kernel and each output channel sum "
+        "to under half a step, SQuant-style: what a layer adds up is what its output errs by; "
+        "dfmpc_onnx/quant/rounding.py) or nearest (plain rounding). 8-bit grids and the paper's "
+        "own grids (--method paper) always round to nearest.", ROUNDINGS)
     correction: str | None = _opt(
         None, "How the low-bit layers' error is corrected. auto (the default of --method pairs; "
         "--method auto always measures): bias correction on each layer where measuring says it "

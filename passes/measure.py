@@ -134,7 +134,7 @@ def layer_replacement(layer: LinearLayer, choice: LayerPlan, ctx: Context,
         w = np.asarray(w).astype(np.float64)  # else quantize_by_rows takes float64 a block at a time
     fold = ctx.bn_fold.get(layer.name)
     qt = quantize_layer(layer, w, choice, ctx.options.per_channel,
-                        None if fold is None else fold.k)
+                        None if fold is None else fold.k, ctx.options.rounding)
     nbytes = qt.ideal_bytes(ctx.options.format, dtype.itemsize)
     corrects = _corrects(layer, choice, inp)
     # The probe runs the weight's own type: without a bias to correct, or where the correction is
@@ -191,7 +191,8 @@ def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarra
             per_channel = ctx.options.per_channel
             err = {}
             for g in others:
-                err[g] = quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel).squared_error(w)
+                err[g] = quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel,
+                                        rounding=ctx.options.rounding).squared_error(w)
                 give_back()  # the rounding's temporaries (dfmpc_onnx.model.heap)
             choices.append((bits, min(others, key=lambda g: err[g])))
     return choices
@@ -513,7 +514,8 @@ def _wider_block_errors(ctx: Context, layer: LinearLayer, w, choices: list[tuple
     for bits, grid in choices:
         if grid not in WIDER_BLOCKS:
             continue
-        base = quantize_layer(layer, w, LayerPlan(bits, grid, "none"), per_channel)
+        base = quantize_layer(layer, w, LayerPlan(bits, grid, "none"), per_channel,
+                              rounding=ctx.options.rounding)
         if base.block_size is None:
             continue  # no reduction axis to cut (a depthwise Conv): wider blocks are the same
         e0, n_scales = base.squared_error(w), base.scale.size  # fewer scales, or no saving
@@ -521,7 +523,8 @@ def _wider_block_errors(ctx: Context, layer: LinearLayer, w, choices: list[tuple
         del base
         wider = {}
         for g in WIDER_BLOCKS[grid]:
-            qt = quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel)
+            qt = quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel,
+                                rounding=ctx.options.rounding)
             if qt.block_size is not None and qt.scale.size < n_scales and e0 > 0:
                 wider[g] = (qt.squared_error(w) / e0, qt.ideal_bytes(ctx.options.format, itemsize))
             del qt
@@ -535,7 +538,8 @@ def _maxabs_errors(ctx: Context, layer: LinearLayer, w, bits: set[int]) -> dict[
     per_channel = ctx.options.granularity == "channel"
     out = {}
     for b in bits:
-        out[b] = quantize_layer(layer, w, LayerPlan(b, "maxabs", "none"), per_channel).squared_error(w)
+        out[b] = quantize_layer(layer, w, LayerPlan(b, "maxabs", "none"), per_channel,
+                                rounding=ctx.options.rounding).squared_error(w)
         give_back()
     return out
 

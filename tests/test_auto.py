@@ -311,9 +311,10 @@ def test_wider_blocks_are_candidates_estimated_from_the_block32_trial():
             assert est.get((4, "block32"), {}) == {}
             continue
         assert set(est[(4, "block32")]) == {"block64", "block128"} and (4, "maxabs") not in est
-        base = quantize_layer(layer, w, LayerPlan(4, "block32", "none"), True).squared_error(w)
+        base = quantize_layer(layer, w, LayerPlan(4, "block32", "none"), True,
+                              rounding="balanced").squared_error(w)
         for grid, (ratio, nbytes) in est[(4, "block32")].items():
-            qt = quantize_layer(layer, w, LayerPlan(4, grid, "none"), True)
+            qt = quantize_layer(layer, w, LayerPlan(4, grid, "none"), True, rounding="balanced")
             assert ratio == pytest.approx(qt.squared_error(w) / base) and ratio >= 1.0
             assert nbytes == pytest.approx(qt.ideal_bytes("packed", w.dtype.itemsize))
             assert nbytes < quantize_layer(layer, w, LayerPlan(4, "block32", "none"), True).ideal_bytes(

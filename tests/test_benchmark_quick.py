@@ -21,9 +21,11 @@ def test_quick_benchmark_writes_a_report_with_measured_rows(tmp_path: Path) -> N
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     top1 = {(r["setting"], r["method"]): float(r["top1"]) for r in rows}
     assert top1[("fp32", "fp32")] > 0.95  # the shipped model and its held-out data agree
-    # The kept-BN ResNet-20 at 2/8 per-channel is where bias correction measurably helps, and
-    # the measured choice of corrections (the pair plan's default) finds it.
-    assert top1[("2/8 channel", "measured")] > top1[("2/8 channel", "round")]
+    # The kept-BN ResNet-20 at 2/8 per-channel: with nearest rounding bias correction measurably
+    # helped there; balanced rounding (the default) already cancels much of the mean error it
+    # restored, and the measured choice of corrections (the pair plan's default) is never below
+    # plain rounding.
+    assert top1[("2/8 channel", "measured")] >= top1[("2/8 channel", "round")] > 0.9
     for r in rows:
         if r["method"] != "fp32":
             assert 4 < float(r["avg_bits"]) < 8 and int(r["size_bytes"]) > 0

@@ -70,7 +70,8 @@ def test_fast_trials_are_measured_and_8_bits_is_the_trial_scaled_by_the_weight_e
         for c in fours:
             again = m.probe.measure(m.replacement(name, LayerPlan(4, c.quantizer, c.correction), ctx))
             assert c.divergence == pytest.approx(again.score, rel=1e-9)
-        e4, e8 = (quantize_layer(layer, w, LayerPlan(b, "maxabs", "none"), True).squared_error(w)
+        e4, e8 = (quantize_layer(layer, w, LayerPlan(b, "maxabs", "none"), True,
+                                   rounding=ctx.options.rounding).squared_error(w)
                   for b in (4, 8))
         eight = next(c for c in cands if c.bits == 8)
         assert eight.divergence == pytest.approx(fours[0].divergence * e8 / e4, rel=1e-9)

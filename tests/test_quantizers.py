@@ -11,6 +11,7 @@ from tinymodels import conv_net
 from dfmpc_onnx import ConvertOptions, convert, inspect_model
 from dfmpc_onnx.quant.quantizers import QUANTIZERS, WeightLayout, get_quantizer
 from dfmpc_onnx.quant.quantizers.paper import dorefa, twn_per_layer
+from dfmpc_onnx.quant.rounding import applies, balanced
 
 RNG = np.random.default_rng(0)
 W = RNG.standard_normal((6, 40, 3)) * RNG.uniform(0.2, 3.0, (6, 1, 1))
@@ -120,6 +121,8 @@ def test_emitted_graph_equals_numpy_fake_quantisation(name, fmt, low_bits, x8):
             w = numpy_helper.to_array(t).astype(np.float64)
             out_axis = 0  # Conv, and Gemm with transB=1
             fq = quantizer.quantize(w, report.layer(layer).bits, WeightLayout(out_axis, 1))
+            if applies(fq):  # --rounding balanced, the default: 4 bits and fewer, nearest grids
+                fq = balanced(w, fq, WeightLayout(out_axis, 1))
             t.CopyFrom(numpy_helper.from_array(fq.dequantize().astype(np.float32), t.name))
     expect = run(ref, x8)
     np.testing.assert_allclose(run(q, x8), expect, rtol=1e-5, atol=1e-5 * np.abs(expect).max())

@@ -15,13 +15,17 @@ from dfmpc_onnx.model.layers import LinearLayer, layout_of
 from dfmpc_onnx.options import LayerPlan
 from dfmpc_onnx.quant.quantizers import QuantizedTensor, get_quantizer
 from dfmpc_onnx.quant.quantizers.base import quantize_by_rows
+from dfmpc_onnx.quant.rounding import applies, balanced
 from dfmpc_onnx.report import Report
 
 
 def quantize_layer(layer: LinearLayer, w_stored: np.ndarray, plan: LayerPlan, per_channel: bool,
-                   fold_k: np.ndarray | None = None) -> QuantizedTensor:
+                   fold_k: np.ndarray | None = None, rounding: str = "nearest") -> QuantizedTensor:
     """Round one layer's weight with its planned quantizer.
 
+    The one place a layer is rounded, for measuring a candidate and for writing it, so what is
+    measured is what is written. ``rounding``: ``--rounding``; balanced flips roundings of grids of
+    4 bits or fewer so each kernel's and output channel's errors cancel (``quant/rounding.py``).
     ``fold_k``: the per-channel factor of a BatchNormalization folded into this layer. The paper's
     grids are one scale per layer on the weights *before* BN: unfold, round, and carry k in the
     per-channel scales (a negative k flips the channel's integers, so scales stay positive)."""
@@ -29,8 +33,12 @@ def quantize_layer(layer: LinearLayer, w_stored: np.ndarray, plan: LayerPlan, pe
     layout = layout_of(layer)
     if fold_k is None or not quantizer.per_layer:
         if per_channel and not quantizer.per_layer:
-            return quantize_by_rows(quantizer, w_stored, plan.bits, layout)
-        return quantizer.quantize(w_stored, plan.bits, layout, per_channel)
+            qt = quantize_by_rows(quantizer, w_stored, plan.bits, layout)
+        else:
+            qt = quantizer.quantize(w_stored, plan.bits, layout, per_channel)
+        if rounding == "balanced" and applies(qt):
+            qt = balanced(w_stored, qt, layout)
+        return qt
     shape = [1] * w_stored.ndim
     shape[layout.out_axis] = -1
     k = np.where(fold_k != 0, fold_k, 1.0)

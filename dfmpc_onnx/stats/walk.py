@@ -226,7 +226,7 @@ class Walker:
         plan = ctx.plan[node.name]
         entry = ctx.report.layer(node.name)
         entry.stats = s_in.source
-        qt = quantize_layer(layer, stored, plan, o.per_channel)
+        qt = quantize_layer(layer, stored, plan, o.per_channel, rounding=o.rounding)
         correct = self._corrects_bias(node, layer, s_in)
 
         def blocks():
@@ -264,7 +264,7 @@ class Walker:
             entry.comp_min, entry.comp_max, entry.error_ratio = float(c.min()), float(c.max()), ratio
         fold = ctx.bn_fold.get(node.name)
         qt = quantize_layer(layer, layer.from_canonical(w_target), plan,
-                            o.per_channel, None if fold is None else fold.k)
+                            o.per_channel, None if fold is None else fold.k, o.rounding)
         self.index.release(layer.weight)
         b_q = b_f
         pairs = self.pairs_of_a.get(node.name, [])

@@ -172,6 +172,10 @@ class Quantizer(Protocol):
     # One scale for the whole layer whatever the granularity (the paper's grids): such a grid is
     # not cut a block of rows at a time, and a folded BatchNormalization is unfolded before it.
     per_layer: bool
+    # Integers are w / scale rounded to the nearest grid point (max-abs, block, MSE-clipped
+    # grids): ``quant/rounding.py`` may rebalance them. A grid with its own rounding rule
+    # (ternary thresholds, DoReFa, zero points) leaves this unset.
+    rounds_to_nearest: bool = False
 
     def supports(self, bits: int) -> bool: ...
 

@@ -30,6 +30,7 @@ def block_absmax(w: np.ndarray, axis: int, block: int) -> np.ndarray:
 class Block:
     """One registry entry per block size: block32, block64, block128."""
     per_layer = False
+    rounds_to_nearest = True
 
     def __init__(self, block: int) -> None:
         self.block = block

@@ -41,6 +41,7 @@ def symmetric(w: np.ndarray, bits: int, axis: int | None, amax: np.ndarray | flo
 class MaxAbs:
     name = "maxabs"
     per_layer = False
+    rounds_to_nearest = True
     help = "symmetric, scale max|w| per output channel (or per tensor with --granularity tensor)"
 
     def supports(self, bits: int) -> bool:

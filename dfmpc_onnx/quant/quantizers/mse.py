@@ -45,6 +45,7 @@ def mse_levels(rows: np.ndarray, bits: int) -> np.ndarray:
 class MSEClip:
     name = "mse"
     per_layer = False
+    rounds_to_nearest = True
     help = "symmetric, clipping level per output channel chosen for least squared weight error"
 
     def supports(self, bits: int) -> bool:
