@@ -138,3 +138,21 @@ def test_quantize_layer_applies_it_only_where_asked():
 def test_unknown_rounding_is_refused():
     with pytest.raises(OptionsError, match="--rounding must be one of balanced, nearest"):
         ConvertOptions(rounding="stochastic")
+
+
+def test_the_paper_method_rounds_as_published_whatever_the_rounding_option(tmp_path):
+    """--method paper is the published algorithm: its TWN and DoReFa grids are written the same
+    with --rounding balanced (the default) as with nearest."""
+    rng = np.random.default_rng(2)
+    src = tmp_path / "conv.onnx"
+    onnx.save(_conv_model(rng.standard_normal((16, 8, 3, 3)).astype(np.float32)), src)
+    inits = []
+    for rounding in ("nearest", "balanced"):
+        dst = tmp_path / f"paper_{rounding}.onnx"
+        convert_file(src, dst, ConvertOptions(method="paper", low_bits=2, high_bits=4,
+                                              fidelity_samples=0, protect_first_last=False,
+                                              rounding=rounding))
+        inits.append({t.name: numpy_helper.to_array(t) for t in onnx.load(dst).graph.initializer})
+    assert inits[0].keys() == inits[1].keys()
+    for name, value in inits[0].items():
+        np.testing.assert_array_equal(value, inits[1][name])
