@@ -5,6 +5,11 @@ predicted fidelity beside each time, and for the example models the output's top
 their labelled test set (examples/data), so a change that saves time by choosing a worse plan shows.
 
     python -m benchmarks.convert_time [--python PY] [--label after] [--models resnet18,digits_resnet20_bnkept]
+    python -m benchmarks.convert_time --label now --models suite --modes default
+
+``--models`` takes resnet18, example stems and the pretrained suite's names (``suite``: all of
+them; ``benchmarks.pretrained`` fetches their wheels, and ORT's time there is ``quantize_static``
+calibrated on 16 random inputs of the suite's real shapes, its ``ort_rand`` column).
 
 ``--python``: the interpreter whose ``dfmpc_onnx`` converts (another install gives the "before"
 figures: ``PYTHONPATH=/tmp/base_site``, a ``pip install --target`` of an older commit). The CLI
@@ -59,7 +64,20 @@ def models(out: Path, wanted: list[str] | None) -> dict[str, Path]:
     for p in sorted((ROOT / "examples" / "models").glob("*.onnx")):
         if wanted is None or p.stem in wanted:
             found[p.stem] = p
+    if wanted is not None:
+        from benchmarks.pretrained import SPECS, extract
+
+        for spec in SPECS:
+            if "suite" in wanted or spec.name in wanted:
+                found[spec.name] = extract(spec) / spec.member
     return found
+
+
+def suite_spec(name: str):
+    """The pretrained suite's entry of that name, or None (resnet18, an example)."""
+    from benchmarks.pretrained import SPECS
+
+    return next((s for s in SPECS if s.name == name), None)
 
 
 def time_convert(python: str, src: Path, extra: list[str], env: dict, example: Path | None = None) -> dict:
@@ -84,9 +102,22 @@ def time_convert(python: str, src: Path, extra: list[str], env: dict, example: P
             "notes": [n for n in r.get("notes", []) if "measured" in n or "bisection" in n]}
 
 
-def time_ort(src: Path) -> dict:
+def time_ort(src: Path, spec=None) -> dict:
     from benchmarks.activations import ort_static
 
+    if spec is not None:  # a suite model: its real input shapes, random values (ort_rand)
+        from benchmarks.pretrained import ort_quantize
+
+        samples = spec.make(spec.quick, 0)
+        with tempfile.TemporaryDirectory() as tmp:
+            load = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            try:
+                ort_quantize(src, Path(tmp) / "q.onnx", "ort_rand", samples)
+            except Exception as exc:  # noqa: BLE001 - ORT's own failure is a figure too
+                return {"error": f"{type(exc).__name__}: {str(exc)[:120]}",
+                        "seconds": round(time.perf_counter() - t0, 2), "load": round(load, 2)}
+            return {"seconds": round(time.perf_counter() - t0, 2), "load": round(load, 2)}
     m = onnx.load(str(src), load_external_data=False)
     dims = [d.dim_value or 1 for d in m.graph.input[0].type.tensor_type.shape.dim]
     rng = np.random.default_rng(0)
@@ -110,7 +141,8 @@ def table(results: dict) -> str:
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in names:
         ort = next((results[lab][n].get("ort") for lab in labels if results[lab].get(n, {}).get("ort")), None)
-        cells = [n, f"{ort['seconds']:.1f} ({ort['load']:.1f})" if ort else ""]
+        cells = [n, "" if not ort else f"{ort['seconds']:.1f} ({ort['load']:.1f})"
+                 + (" (fails)" if "error" in ort else "")]
         for lab, mode in columns:
             r = results[lab].get(n, {}).get(mode)
             if not r or "error" in r:
@@ -143,7 +175,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--label", default="after")
-    ap.add_argument("--models", default=None, help="comma-separated: resnet18 and example stems")
+    ap.add_argument("--models", default=None,
+                    help="comma-separated: resnet18, example stems, pretrained suite names, suite")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {','.join(MODES)}")
     ap.add_argument("--no-ort", action="store_true")
     args = ap.parse_args()
@@ -159,7 +192,7 @@ def main() -> None:
             row[mode] = time_convert(args.python, path, MODES[mode], env, example)
             print(name, mode, row[mode], flush=True)
         if not args.no_ort:
-            row["ort"] = time_ort(path)
+            row["ort"] = time_ort(path, suite_spec(name))
             print(name, "ort", row["ort"], flush=True)
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     write_markdown(results)

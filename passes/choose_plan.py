@@ -337,6 +337,7 @@ class _Space:
                  cands: list[list[Candidate]], sizes: list[int], top: int) -> None:
         self.ctx, self.m, self.names, self.cands, self.sizes, self.top = ctx, m, names, cands, sizes, top
         self._scores: dict[tuple[int, ...], object] = {}
+        self._near = None  # a probe based on the plan being refined (``refine``)
 
     def plan(self, choice: list[int]) -> dict[str, LayerPlan]:
         return _to_plan(self.ctx, self.names, self.cands, choice)
@@ -351,7 +352,8 @@ class _Space:
     def measure(self, choice: list[int]):
         key = tuple(choice)
         if key not in self._scores:
-            self._scores[key] = _measure(self.ctx, self.m, self.plan(choice))
+            probe = self._near or self.m.probe
+            self._scores[key] = probe.measure(self.m.plan_replacements(self.plan(choice), self.ctx))
         return self._scores[key]
 
     def candidates(self, budget: float) -> list[list[int]]:
@@ -419,6 +421,19 @@ class _Space:
         if not low:
             return choice
         self.ctx.say(f"refining the plan: {len(low)} low-bit layer(s) measured in it")
+        probe = self.m.probe
+        if probe.small and probe.caches_segments:
+            # Every plan measured here differs from ``choice`` in a few layers: a probe whose
+            # cache ran ``choice`` reruns only from the first of them (the same figures).
+            self._near = probe.based_on(self.m.plan_replacements(self.plan(choice), self.ctx))
+        try:
+            return self._refine(choice, budget, base, wide, low)
+        finally:
+            self._near = None
+
+    def _refine(self, choice: list[int], budget: float, base, wide: dict, low: list[int]) -> list[int]:
+        """``refine``'s measuring and swaps, with ``base`` the plan's figure, ``wide`` each
+        layer's widest candidate and ``low`` the layers below it."""
         gain = {}
         for li in low:
             trial = list(choice)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -77,11 +77,29 @@ class Measurement:
     passing_bits: float | None = None
     target_missed: bool = False
     budgets_tried: int = 0  # budgets of the ladder whose plans choose-plan measured
+    # Each (layer, choice)'s arrays, kept once made (``replacement``): the whole plans
+    # choose-plan measures share most of their layers' choices, and rounding them again for every
+    # plan was 35 of ddddocr's detector's 265 conversion seconds (balanced rounding, 2.5k calls).
+    _made: dict[tuple[str, LayerPlan], dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    _made_bytes: int = 0
 
     def replacement(self, name: str, choice: LayerPlan, ctx: Context) -> dict[str, np.ndarray]:
-        """Weight (and bias) arrays of layer ``name`` quantized as ``choice``."""
-        return layer_replacement(self.layers[name], choice, ctx, self.inputs.get(name),
-                                 self.probe)[0]
+        """Weight (and bias) arrays of layer ``name`` quantized as ``choice`` (do not modify
+        them). Kept for the next plan that takes the same choice, up to ``REPLACEMENT_BYTES``
+        (the least recently used go first), and only where the probe holds every weight anyway
+        (``FidelityProbe.small``): on a model whose weights outgrow memory no plan's weights
+        exist at once."""
+        key = (name, choice)
+        arrays = self._made.pop(key, None)
+        if arrays is None:
+            arrays = layer_replacement(self.layers[name], choice, ctx, self.inputs.get(name),
+                                       self.probe)[0]
+            self._made_bytes += sum(a.nbytes for a in arrays.values())
+        self._made[key] = arrays  # the most recent last
+        while self._made and (self._made_bytes > REPLACEMENT_BYTES or not self.probe.small):
+            old = self._made.pop(next(iter(self._made)))
+            self._made_bytes -= sum(a.nbytes for a in old.values())
+        return arrays
 
     def plan_replacements(self, plan: dict[str, LayerPlan], ctx: Context) -> dict[str, Callable]:
         """Each planned layer's arrays, made lazily (``FidelityProbe.measure``): a whole plan's
@@ -106,10 +124,8 @@ class _Made:
         self._arrays: dict[str, np.ndarray] | None = None
 
     def take(self, key: str) -> np.ndarray:
-        if self._arrays is None:
-            self._arrays = self._make()
-        if key not in self._arrays:  # asked again (another run of the probe): make it again
-            self._arrays = self._make()
+        if self._arrays is None or key not in self._arrays:  # (again: another run of the probe)
+            self._arrays = dict(self._make())  # its own dict: the arrays may be kept elsewhere
         return self._arrays.pop(key)
 
 
@@ -492,6 +508,11 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
             m.trials += 1
             cands.append(Candidate(bits, best.quantizer, "bias", best.nbytes, fid.score))
     return cands
+
+
+# Replacement arrays ``Measurement.replacement`` keeps for later plans: ddddocr's detector's
+# distinct choices over its 50 whole plans are about 4x its 19 MB of float weights.
+REPLACEMENT_BYTES = 256 << 20
 
 
 # A layer whose 2-bit divergence alone is predicted above this (an under-prediction, see

@@ -355,3 +355,27 @@ def test_the_probe_keeps_few_decoded_weights(monkeypatch):
         np.testing.assert_array_equal(probe.weight(name), numpy_helper.to_array(
             next(t for t in model.graph.initializer if t.name == name)))
     assert list(probe._recent) == ["fc.w"] and set(probe._index._arrays) <= {"fc.w"}
+
+
+def test_a_probe_based_on_a_plan_measures_what_the_plain_probe_measures(conv_probe):
+    """``based_on`` (choose-plan's refinement): its cache ran the base plan, yet ``measure``
+    still means the float model with exactly the replacements given; the same figures bit for
+    bit as the plain probe, for plans near the base, a base layer reverted to float, the base
+    itself and a plan sharing nothing with it. Also against ONNX Runtime on a model built here."""
+    model, inputs, probe = conv_probe
+    base = {n: q(probe.weight(n), 4, a) for n, a in CONV_AXES.items()}
+    based = probe.based_on(base)
+    plans = [dict(base),
+             base | {"fc.w": q(probe.weight("fc.w"), 8, 0)},  # the last layer raised
+             base | {"c1.w": q(probe.weight("c1.w"), 2, 0)},  # the first layer changed
+             {k: v for k, v in base.items() if k != "c2.w"},  # a base layer back to float
+             {"c2.w": q(probe.weight("c2.w"), 3, 0)},  # nothing of the base
+             {}]
+    for plan in plans:
+        assert based.measure(plan) == probe.measure(plan), sorted(plan)
+    new = base | {"fc.w": q(probe.weight("fc.w"), 8, 0)}
+    ref = ort_run(model, inputs)[0]
+    cand = ort_run(replaced(model, new), inputs)[0]
+    assert based.measure(new).divergence["logits"] == pytest.approx(kl_by_hand(ref, cand), rel=1e-3)
+    assert based.measure({}).score == 0.0  # the float model, though the cache ran the base
+    assert probe.measure({}).score == 0.0  # and the plain probe's cache is untouched

@@ -168,6 +168,7 @@ class FidelityProbe:
         self._segments = self._segment(max(1, max_segments))
         self._first = {w: min(i for i, seg in enumerate(self._segments) if w in seg.weights)
                        for w in self.weights if any(w in seg.weights for seg in self._segments)}
+        self._base: dict[str, np.ndarray] = {}  # arrays every run takes (``based_on``)
         self._prepare(inputs, anywhere=cache_segments)
         # How each output is judged (output_kinds): named in ``kinds``, else inferred once from
         # the float outputs and the operator making them; probes on other inputs keep these.
@@ -181,10 +182,22 @@ class FidelityProbe:
         self._chunks = split_batches(self._model, inputs, self._rows(inputs))
         self._cache = self._float_run(anywhere)
         give_back()
+        self._float_outputs = [{name: c[name] for name in self._outputs} for c in self._cache]
         self.reference: dict[str, np.ndarray] = {
             name: _concat([c[name] for c in self._cache]) for name in self._outputs}
 
     # -- public -------------------------------------------------------------------------------
+
+    @property
+    def small(self) -> bool:
+        """Whether its probed weights are at most ``WHOLE_MODEL_BYTES``: memory is then not what
+        limits (lazy candidates are made at once; a caller may keep candidates between trials)."""
+        return self._small
+
+    @property
+    def caches_segments(self) -> bool:
+        """Whether every segment's inputs are cached (a trial reruns from its first change)."""
+        return self._anywhere
 
     @property
     def samples(self) -> int:
@@ -199,10 +212,40 @@ class FidelityProbe:
         probe's segments and sessions, so that ONNX Runtime holds no second copy of the weights."""
         other = object.__new__(FidelityProbe)
         other.__dict__.update({k: v for k, v in self.__dict__.items()
-                               if k not in ("_chunks", "_cache", "reference", "_anywhere")})
+                               if k not in ("_chunks", "_cache", "reference", "_anywhere",
+                                            "_float_outputs", "_base")})
+        other._base = {}
         if self._small:
             other._segments = other._segment(1)
         other._prepare(inputs, anywhere=False)
+        return other
+
+    def based_on(self, base: Mapping[str, np.ndarray]) -> FidelityProbe:
+        """A probe on the same inputs whose cache holds the runs of the model with ``base``
+        swapped in (a whole plan's arrays): ``measure`` still means the float model with the
+        replacements given (judged against the float outputs), but a plan that differs from
+        ``base`` in a few layers reruns only from the first segment that differs, where this probe
+        reruns from the plan's first layer. For the refinement of one plan (choose-plan), measured
+        with one layer changed at a time: the same figures, bit for bit, in about half the runs.
+        Only where the probed weights are small (``small``: the base's arrays and a second
+        activation cache are held) and segments are cached."""
+        if not (self._small and self._anywhere):
+            raise ValueError("based_on: only for a probe of small weights that caches segments")
+        other = object.__new__(FidelityProbe)
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_cache", "_base")})
+        kept = {}
+        for name, value in base.items():
+            if name not in self._probed:
+                raise ValueError(f"'{name}' is not one of the probed weights")
+            value = self._checked(name, np.asarray(value() if callable(value) else value))
+            if name in self._first and not _equal(value, self.weight_rows(name)):
+                kept[name] = value  # as ``measure`` counts changes: equal to float is no change
+        other._base = kept
+        other._cache = other._float_run(anywhere=True)
+        # Its cached activations that went to files go with it (the float cache's stay).
+        weakref.finalize(other, _drop_all, self._files,
+                         [h for run in other._cache for h in run.values() if isinstance(h, _Stored)])
+        give_back()
         return other
 
     def weight(self, name: str) -> np.ndarray:
@@ -222,14 +265,14 @@ class FidelityProbe:
 
     def runs(self) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
         """The probe's input batches and the float model's outputs on each (do not modify)."""
-        return self._chunks, [{name: c[name] for name in self._outputs} for c in self._cache]
+        return self._chunks, self._float_outputs
 
     def measure(self, replacements: Mapping[str, Replacement]) -> Fidelity:
         """Fidelity of the float model with ``replacements`` (name -> candidate array, or a
         function making it) swapped in. An array equal to the float weight is no change; a lazy
         candidate of a model over ``WHOLE_MODEL_BYTES`` is made when its segment runs, and counts
         as changed."""
-        changed: dict[str, Replacement] = {}
+        changed: dict[str, Replacement | None] = {}
         for name, value in replacements.items():
             if name not in self._probed:
                 raise ValueError(f"'{name}' is not one of the probed weights")
@@ -239,11 +282,15 @@ class FidelityProbe:
                 changed[name] = value
                 continue
             value = self._checked(name, np.asarray(value() if callable(value) else value))
-            if not _equal(value, self.weight_rows(name)):
+            # Changed: against what the cache ran (``based_on``'s base, else the float weight).
+            if not _equal(value, self._base[name] if name in self._base else self.weight_rows(name)):
                 changed[name] = value
+        for name in self._base:  # a base array not replaced here: the float weight again
+            if name not in replacements:
+                changed[name] = None  # (runs as the plain probe runs an unchanged weight)
         self._forget_large()  # the trial needs the candidates, not the float copies
         outputs = self._trial(changed) if changed else self._cache
-        fid = compare(self._cache, outputs, self._outputs, self.kinds)
+        fid = compare(self._float_outputs, outputs, self._outputs, self.kinds)
         del outputs, changed
         give_back()
         return fid
@@ -262,8 +309,9 @@ class FidelityProbe:
             self._index.release(name)
             del self._recent[name]
 
-    def _trial(self, changed: dict[str, Replacement]) -> list[dict[str, np.ndarray]]:
-        """Run the segments from the first that reads a changed weight to the end."""
+    def _trial(self, changed: dict[str, Replacement | None]) -> list[dict[str, np.ndarray]]:
+        """Run the segments from the first that reads a changed weight to the end (None: a
+        base array back to the float weight, ``based_on``)."""
         start = min(self._first[w] for w in changed) if self._anywhere else 0
         made: dict[str, object] = {}  # lazy candidates made so far: arrays or file handles
         results = []
@@ -272,7 +320,9 @@ class FidelityProbe:
             for seg in self._segments[start:]:
                 feeds = {name: _loaded(values[name]) for name in seg.live_in}
                 mine = {w: self._candidate(w, changed[w], made, last=run + 1 == len(self._cache))
-                        for w in seg.weights if w in changed}
+                        if w in changed else self._base[w]
+                        for w in seg.weights if (w in changed and changed[w] is not None)
+                        or (w in self._base and w not in changed)}
                 values.update(zip(seg.outputs, self._run(seg, feeds, mine), strict=True))
                 del feeds, mine  # no candidate outlives its segment's run
                 for name in seg.dead:
@@ -362,9 +412,10 @@ class FidelityProbe:
         return self._session(_derived(self._model, graph))
 
     def _float_run(self, anywhere: bool) -> list[dict[str, np.ndarray]]:
-        """Run the float model through the segments (their constant sessions, built on the way),
-        returning per run its outputs and what later trials read: every segment's inputs with
-        ``anywhere``, else the graph inputs. Large values go to files once the cache is big."""
+        """Run the float model (``based_on``: with its base swapped in) through the segments
+        (their constant sessions, built on the way), returning per run its outputs and what
+        later trials read: every segment's inputs with ``anywhere``, else the graph inputs.
+        Large values go to files once the cache is big."""
         keep = set(self._outputs)
         keep.update(name for seg in self._segments[:1] for name in seg.live_in)
         if anywhere:
@@ -378,7 +429,8 @@ class FidelityProbe:
                 if not seg.signature:
                     seg.signature = [self._declared.get(name) or _value_info(name, values[name])
                                      for name in seg.live_in]
-                out = self._run(seg, {name: values[name] for name in seg.live_in}, {})
+                out = self._run(seg, {name: values[name] for name in seg.live_in},
+                                {w: self._base[w] for w in seg.weights if w in self._base})
                 for name, value in zip(seg.outputs, out, strict=True):
                     if not isinstance(value, np.ndarray):
                         raise UnsupportedModelError(f"fidelity probe: tensor '{name}' is not a plain "
@@ -447,6 +499,11 @@ class _Files:
 @dataclass(frozen=True)
 class _Stored:
     path: Path
+
+
+def _drop_all(files: _Files, handles: list) -> None:
+    for handle in handles:
+        files.drop(handle)
 
 
 def _loaded(value) -> np.ndarray:
