@@ -130,7 +130,19 @@ def time_ort(src: Path, spec=None) -> dict:
 
 
 def table(results: dict) -> str:
-    labels = sorted(results, key=lambda lab: (lab != "before", lab))
+    """One table per group of labels: those run on the pretrained suite's models only, and the
+    others (the ResNet-18 shape and the examples), so neither has a column of empty cells."""
+    from benchmarks.pretrained import SPECS
+
+    suite = {s.name for s in SPECS}
+    on_suite = {lab for lab, rows in results.items() if rows and set(rows) <= suite}
+    groups = [{k: v for k, v in results.items() if k not in on_suite},
+              {k: v for k, v in results.items() if k in on_suite}]
+    return "\n\n".join(_table(g) for g in groups if g)
+
+
+def _table(results: dict) -> str:
+    labels = sorted(results, key=lambda lab: ("before" not in lab, lab))
     names = list(dict.fromkeys(n for lab in labels for n in results[lab]))
     # The (label, mode) columns that were run, in MODES' order (older labels lack newer modes).
     columns = [(lab, m) for lab in labels for m in MODES
