@@ -47,3 +47,19 @@ def test_agreement_is_one_on_itself_and_counts_lost_moved_and_relabelled_detecti
     assert metric(relabelled, None, ref) == pytest.approx(2 * 2 / 6)
     empty = [[_output([])]]
     assert metric(empty, None, empty) == 1.0  # nothing decided on either side: agreement
+
+
+def test_decision_noise_moves_only_the_image_input_within_its_amplitude_and_range():
+    from benchmarks.decision_noise import noisy
+    from benchmarks.pretrained_data import Samples
+
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.uniform(0, 1, (1, 3, 8, 8)).astype(np.float32), "k": np.array([3])}
+             for _ in range(4)]
+    moved = noisy(Samples(feeds, ["a"] * 4), "x", 1 / 255, 0.0, 1.0)
+    for f, m in zip(feeds, moved.feeds, strict=True):
+        d = m["x"] - f["x"]
+        assert np.abs(d).max() <= 1 / 255 + 1e-6 and np.abs(d).max() > 0
+        assert m["x"].min() >= 0.0 and m["x"].max() <= 1.0 and m["x"].dtype == np.float32
+        assert m["k"] is f["k"]
+    assert moved.labels == ["a"] * 4
