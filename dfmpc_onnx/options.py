@@ -193,10 +193,10 @@ class ConvertOptions:
         "auto", "--activations int8: how each activation's range is cut from what the synthetic "
         "inputs produced: minmax, percentile (0.01/99.99), mse (least quantization error), or "
         "auto: each of these is tried on the whole model and the one whose outputs stay closest "
-        "to the weight-only model's on other synthetic inputs is kept. bn (never chosen by auto, "
-        "which synthetic inputs cannot judge fairly): where a kept BatchNormalization gives the "
-        "real data's statistics, each channel's mean +- 6 std (after its ReLU), min-max "
-        "elsewhere.", CLIP_CHOICES)
+        "to the weight-only model's on other synthetic inputs is kept; where BatchNormalization "
+        "was kept, auto then tries bn over the winner the same way. bn: where a kept "
+        "BatchNormalization gives the training data's statistics, each channel's mean +- 6 std "
+        "(after its ReLU); elsewhere min-max (under auto: the winning rule).", CLIP_CHOICES)
     activation_headroom: float = _opt(
         3.0, "--activations int8: every range measured on synthetic inputs is widened by this "
         "factor (graph inputs excepted; never past a Clip's bounds; with --activation-headroom-rule "

@@ -13,7 +13,9 @@ After emit-qdq has written the weights, this pass (``--activations int8``):
    auto``) writes the activation grids, widened by that headroom, into a copy and
    measures, on *other* synthetic inputs, how far the whole model's outputs move from the
    weight-only model's; keeps the rule that moves them least (which rule wins differs by model:
-   measured, not assumed);
+   measured, not assumed); where BatchNormalization was kept, auto then measures the same with
+   each such grid set from its statistics instead (the ``bn`` rule over the winner), and keeps
+   that if it moves the outputs less;
 5. with ``--activation-float-grids``, measures each grid's quantization noise and keeps float
    the few noisiest grids whose noise
    carries furthest to the outputs, by whole-model measurement on the same held-out inputs
@@ -106,6 +108,7 @@ class QuantizeActivations:
         inputs = {i.name for i in graph.input}
         rules = CLIP_RULES if o.activation_clip == "auto" else (o.activation_clip,)
         scores: dict[str, Fidelity] = {}
+        base = "minmax"  # where bn has no statistics: explicit --activation-clip bn's rule
         # Neither the calibration inputs (seed) nor those the report's fidelity is measured
         # on (seed + 1, measure-plan): the rule is not chosen on what judges it.
         # Four times as many as calibration: the rules differ by little on noise, and on 16
@@ -121,12 +124,23 @@ class QuantizeActivations:
                 scores[rule] = compare(weight_only, _run(trial, held, ctx), _outputs(model))
                 del trial
             chosen = min(rules, key=lambda r: scores[r].score)  # ties: the earlier, simpler rule
+            if _bn_grids(plan, ctx):
+                # Kept BN statistics describe the data the model was trained on, which no
+                # synthetic range does; measured like the others, over the rule that won.
+                ctx.say(f"activations: measuring kept-BN ranges over clip rule {chosen}")
+                trial = onnx.ModelProto()
+                trial.CopyFrom(model)
+                _emit(trial, ctx, plan, _params(plan, samples, "bn", ctx, inputs, headroom, chosen))
+                scores["bn"] = compare(weight_only, _run(trial, held, ctx), _outputs(model))
+                del trial
+                if scores["bn"].score < scores[chosen].score:
+                    base, chosen = chosen, "bn"
         else:
             chosen = rules[0]
-        params = _params(plan, samples, chosen, ctx, inputs, headroom)
+        params = _params(plan, samples, chosen, ctx, inputs, headroom, base)
         floated, tried = _keep_float(model, ctx, plan, params, held, weight_only, n)
         kept = _emit(model, ctx, plan, without_groups(plan, params, floated))
-        _report(ctx, plan, chosen, scores, kept, n)
+        _report(ctx, plan, chosen, base, scores, kept, n)
         _report_headroom(ctx, headroom, headroom_scores, list(per_kind))
         _report_float(ctx, plan, floated, tried)
         _report_assumed_input(ctx, [t for t in plan.tensors if t in inputs and t in params], params)
@@ -297,11 +311,12 @@ def _float_tensors(graph: onnx.GraphProto) -> set[str]:
 
 
 def _params(plan: ActivationPlan, samples: Mapping[str, TensorSamples], rule: str, ctx: Context,
-            graph_inputs: set[str], h: float) -> dict[str, QuantParams]:
+            graph_inputs: set[str], h: float, base: str = "minmax") -> dict[str, QuantParams]:
     """Each activation's grid under ``rule``: the synthetic ranges widened by the headroom ``h``
-    (not graph inputs, whose distribution the options state), or kept-BN ranges for ``bn``."""
+    (not graph inputs, whose distribution the options state), or for ``bn`` kept-BN ranges
+    where a grid has statistics and the ``base`` rule's synthetic ranges where it has none."""
     o = ctx.options
-    cut = "minmax" if rule == "bn" else rule
+    cut = base if rule == "bn" else rule
     ranges = {t: clip_range(samples[t], cut, o.activation_type) for t in plan.tensors}
     ranges = {t: r if t in graph_inputs else (r[0] * h, r[1] * h) for t, r in ranges.items()}
     if rule == "bn":
@@ -325,6 +340,12 @@ def _bn_ranges(plan: ActivationPlan, ctx: Context, k: float) -> dict[str, tuple[
         for m in members:
             out[m] = (lo, hi)
     return out
+
+
+def _bn_grids(plan: ActivationPlan, ctx: Context) -> int:
+    """How many grids kept BatchNormalization statistics can set (0 on a BN-folded model)."""
+    return sum(1 for rep in plan.range_from
+               if any(t in ctx.bn_stats for t in plan.tensors if plan.group[t] == rep))
 
 
 def _emit(model: onnx.ModelProto, ctx: Context, plan: ActivationPlan,
@@ -357,12 +378,13 @@ def _run(model: onnx.ModelProto, inputs: dict[str, np.ndarray], ctx: Context
             for feeds in split_batches(model, inputs)]
 
 
-def _report(ctx: Context, plan: ActivationPlan, chosen: str, scores: dict[str, Fidelity],
-            kept: list[str], samples: int) -> None:
+def _report(ctx: Context, plan: ActivationPlan, chosen: str, base: str,
+            scores: dict[str, Fidelity], kept: list[str], samples: int) -> None:
     o = ctx.options
     ctx.report.activations = {
         "type": o.activation_type, "tensors": len(plan.tensors), "grids": len(plan.range_from),
-        "clip": chosen, "calibration_samples": samples,
+        "clip": chosen, "clip_base": base if chosen == "bn" else None,
+        "calibration_samples": samples,
         "clip_scores": {r: f.score for r, f in scores.items()},
         "clip_agreement": {r: f.top1_agreement for r, f in scores.items()},
     }
@@ -373,11 +395,10 @@ def _report(ctx: Context, plan: ActivationPlan, chosen: str, scores: dict[str, F
         f"{chosen}" + (f" (divergence from the weight-only model on other synthetic inputs: "
                        f"{tried})" if scores else ""))
     if chosen == "bn":
-        with_bn = sum(1 for rep in plan.range_from
-                      if any(t in ctx.bn_stats for t in plan.tensors if plan.group[t] == rep))
         ctx.report.notes.append(
-            f"activations: {with_bn} of {len(plan.range_from)} grids from kept BatchNormalization "
-            f"statistics (mean +- {BN_STDS:g} std), the others from the synthetic inputs' min-max")
+            f"activations: {_bn_grids(plan, ctx)} of {len(plan.range_from)} grids from kept "
+            f"BatchNormalization statistics (mean +- {BN_STDS:g} std), the others from the "
+            f"synthetic inputs' {base}")
     full = sorted(n for n, qt in ctx.quantized.items() if qt.grid[1] > 63)
     if full and o.activation_type == "uint8":
         ctx.report.notes.append(

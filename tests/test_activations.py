@@ -353,6 +353,32 @@ def test_bn_rule_takes_ranges_from_kept_batchnorm_statistics():
     assert any("BatchNormalization statistics" in n for n in report.notes)
 
 
+@pytest.mark.parametrize("seed", [0, 2])  # seed 0: bn wins (over mse); seed 2: minmax stays
+def test_auto_tries_kept_bn_ranges_over_the_winning_rule_and_keeps_the_closer(seed):
+    model = conv_net(seed=seed, bn=True)
+    q, report = convert(model, A8)
+    act = report.activations
+    scores = act["clip_scores"]
+    assert set(scores) == {"minmax", "percentile", "mse", "bn"}
+    best = min(("minmax", "percentile", "mse"), key=scores.get)
+    assert act["clip"] == ("bn" if scores["bn"] < scores[best] else best)
+    assert act["clip_base"] == (best if act["clip"] == "bn" else None)
+    # The grids are those of the rules it names: a grid with BN statistics (bn1_out) takes
+    # them under bn, one without (gap) the winning synthetic rule's, as if forced.
+    forced, _ = convert(model, ConvertOptions(activations="int8", fidelity_samples=8,
+                                              activation_clip=best))
+    assert _act_scale(q, "gap") == _act_scale(forced, "gap")
+    bn = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    from_bn = np.float32(np.max(bn["bn1.b"] + 6 * np.abs(bn["bn1.g"])) / 255)
+    if act["clip"] == "bn":
+        assert _act_scale(q, "bn1_out") == pytest.approx(from_bn, rel=1e-6)
+        assert any(f"others from the synthetic inputs' {best}" in n for n in report.notes)
+    else:
+        assert _act_scale(q, "bn1_out") == _act_scale(forced, "bn1_out")
+    _, folded = convert(conv_net(seed=seed), A8)  # no kept BN: nothing to try
+    assert "bn" not in folded.activations["clip_scores"]
+
+
 def test_a_model_with_a_fixed_batch_of_one_is_calibrated_run_by_run():
     model = residual_net()
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
