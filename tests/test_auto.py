@@ -321,3 +321,47 @@ def test_wider_blocks_are_candidates_estimated_from_the_block32_trial():
                 "packed", w.dtype.itemsize)
         done += 1
     assert done
+
+
+def test_a_ruled_out_2_bit_layer_keeps_its_better_grid_as_an_estimate(monkeypatch):
+    """Where the 4-bit trial scaled by the weight error already puts 2 bits beyond RULE_OUT, the
+    2-bit grids are not tried; the one other grid (mse-ternary, ...) must still be a candidate,
+    estimated the same way: a budget that needs 2 bits then takes the better grid (the glyph
+    MLP at --target-bits 4 with int8 activations: 32% on max-abs ternary, 61% on mse-ternary).
+    Reference: the squared weight errors computed here."""
+    from dfmpc_onnx.options import LayerPlan
+    from dfmpc_onnx.passes import choose_plan, measure
+    from dfmpc_onnx.quant.layer import quantize_layer
+
+    seen = {}
+    original = choose_plan._allocate
+
+    def spy(ctx, m, model):
+        seen["m"], seen["ctx"] = m, ctx
+        return original(ctx, m, model)
+
+    monkeypatch.setattr(choose_plan, "_allocate", spy)
+    convert(conv_net(seed=3, c=16, bn=True), ConvertOptions(target_bits=3))
+    m, ctx = seen["m"], seen["ctx"]
+    ruled = 0
+    for name, cands in m.candidates.items():
+        layer = m.layers[name]
+        w = m.probe.weight(layer.weight).astype(np.float64)
+
+        def err(bits, grid, layer=layer, w=w):
+            return quantize_layer(layer, w, LayerPlan(bits, grid, "none"), True,
+                                  rounding=ctx.options.rounding).squared_error(w)
+
+        four = next(c for c in cands if (c.bits, c.quantizer, c.correction) == (4, "maxabs", "none"))
+        if four.divergence * err(2, "maxabs") / err(4, "maxabs") <= measure.RULE_OUT:
+            continue  # tried: measured, not estimated
+        ruled += 1
+        twos = [c for c in cands if c.bits == 2]
+        assert {c.correction for c in twos} == {"none"}  # no correction trial where ruled out
+        others = [c for c in twos if c.quantizer != "maxabs"]
+        assert len(others) == 1 and len(twos) == 2
+        grids = ("mse-ternary", "asym", "block32")
+        assert others[0].quantizer == min(grids, key=lambda g: err(2, g))
+        assert others[0].divergence == pytest.approx(
+            four.divergence * err(2, others[0].quantizer) / err(4, "maxabs"), rel=1e-9)
+    assert ruled  # the case exists in this model
