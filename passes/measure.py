@@ -190,15 +190,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarray
-                       ) -> tuple[list[tuple[int, str]], dict[tuple[int, str], float]]:
-    """(bits, grid) pairs to measure without correction for one layer, and the squared weight
-    error of each non-max-abs grid chosen (what chose it, and what estimates it where its bits
-    are ruled out untried: ``_measure_layer``)."""
+                       ) -> list[tuple[int, str]]:
+    """(bits, grid) pairs to measure without correction for one layer."""
     plan = ctx.plan[name]
     if ctx.options.method != "auto" or name in ctx.fixed:
-        return [(plan.bits, plan.quantizer)], {}
+        return [(plan.bits, plan.quantizer)]
     choices = []
-    chosen: dict[tuple[int, str], float] = {}
     for bits, grids in CANDIDATE_GRIDS.items():
         if ctx.options.fast and bits == 2:
             continue  # its trials are what --fast saves; estimated they are under-predicted
@@ -213,10 +210,8 @@ def _candidate_choices(ctx: Context, name: str, layer: LinearLayer, w: np.ndarra
                 err[g] = quantize_layer(layer, w, LayerPlan(bits, g, "none"), per_channel,
                                         rounding=ctx.options.rounding).squared_error(w)
                 give_back()  # the rounding's temporaries (dfmpc_onnx.model.heap)
-            best = min(others, key=lambda g: err[g])
-            choices.append((bits, best))
-            chosen[(bits, best)] = err[best]
-    return choices, chosen
+            choices.append((bits, min(others, key=lambda g: err[g])))
+    return choices
 
 
 class MeasureLayers:
@@ -467,7 +462,7 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
         w = m.probe.weight_rows(layer.weight)  # rows read as needed (quantize_by_rows)
     else:
         w = m.probe.weight(layer.weight)
-    choices, grid_errors = _candidate_choices(ctx, name, layer, w)
+    choices = _candidate_choices(ctx, name, layer, w)
     estimate = ctx.options.method == "auto" and name not in ctx.fixed and len(choices) > 2
     errors = _maxabs_errors(ctx, layer, w, {b for b, _ in choices}) if estimate else {}
     wider = _wider_block_errors(ctx, layer, w, choices) if estimate else {}
@@ -492,17 +487,7 @@ def _measure_layer(ctx: Context, m: Measurement, name: str, layer: LinearLayer) 
                 m.estimated += 1
                 continue
         if bits in ruled:
-            # Its max-abs twin was ruled out: not tried either, but estimated the same way. A
-            # budget that cannot be met without 2 bits needs the better 2-bit grid: without it
-            # the glyph MLP's first layer went to max-abs ternary at --target-bits 4 with int8
-            # activations, 32% on real glyphs, against 61% on the mse-ternary grid (measured).
-            if (bits, grid) in grid_errors:
-                base = next(c for c in cands if c.bits == four and c.quantizer == "maxabs")
-                predicted = base.divergence * grid_errors[(bits, grid)] / errors[four]
-                nbytes = layer_replacement(layer, LayerPlan(bits, grid, "none"), ctx, inp, m.probe)[1]
-                cands.append(Candidate(bits, grid, corr(bits), nbytes, predicted))
-                m.estimated += 1
-            continue
+            continue  # its maxabs twin was ruled out: this grid is not tried either
         arrays, nbytes = layer_replacement(layer, LayerPlan(bits, grid, corr(bits)), ctx, inp, m.probe)
         cands.append(Candidate(bits, grid, corr(bits), nbytes, m.probe.measure(arrays).score))
         m.trials += 1
