@@ -140,7 +140,10 @@ OURS = {"default": [], "tb4": ["--target-bits", "4"], "tb5": ["--target-bits", "
         # issue 19 s3: plans measured on glyph-like strokes (--synthetic strokes) instead of
         # smooth noise: a text detector's map responds to them, and stays flat on noise
         "tb4_st": ["--target-bits", "4", "--synthetic", "strokes"],
-        "tb5_st": ["--target-bits", "5", "--synthetic", "strokes"]}
+        "tb5_st": ["--target-bits", "5", "--synthetic", "strokes"],
+        # the default as it was before --floor-factor 2: where 8 bits everywhere misses the
+        # level on the synthetic inputs, 8 bits everywhere
+        "ff1": ["--floor-factor", "1"]}
 # The same with --input-shape taken from the real inputs: what the converter does once told.
 OURS |= {f"shape_{k}" if k != "default" else "shape": v for k, v in list(OURS.items())
          if k in ("default", "tb4", "a8")}

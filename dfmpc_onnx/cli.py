@@ -271,7 +271,7 @@ class OneLineErrors(click.Group):
 OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Input shape and range", ("input_shapes", "shapes", "old_shapes", "input_range", "input_mean",
                                "input_std", "inputs", "batch", "seed")),
-    ("Plan and budget", ("method", "target_bits", "min_agreement", "low_bits", "high_bits",
+    ("Plan and budget", ("method", "target_bits", "min_agreement", "floor_factor", "low_bits", "high_bits",
                          "plan", "protect_first_last", "pair_through", "fast", "fidelity_samples",
                          "synthetic", "output_kinds")),
     ("Grids and corrections", ("quantizer", "granularity", "correction", "bias_correction",

@@ -76,6 +76,12 @@ class ConvertOptions:
         "scores, and for a model that gives every synthetic input the same class: relative "
         "error of the outputs, there of their input-dependent part, at most 1 minus it, or the "
         "8-bit plan's).")
+    floor_factor: float = _opt(
+        2.0, "--method auto without --target-bits, where 8 bits everywhere itself misses "
+        "--min-agreement on the synthetic inputs (they cannot certify the level: a text "
+        "recogniser on noise flips most positions at 8 bits): a plan also passes if its divergence "
+        "from the float outputs is at most this many times the 8-bit plan's (2: at most 3 dB "
+        "more output error than 8 bits; 1: none, which writes 8 bits on such models).")
     low_bits: int | None = _opt(None, "--method pairs/paper: bits of the first layer of each pair "
                                       "(default 2, the paper's setting and the largest saving; 3-4 "
                                       "lose much less accuracy).")
@@ -252,6 +258,8 @@ class ConvertOptions:
             raise OptionsError(f"--target-bits must be between 2 and 32, got {self.target_bits!r}")
         if not 0 < self.min_agreement <= 1:
             raise OptionsError(f"--min-agreement must be in (0, 1], got {self.min_agreement!r}")
+        if not self.floor_factor >= 1:
+            raise OptionsError(f"--floor-factor must be >= 1, got {self.floor_factor!r}")
         if not isinstance(self.fidelity_samples, int) or self.fidelity_samples < 0:
             raise OptionsError(f"--fidelity-samples must be >= 0, got {self.fidelity_samples!r}")
         if self.target_bits is not None and self.fidelity_samples == 0:

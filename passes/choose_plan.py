@@ -91,7 +91,7 @@ def _unpair(ctx: Context) -> None:
         entry.role, entry.partner = "single", None
 
 
-def _fid_ok(fid, min_agreement: float, floor=None) -> bool:
+def _fid_ok(fid, min_agreement: float, floor=None, factor: float = 1.0) -> bool:
     """Predicted fidelity good enough: top-1 agreement on the synthetic inputs at least
     ``min_agreement`` for classifier-like outputs, else relative error at most 1 - it.
 
@@ -105,20 +105,33 @@ def _fid_ok(fid, min_agreement: float, floor=None) -> bool:
     Where the float model gives every synthetic input the same class, agreement cannot tell
     plans apart (a random-weight SqueezeNet agreed on 100% at 4 bits while its outputs fell to
     cosine 0.92 on other inputs, ZOO.md): the plan is then judged, like a non-classifier, by the
-    relative error of how its outputs vary with the input (``Fidelity.centered_error``)."""
+    relative error of how its outputs vary with the input (``Fidelity.centered_error``).
+
+    ``factor`` (``--floor-factor``): where the 8-bit plan itself misses the level, a plan also
+    passes whose divergence (centered error where that judges) is at most ``factor`` times the
+    8-bit plan's. At 1 that is "no further from the float outputs than the plan written anyway"."""
     if fid.top1_agreement is not None and fid.single_class and fid.centered_error is not None:
         need = 1.0 - min_agreement
         if floor is not None and floor.centered_error is not None and np.isfinite(floor.centered_error):
-            need = max(need, floor.centered_error)  # infinite: outputs that do not vary, no plan
+            # infinite: outputs that do not vary, no plan
+            need = _relative_need(need, floor.centered_error, factor)
         return fid.centered_error <= need  # can be judged, and the 8-bit plan is kept
     if fid.top1_agreement is not None:
         if floor is None or floor.top1_agreement >= min_agreement:
             return fid.top1_agreement >= min_agreement
+        if factor > 1 and fid.score <= factor * floor.score:
+            return True
         if fid.agrees is not None and floor.agrees is not None and floor.agrees.any():
             return float(np.mean(fid.agrees[floor.agrees])) >= min_agreement
         return fid.top1_agreement >= floor.top1_agreement
-    need = 1.0 - min_agreement if floor is None else max(1.0 - min_agreement, floor.score)
-    return fid.score <= need
+    need = 1.0 - min_agreement
+    return fid.score <= (need if floor is None else _relative_need(need, floor.score, factor))
+
+
+def _relative_need(need: float, own: float, factor: float) -> float:
+    """The error a plan may have: ``need`` where the 8-bit plan's own error ``own`` is within it,
+    else ``factor`` times ``own`` (the 8-bit plan is what the model gets otherwise)."""
+    return need if own <= need else factor * own
 
 
 def _measure(ctx: Context, m: Measurement, plan: dict[str, LayerPlan]):
@@ -174,6 +187,7 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
     check = m.check = _check_probe(model, ctx, m)
     floor = check.measure(m.plan_replacements(eight, ctx))
     judgeable = _judgeable(floor, o.min_agreement)
+    level = (o.min_agreement, floor, o.floor_factor)  # what _fid_ok and _level judge by
     chosen, chosen_fid, chosen_budget = None, None, None
     tried: dict[float, tuple | None] = {}
 
@@ -185,7 +199,7 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
             tried[bits] = None if choice is None else (
                 choice, check.measure(m.plan_replacements(space.plan(choice), ctx)))
         t = tried[bits]
-        return t is not None and (o.target_bits is not None or _fid_ok(t[1], o.min_agreement, floor))
+        return t is not None and (o.target_bits is not None or _fid_ok(t[1], *level))
 
     if o.target_bits is not None:
         index = 0 if at(0) else None
@@ -195,26 +209,33 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
         bits = budgets[index]
         choice, fid = tried[bits]
         plan = space.plan(choice)
-        passes = _fid_ok(fid, o.min_agreement, floor)
+        passes = _fid_ok(fid, *level)
         # Errors interact: the chosen plan is refined as a whole (layers measured in it),
         # except with --fast (a trial per low-bit layer and swap).
         refined = choice if o.fast else space.refine(choice, bits * params / 8)
         if refined != choice:
             better = check.measure(m.plan_replacements(space.plan(refined), ctx))
-            if _rank(better) < _rank(fid) and (passes <= _fid_ok(better, o.min_agreement, floor)):
+            if _rank(better) < _rank(fid) and (passes <= _fid_ok(better, *level)):
                 plan, fid = space.plan(refined), better
         chosen, chosen_fid, chosen_budget = plan, fid, bits
     m.budgets_tried = len(tried)
-    if o.target_bits is not None and chosen is not None and not _fid_ok(chosen_fid, o.min_agreement, floor):
+    if o.target_bits is not None and chosen is not None and not _fid_ok(chosen_fid, *level):
         # Written as asked, with a warning that gives the budget that would pass.
         m.target_missed = True
         m.passing_bits = _passing_budget(ctx, m, space, check, floor, params, o.target_bits)
         ctx.report.notes.append(
             f"--target-bits {o.target_bits:g}: the best plan measured is predicted below the "
-            f"fidelity level ({_figure(chosen_fid)}; the level: {_level(o.min_agreement, floor)}); "
+            f"fidelity level ({_figure(chosen_fid)}; the level: {_level(*level)}); "
             + (f"--target-bits {m.passing_bits:g} is predicted to keep it" if m.passing_bits
                else "no budget below 8 bits is predicted to keep it"))
-    if chosen is None or (o.target_bits is None and not _fid_ok(chosen_fid, o.min_agreement, floor)):
+    if (o.target_bits is None and chosen is not None and o.floor_factor > 1
+            and _fid_ok(chosen_fid, *level) and not _fid_ok(chosen_fid, o.min_agreement, floor)):
+        ctx.report.notes.append(
+            f"judged against the 8-bit plan (--floor-factor {o.floor_factor:g}): 8 bits everywhere "
+            f"itself misses the level on the synthetic inputs ({_figure(floor)}), and this plan "
+            f"moves the outputs {chosen_fid.score / max(floor.score, 1e-30):.2g} times as much "
+            f"({_figure(chosen_fid)})")
+    if chosen is None or (o.target_bits is None and not _fid_ok(chosen_fid, *level)):
         # No budget of the ladder keeps the predicted fidelity: everything at 8 bits, said so.
         chosen = eight
         chosen_budget = None
@@ -226,7 +247,7 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
         if judgeable:
             ctx.report.notes.append(
                 f"no budget of {', '.join(f'{b:g}' for b in LADDER)} stored bits kept the "
-                f"predicted fidelity level ({_level(o.min_agreement, floor)}): every measured "
+                f"predicted fidelity level ({_level(*level)}): every measured "
                 f"layer at {top} bits. --target-bits writes a smaller plan regardless")
         elif not (floor.single_class and not np.isfinite(floor.centered_error or 0.0)):
             ctx.report.notes.append(
@@ -290,11 +311,14 @@ def _figure(fid) -> str:
     return f"divergence {fid.score:.2e}"
 
 
-def _level(min_agreement: float, floor) -> str:
+def _level(min_agreement: float, floor, factor: float = 1.0) -> str:
     if floor.top1_agreement is not None and not floor.single_class:
+        if floor.top1_agreement < min_agreement and factor > 1:
+            return (f"agreement >= {min_agreement:g} on the samples the 8-bit plan keeps, or "
+                    f"divergence <= {factor * floor.score:.2e} ({factor:g} x the 8-bit plan's)")
         return f"agreement >= {min_agreement:g}"
     own = floor.centered_error if floor.single_class and floor.centered_error is not None else floor.score
-    return f"error <= {max(1 - min_agreement, own):.2e}"
+    return f"error <= {_relative_need(1 - min_agreement, own, factor):.2e}"
 
 
 def smallest_passing(n: int, passes) -> int | None:
@@ -323,7 +347,7 @@ def _passing_budget(ctx: Context, m: Measurement, space: _Space, check, floor, p
     for bits in [b for b in LADDER if b > target]:
         choice = space.best(bits * params / 8, f"{bits:g} bits (for the warning)")
         if choice is not None and _fid_ok(check.measure(m.plan_replacements(space.plan(choice), ctx)),
-                                          ctx.options.min_agreement, floor):
+                                          ctx.options.min_agreement, floor, ctx.options.floor_factor):
             return bits
     return None
 
