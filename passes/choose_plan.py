@@ -222,7 +222,7 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
     if o.target_bits is not None and chosen is not None and not _fid_ok(chosen_fid, *level):
         # Written as asked, with a warning that gives the budget that would pass.
         m.target_missed = True
-        m.passing_bits = _passing_budget(ctx, m, space, check, floor, params, o.target_bits)
+        m.passing_bits = _passing_budget(ctx, m, space, check, level, params, o.target_bits)
         ctx.report.notes.append(
             f"--target-bits {o.target_bits:g}: the best plan measured is predicted below the "
             f"fidelity level ({_figure(chosen_fid)}; the level: {_level(*level)}); "
@@ -233,7 +233,7 @@ def _allocate(ctx: Context, m: Measurement, model: onnx.ModelProto) -> None:
         ctx.report.notes.append(
             f"judged against the 8-bit plan (--floor-factor {o.floor_factor:g}): 8 bits everywhere "
             f"itself misses the level on the synthetic inputs ({_figure(floor)}), and this plan "
-            f"moves the outputs {chosen_fid.score / max(floor.score, 1e-30):.2g} times as much "
+            f"moves the outputs {_own(chosen_fid) / max(_own(floor), 1e-30):.2g} times as much "
             f"({_figure(chosen_fid)})")
     if chosen is None or (o.target_bits is None and not _fid_ok(chosen_fid, *level)):
         # No budget of the ladder keeps the predicted fidelity: everything at 8 bits, said so.
@@ -311,14 +311,21 @@ def _figure(fid) -> str:
     return f"divergence {fid.score:.2e}"
 
 
+def _own(fid) -> float:
+    """The error ``_fid_ok`` compares against the 8-bit plan's: the centered error where every
+    synthetic input gets one class, else the divergence."""
+    if fid.top1_agreement is not None and fid.single_class and fid.centered_error is not None:
+        return fid.centered_error
+    return fid.score
+
+
 def _level(min_agreement: float, floor, factor: float = 1.0) -> str:
     if floor.top1_agreement is not None and not floor.single_class:
         if floor.top1_agreement < min_agreement and factor > 1:
             return (f"agreement >= {min_agreement:g} on the samples the 8-bit plan keeps, or "
                     f"divergence <= {factor * floor.score:.2e} ({factor:g} x the 8-bit plan's)")
         return f"agreement >= {min_agreement:g}"
-    own = floor.centered_error if floor.single_class and floor.centered_error is not None else floor.score
-    return f"error <= {_relative_need(1 - min_agreement, own, factor):.2e}"
+    return f"error <= {_relative_need(1 - min_agreement, _own(floor), factor):.2e}"
 
 
 def smallest_passing(n: int, passes) -> int | None:
@@ -341,13 +348,13 @@ def smallest_passing(n: int, passes) -> int | None:
     return found
 
 
-def _passing_budget(ctx: Context, m: Measurement, space: _Space, check, floor, params: int,
+def _passing_budget(ctx: Context, m: Measurement, space: _Space, check, level: tuple, params: int,
                     target: float) -> float | None:
     """The smallest budget of the ladder above ``target`` whose best plan keeps the level."""
     for bits in [b for b in LADDER if b > target]:
         choice = space.best(bits * params / 8, f"{bits:g} bits (for the warning)")
         if choice is not None and _fid_ok(check.measure(m.plan_replacements(space.plan(choice), ctx)),
-                                          ctx.options.min_agreement, floor, ctx.options.floor_factor):
+                                          *level):
             return bits
     return None
 
